@@ -1,0 +1,64 @@
+#include "app.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "log.h"
+
+extern char **environ;
+
+int app_config_load(const config_program *prog, void *cfg, int argc, char **argv, char *const *level_name,
+                    char *const *format_name)
+{
+    char err[512];
+    int rc = config_load(prog, cfg, argc, argv, environ, stdout, err, sizeof(err));
+
+    if (rc == 1)
+        return 0;
+    if (rc != 0) {
+        fprintf(stderr, "%s: %s\n", prog->name, rc == -EINVAL ? err : "out of memory");
+        return 2;
+    }
+    /* Both were checked against their choices by config_load. */
+    log_set_level((log_level)log_level_parse(*level_name));
+    log_set_format(strcmp(*format_name, "json") == 0 ? LOG_FORMAT_JSON : LOG_FORMAT_LOGFMT);
+    return -1;
+}
+
+static void stop_signals(sigset_t *set)
+{
+    sigemptyset(set);
+    sigaddset(set, SIGTERM);
+    sigaddset(set, SIGINT);
+}
+
+void app_block_signals(void)
+{
+    sigset_t set;
+
+    stop_signals(&set);
+    sigaddset(&set, SIGPIPE);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
+}
+
+int app_wait_signal(void)
+{
+    sigset_t set;
+    int sig = 0;
+
+    stop_signals(&set);
+    while (sigwait(&set, &sig) != 0)
+        ;
+    return sig;
+}
+
+void app_hostname(char *buf, size_t size)
+{
+    if (gethostname(buf, size) != 0 || buf[0] == '\0')
+        snprintf(buf, size, "unknown");
+    buf[size - 1] = '\0';
+}

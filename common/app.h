@@ -1,0 +1,29 @@
+/* What both programs do the same way at start and stop. */
+#ifndef INGEST_APP_H
+#define INGEST_APP_H
+
+#include "config.h"
+
+/*
+ * Load the settings (defaults, INGEST_* variables, flags) and apply the log
+ * level and format from the given settings. Returns -1 to go on, or the exit
+ * status to leave with: 0 after --help/--version, 2 for a bad setting (the
+ * message, naming the setting, is on stderr).
+ */
+int app_config_load(const config_program *prog, void *cfg, int argc, char **argv, char *const *level_name,
+                    char *const *format_name);
+
+/*
+ * Block SIGTERM, SIGINT and SIGPIPE in this thread and every thread it starts
+ * later, so a stop is seen once, by app_wait_signal(), and never interrupts
+ * a worker. Call before starting threads.
+ */
+void app_block_signals(void);
+
+/* Wait for SIGTERM or SIGINT; returns the signal number. */
+int app_wait_signal(void);
+
+/* This host's name into buf, "unknown" when it has none. */
+void app_hostname(char *buf, size_t size);
+
+#endif

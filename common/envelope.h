@@ -1,0 +1,57 @@
+/*
+ * The Kafka record: an ingest.v1.Envelope (the event as a CloudEvents
+ * protobuf message, plus when, how and from where it came in), its key and
+ * its headers, as the contract gives them.
+ */
+#ifndef INGEST_ENVELOPE_H
+#define INGEST_ENVELOPE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "event.h"
+#include "ingest/v1/envelope.pb-c.h"
+
+typedef enum envelope_protocol {
+    ENVELOPE_HTTP = INGEST__V1__PROTOCOL__PROTOCOL_HTTP,
+    ENVELOPE_UDP = INGEST__V1__PROTOCOL__PROTOCOL_UDP,
+    ENVELOPE_GRPC = INGEST__V1__PROTOCOL__PROTOCOL_GRPC,
+} envelope_protocol;
+
+typedef struct envelope_meta {
+    int64_t received_unix_nanos;
+    envelope_protocol protocol;
+    const char *peer;       /* "ip:port"; NULL for none */
+    const char *gateway_id; /* NULL for none */
+} envelope_meta;
+
+/*
+ * Encode a validated event (with its id assigned) and `meta` as an Envelope
+ * into a new malloc'd buffer that the caller frees. 0, -EINVAL (no id,
+ * source or type), -ENOMEM.
+ */
+int envelope_encode(const event *ev, const envelope_meta *meta, uint8_t **out, size_t *out_len);
+
+/* Decode an Envelope; NULL when the bytes are not one. Free with envelope_free(). */
+Ingest__V1__Envelope *envelope_decode(const uint8_t *buf, size_t len);
+void envelope_free(Ingest__V1__Envelope *env);
+
+/*
+ * Convert a CloudEvents protobuf message (gRPC, UDP, or a decoded Envelope)
+ * into the event model: typed attribute values become their canonical
+ * strings (booleans "true"/"false", integers in decimal, bytes in base64,
+ * timestamps in RFC 3339). Not validated: call event_validate(). 0, -ENOMEM,
+ * or -EINVAL with err filled (an attribute given twice, proto_data).
+ */
+int event_from_proto(const Ingest__V1__CloudEvent *ce, event *ev, const event_limits *lim, event_error *err);
+
+/* The Kafka key: the `partitionkey` extension, else `subject`, else `source`. */
+const char *event_kafka_key(const event *ev);
+
+/* Format ns since the epoch as RFC 3339 UTC with nanoseconds into buf[40]. */
+void rfc3339_format(int64_t unix_nanos, char *buf, size_t size);
+
+/* Standard base64 with padding; out must hold 4*ceil(len/3)+1 bytes. Returns the length. */
+size_t base64_encode(const unsigned char *in, size_t len, char *out);
+
+#endif

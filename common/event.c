@@ -1,0 +1,411 @@
+/*
+ * The event model's rules, once for every protocol: see event.h.
+ */
+#include "event.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "uuid.h"
+
+void event_limits_default(event_limits *lim)
+{
+    lim->max_event_bytes = 1u << 20;
+    lim->max_request_bytes = 8u << 20;
+    lim->max_batch_events = 10000;
+    lim->max_extensions = 64;
+}
+
+int event_error_set(event_error *err, const char *code, long index, const char *field, const char *fmt, ...)
+{
+    va_list ap;
+
+    if (err == NULL)
+        return -EINVAL;
+    err->code = code;
+    err->index = index;
+    snprintf(err->field, sizeof(err->field), "%s", field ? field : "");
+    va_start(ap, fmt);
+    vsnprintf(err->message, sizeof(err->message), fmt, ap);
+    va_end(ap);
+    return -EINVAL;
+}
+
+void event_init(event *ev)
+{
+    memset(ev, 0, sizeof(*ev));
+}
+
+void event_clear(event *ev)
+{
+    if (ev == NULL)
+        return;
+    free(ev->id);
+    free(ev->source);
+    free(ev->specversion);
+    free(ev->type);
+    free(ev->subject);
+    free(ev->time);
+    free(ev->datacontenttype);
+    free(ev->dataschema);
+    for (size_t i = 0; i < ev->n_ext; i++) {
+        free(ev->ext[i].name);
+        free(ev->ext[i].value);
+    }
+    free(ev->ext);
+    free(ev->data);
+    event_init(ev);
+}
+
+static char *dup_n(const char *s, size_t len)
+{
+    char *p = malloc(len + 1);
+
+    if (p == NULL)
+        return NULL;
+    memcpy(p, s, len);
+    p[len] = '\0';
+    return p;
+}
+
+/* The context attributes a struct event has a member for. */
+static char **core_slot(event *ev, const char *name, size_t len)
+{
+#define SLOT(n, m)                                                                                           \
+    if (len == sizeof(n) - 1 && memcmp(name, n, len) == 0)                                                   \
+        return &ev->m;
+    SLOT("id", id)
+    SLOT("source", source)
+    SLOT("specversion", specversion)
+    SLOT("type", type)
+    SLOT("subject", subject)
+    SLOT("time", time)
+    SLOT("datacontenttype", datacontenttype)
+    SLOT("dataschema", dataschema)
+#undef SLOT
+    return NULL;
+}
+
+/* Field names in errors: "source", or "extensions.<name>" cut to fit. */
+static void ext_field(char *buf, size_t size, const char *name, size_t len)
+{
+    if (len > 40)
+        len = 40;
+    snprintf(buf, size, "extensions.%.*s", (int)len, name);
+}
+
+int event_set_attr(event *ev, const char *name, size_t name_len, const char *value, size_t len,
+                   const event_limits *lim, event_error *err)
+{
+    char **slot = core_slot(ev, name, name_len);
+    char field[64];
+
+    if (slot != NULL) {
+        snprintf(field, sizeof(field), "%.*s", (int)name_len, name);
+        if (*slot != NULL)
+            return event_error_set(err, EVENT_ERR_INVALID, -1, field, "%s: duplicate attribute", field);
+        if (memchr(value, '\0', len) != NULL)
+            return event_error_set(err, EVENT_ERR_INVALID, -1, field, "%s: must not contain NUL", field);
+        if ((*slot = dup_n(value, len)) == NULL)
+            return -ENOMEM;
+        return 0;
+    }
+
+    /* An extension: lower-case a-z0-9, 1..20 bytes; "data" is the payload's name in every format. */
+    ext_field(field, sizeof(field), name, name_len);
+    if (name_len == 0 || name_len > EVENT_EXT_NAME_MAX)
+        return event_error_set(err, EVENT_ERR_INVALID, -1, field,
+                               "extension name must be 1 to %d characters a-z0-9, got %zu",
+                               EVENT_EXT_NAME_MAX, name_len);
+    for (size_t i = 0; i < name_len; i++) {
+        char c = name[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9')))
+            return event_error_set(err, EVENT_ERR_INVALID, -1, field,
+                                   "extension name must be lower-case a-z0-9 only");
+    }
+    if (name_len == 4 && memcmp(name, "data", 4) == 0)
+        return event_error_set(err, EVENT_ERR_INVALID, -1, field, "extension name 'data' is reserved");
+    for (size_t i = 0; i < ev->n_ext; i++)
+        if (strlen(ev->ext[i].name) == name_len && memcmp(ev->ext[i].name, name, name_len) == 0)
+            return event_error_set(err, EVENT_ERR_INVALID, -1, field, "duplicate attribute");
+    if (lim != NULL && ev->n_ext >= lim->max_extensions)
+        return event_error_set(err, EVENT_ERR_INVALID, -1, field, "more than %zu extensions",
+                               lim->max_extensions);
+    if (memchr(value, '\0', len) != NULL)
+        return event_error_set(err, EVENT_ERR_INVALID, -1, field, "must not contain NUL");
+
+    if (ev->n_ext == ev->cap_ext) {
+        size_t cap = ev->cap_ext ? ev->cap_ext * 2 : 4;
+        event_ext *ext = realloc(ev->ext, cap * sizeof(*ext));
+        if (ext == NULL)
+            return -ENOMEM;
+        ev->ext = ext;
+        ev->cap_ext = cap;
+    }
+    event_ext *e = &ev->ext[ev->n_ext];
+    if ((e->name = dup_n(name, name_len)) == NULL)
+        return -ENOMEM;
+    if ((e->value = dup_n(value, len)) == NULL) {
+        free(e->name);
+        return -ENOMEM;
+    }
+    ev->n_ext++;
+    return 0;
+}
+
+void event_set_data(event *ev, event_data_kind kind, unsigned char *data, size_t len)
+{
+    free(ev->data);
+    ev->data_kind = kind;
+    ev->data = data;
+    ev->data_len = len;
+}
+
+int utf8_valid(const char *str, size_t len)
+{
+    const unsigned char *s = (const unsigned char *)str;
+    size_t i = 0;
+
+    while (i < len) {
+        unsigned char c = s[i];
+        if (c < 0x80) {
+            i++;
+            continue;
+        }
+        size_t n;
+        unsigned int cp, min;
+        if ((c & 0xe0) == 0xc0) {
+            n = 1, cp = c & 0x1f, min = 0x80;
+        } else if ((c & 0xf0) == 0xe0) {
+            n = 2, cp = c & 0x0f, min = 0x800;
+        } else if ((c & 0xf8) == 0xf0) {
+            n = 3, cp = c & 0x07, min = 0x10000;
+        } else {
+            return 0;
+        }
+        if (len - i <= n)
+            return 0;
+        for (size_t k = 1; k <= n; k++) {
+            if ((s[i + k] & 0xc0) != 0x80)
+                return 0;
+            cp = (cp << 6) | (s[i + k] & 0x3f);
+        }
+        if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+            return 0;
+        i += n + 1;
+    }
+    return 1;
+}
+
+/* CloudEvents' String excludes the C0 and C1 controls. */
+static int has_control(const char *s)
+{
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        if (*p < 0x20 || *p == 0x7f)
+            return 1;
+        if (*p == 0xc2 && p[1] >= 0x80 && p[1] <= 0x9f)
+            return 1;
+    }
+    return 0;
+}
+
+static int digits(const char *s, int n, int *out)
+{
+    int v = 0;
+
+    for (int i = 0; i < n; i++) {
+        if (s[i] < '0' || s[i] > '9')
+            return -1;
+        v = v * 10 + (s[i] - '0');
+    }
+    *out = v;
+    return 0;
+}
+
+/* Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm). */
+static int64_t days_from_civil(int64_t y, int m, int d)
+{
+    y -= m <= 2;
+    int64_t era = (y >= 0 ? y : y - 399) / 400;
+    int64_t yoe = y - era * 400;
+    int64_t doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+    int64_t doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    return era * 146097 + doe - 719468;
+}
+
+int rfc3339_parse(const char *s, int64_t *unix_nanos)
+{
+    static const int mdays[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+    int y, mo, d, h, mi, sec, oh = 0, om = 0;
+    int64_t frac = 0;
+    size_t len = strlen(s), i;
+
+    /* YYYY-MM-DDTHH:MM:SS is 19 bytes; then fraction, then Z or +HH:MM. */
+    if (len < 20 || digits(s, 4, &y) || s[4] != '-' || digits(s + 5, 2, &mo) || s[7] != '-' ||
+        digits(s + 8, 2, &d) || (s[10] != 'T' && s[10] != 't') || digits(s + 11, 2, &h) || s[13] != ':' ||
+        digits(s + 14, 2, &mi) || s[16] != ':' || digits(s + 17, 2, &sec))
+        return -EINVAL;
+    i = 19;
+    if (s[i] == '.') {
+        int nd = 0;
+        i++;
+        while (s[i] >= '0' && s[i] <= '9') {
+            if (nd < 9)
+                frac = frac * 10 + (s[i] - '0');
+            nd++, i++;
+        }
+        if (nd == 0)
+            return -EINVAL;
+        for (; nd < 9; nd++)
+            frac *= 10;
+    }
+    if (s[i] == 'Z' || s[i] == 'z') {
+        i++;
+    } else if (s[i] == '+' || s[i] == '-') {
+        int sign = s[i] == '-' ? -1 : 1;
+        if (len - i != 6 || digits(s + i + 1, 2, &oh) || s[i + 3] != ':' || digits(s + i + 4, 2, &om) ||
+            oh > 23 || om > 59)
+            return -EINVAL;
+        oh *= sign, om *= sign;
+        i += 6;
+    } else {
+        return -EINVAL;
+    }
+    if (i != len)
+        return -EINVAL;
+
+    int leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+    if (mo < 1 || mo > 12 || d < 1 || d > mdays[mo - 1] + (mo == 2 && leap) || h > 23 || mi > 59 || sec > 60)
+        return -EINVAL;
+    /* A leap second (:60) is kept as the next second: Unix time has none. */
+    int64_t t = days_from_civil(y, mo, d) * 86400 + h * 3600 + mi * 60 + sec - (oh * 3600 + om * 60);
+    if (t < -62135596800LL || t > 253402300799LL + 86400)
+        return -EINVAL;
+    *unix_nanos = t * 1000000000LL + frac;
+    return 0;
+}
+
+size_t event_size(const event *ev)
+{
+    const char *attrs[] = {ev->id,      ev->source, ev->specversion,     ev->type,
+                           ev->subject, ev->time,   ev->datacontenttype, ev->dataschema};
+    size_t n = ev->data_len;
+
+    for (size_t i = 0; i < sizeof(attrs) / sizeof(attrs[0]); i++)
+        if (attrs[i])
+            n += strlen(attrs[i]);
+    for (size_t i = 0; i < ev->n_ext; i++)
+        n += strlen(ev->ext[i].name) + strlen(ev->ext[i].value);
+    return n;
+}
+
+/* A string attribute's common checks: UTF-8, no controls, length. */
+static int check_string(const char *v, const char *field, size_t max, long index, event_error *err)
+{
+    size_t len = strlen(v);
+
+    if (len == 0)
+        return event_error_set(err, EVENT_ERR_INVALID, index, field, "%s: must not be empty", field);
+    if (max && len > max)
+        return event_error_set(err, EVENT_ERR_INVALID, index, field, "%s: longer than %zu bytes", field, max);
+    if (!utf8_valid(v, len))
+        return event_error_set(err, EVENT_ERR_INVALID, index, field, "%s: not valid UTF-8", field);
+    if (has_control(v))
+        return event_error_set(err, EVENT_ERR_INVALID, index, field,
+                               "%s: must not contain control characters", field);
+    return 0;
+}
+
+int event_validate(event *ev, const event_limits *lim, long index, event_error *err)
+{
+    int rc;
+
+    if (ev->source == NULL)
+        return event_error_set(err, EVENT_ERR_INVALID, index, "source", "source: required");
+    if ((rc = check_string(ev->source, "source", EVENT_ATTR_MAX, index, err)) != 0)
+        return rc;
+    if (ev->type == NULL)
+        return event_error_set(err, EVENT_ERR_INVALID, index, "type", "type: required");
+    if ((rc = check_string(ev->type, "type", EVENT_ATTR_MAX, index, err)) != 0)
+        return rc;
+    /* id is half the primary key in Postgres: the same bound as source keeps the index happy. */
+    if (ev->id && (rc = check_string(ev->id, "id", EVENT_ATTR_MAX, index, err)) != 0)
+        return rc;
+    if (ev->specversion && strcmp(ev->specversion, "1.0") != 0)
+        return event_error_set(err, EVENT_ERR_INVALID, index, "specversion",
+                               "specversion: must be \"1.0\", got \"%.32s\"", ev->specversion);
+    if (ev->subject && (rc = check_string(ev->subject, "subject", 0, index, err)) != 0)
+        return rc;
+    if (ev->datacontenttype &&
+        (rc = check_string(ev->datacontenttype, "datacontenttype", 0, index, err)) != 0)
+        return rc;
+    if (ev->dataschema) {
+        if ((rc = check_string(ev->dataschema, "dataschema", 0, index, err)) != 0)
+            return rc;
+        if (strpbrk(ev->dataschema, " \t") != NULL || strchr(ev->dataschema, ':') == NULL)
+            return event_error_set(err, EVENT_ERR_INVALID, index, "dataschema",
+                                   "dataschema: must be an absolute URI");
+    }
+    ev->time_unix_nanos = 0;
+    if (ev->time && rfc3339_parse(ev->time, &ev->time_unix_nanos) != 0)
+        return event_error_set(err, EVENT_ERR_INVALID, index, "time",
+                               "time: not an RFC 3339 timestamp: \"%.40s\"", ev->time);
+    if (ev->n_ext > lim->max_extensions)
+        return event_error_set(err, EVENT_ERR_INVALID, index, "extensions", "extensions: more than %zu",
+                               lim->max_extensions);
+    for (size_t i = 0; i < ev->n_ext; i++) {
+        const char *v = ev->ext[i].value;
+        char field[64];
+        ext_field(field, sizeof(field), ev->ext[i].name, strlen(ev->ext[i].name));
+        if (!utf8_valid(v, strlen(v)) || has_control(v))
+            return event_error_set(err, EVENT_ERR_INVALID, index, field,
+                                   "%s: not valid UTF-8 or contains control characters", field);
+    }
+    if ((ev->data_kind == EVENT_DATA_JSON || ev->data_kind == EVENT_DATA_TEXT) &&
+        !utf8_valid((const char *)ev->data, ev->data_len))
+        return event_error_set(err, EVENT_ERR_INVALID, index, "data", "data: not valid UTF-8");
+    if (event_size(ev) > lim->max_event_bytes)
+        return event_error_set(err, EVENT_ERR_TOO_LARGE, index, "", "event larger than %zu bytes",
+                               lim->max_event_bytes);
+    return 0;
+}
+
+int event_assign_id(event *ev)
+{
+    if (ev->id != NULL)
+        return 0;
+    if ((ev->id = malloc(UUID_STR_LEN)) == NULL)
+        return -ENOMEM;
+    uuid_v7(ev->id);
+    return 0;
+}
+
+void event_batch_init(event_batch *b)
+{
+    memset(b, 0, sizeof(*b));
+}
+
+event *event_batch_add(event_batch *b)
+{
+    if (b->n == b->cap) {
+        size_t cap = b->cap ? b->cap * 2 : 8;
+        event *ev = realloc(b->ev, cap * sizeof(*ev));
+        if (ev == NULL)
+            return NULL;
+        b->ev = ev;
+        b->cap = cap;
+    }
+    event_init(&b->ev[b->n]);
+    return &b->ev[b->n++];
+}
+
+void event_batch_clear(event_batch *b)
+{
+    for (size_t i = 0; i < b->n; i++)
+        event_clear(&b->ev[i]);
+    free(b->ev);
+    event_batch_init(b);
+}

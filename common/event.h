@@ -1,0 +1,133 @@
+/*
+ * The event model: one CloudEvents 1.0 event as every front end (HTTP, UDP,
+ * gRPC) hands it to validation, and as the Envelope encoder reads it.
+ *
+ * Front ends parse into a struct event, call event_validate(), then encode.
+ * Validation and normalization live here once, so the three protocols accept
+ * and refuse exactly the same events with the same messages.
+ */
+#ifndef INGEST_EVENT_H
+#define INGEST_EVENT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* Fixed by the contract. */
+#define EVENT_EXT_NAME_MAX 20   /* bytes in an extension name */
+#define EVENT_ATTR_MAX     1024 /* bytes in source and type */
+#define EVENT_ID_LEN       36   /* textual UUID, as assigned by the gateway */
+
+/* Configurable limits; event_limits_default() gives the contract's. */
+typedef struct event_limits {
+    size_t max_event_bytes;   /* one event, attributes and data: 1 MiB */
+    size_t max_request_bytes; /* one decoded request body: 8 MiB */
+    size_t max_batch_events;  /* events in one request: 10,000 */
+    size_t max_extensions;    /* extensions in one event: 64 */
+} event_limits;
+
+void event_limits_default(event_limits *lim);
+
+typedef enum event_data_kind {
+    EVENT_DATA_NONE = 0,
+    EVENT_DATA_JSON,   /* data holds JSON text (a JSON `data` member) */
+    EVENT_DATA_TEXT,   /* data holds UTF-8 text (protobuf text_data) */
+    EVENT_DATA_BINARY, /* data holds bytes (data_base64, binary mode) */
+} event_data_kind;
+
+typedef struct event_ext {
+    char *name;  /* lower-case a-z0-9, 1..20 bytes */
+    char *value; /* strings, numbers and booleans all travel as strings */
+} event_ext;
+
+/*
+ * One event. Every string is NUL-terminated, owned by the event, and NULL
+ * when the attribute is absent. event_clear() frees them all.
+ */
+typedef struct event {
+    char *id;
+    char *source;
+    char *specversion;
+    char *type;
+    char *subject;
+    char *time; /* RFC 3339, as given */
+    char *datacontenttype;
+    char *dataschema;
+
+    event_ext *ext;
+    size_t n_ext;
+    size_t cap_ext;
+
+    event_data_kind data_kind;
+    unsigned char *data; /* owned; NUL-terminated for convenience */
+    size_t data_len;
+
+    /* Set by event_validate(): `time` as nanoseconds since the epoch. */
+    int64_t time_unix_nanos;
+} event;
+
+/* Why an event or a request was refused. */
+typedef struct event_error {
+    const char *code; /* machine-readable: "invalid_event", "malformed_json", ... */
+    long index;       /* event index in its request, -1 when not one event's fault */
+    char field[64];   /* the attribute at fault ("source", "extensions.foo"), or "" */
+    char message[256];
+} event_error;
+
+/* Error codes, shared by every protocol's error shape. */
+#define EVENT_ERR_MALFORMED "malformed_json"
+#define EVENT_ERR_INVALID   "invalid_event"
+#define EVENT_ERR_TOO_LARGE "too_large"
+#define EVENT_ERR_TOO_MANY  "too_many_events"
+
+/* Fill err; returns -EINVAL so callers can `return event_error_set(...)`. */
+int event_error_set(event_error *err, const char *code, long index, const char *field, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
+
+void event_init(event *ev);
+void event_clear(event *ev); /* frees every member; the event may be reused after event_init() */
+
+/*
+ * Set an attribute by its CloudEvents name ("id", "source", "subject", ...).
+ * Unknown names are extensions. Copies `len` bytes of `value`.
+ * Returns 0, -ENOMEM, or -EINVAL (filling err) for a duplicate attribute,
+ * an invalid extension name, too many extensions or an embedded NUL.
+ */
+int event_set_attr(event *ev, const char *name, size_t name_len, const char *value, size_t len,
+                   const event_limits *lim, event_error *err);
+
+/* Take ownership of malloc'd data of the given kind. */
+void event_set_data(event *ev, event_data_kind kind, unsigned char *data, size_t len);
+
+/*
+ * Check every rule of the contract: required source and type (non-empty, at
+ * most 1024 bytes, valid UTF-8), specversion "1.0" when given, RFC 3339 time,
+ * extension names and count, the per-event size limit. Sets time_unix_nanos.
+ * Returns 0 or -EINVAL with err filled (index set to `index`).
+ */
+int event_validate(event *ev, const event_limits *lim, long index, event_error *err);
+
+/* Assign a fresh UUIDv7 id when the event has none. 0 or -ENOMEM. */
+int event_assign_id(event *ev);
+
+/* Approximate encoded size of the event, for the per-event limit. */
+size_t event_size(const event *ev);
+
+/* True when `s` (len bytes) is well-formed UTF-8 (no overlongs, no surrogates). */
+int utf8_valid(const char *s, size_t len);
+
+/* Parse RFC 3339 into ns since the epoch. 0 or -EINVAL. */
+int rfc3339_parse(const char *s, int64_t *unix_nanos);
+
+/* A growable array of events: one request's worth. */
+typedef struct event_batch {
+    event *ev;
+    size_t n;
+    size_t cap;
+} event_batch;
+
+void event_batch_init(event_batch *b);
+/* Append a fresh initialized event; NULL on -ENOMEM. */
+event *event_batch_add(event_batch *b);
+void event_batch_clear(event_batch *b); /* clears every event, keeps nothing */
+
+#endif

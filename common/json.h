@@ -1,0 +1,32 @@
+/*
+ * JSON in all the contract's forms: one event, an array (batch), NDJSON; data
+ * as `data` (any JSON value) or `data_base64` (bytes). Strict: malformed JSON,
+ * invalid UTF-8, wrong types and trailing garbage are errors, never crashes.
+ */
+#ifndef INGEST_JSON_H
+#define INGEST_JSON_H
+
+#include <stddef.h>
+
+#include "event.h"
+
+typedef enum json_form {
+    JSON_FORM_EVENT,  /* exactly one object */
+    JSON_FORM_BATCH,  /* an array of objects */
+    JSON_FORM_ANY,    /* an object or an array (application/json) */
+    JSON_FORM_NDJSON, /* one object per line; blank lines are skipped */
+} json_form;
+
+/*
+ * Parse `len` bytes of `buf` in `form`, appending events to `out` (which the
+ * caller owns and clears). Events are parsed, not validated: call
+ * event_validate() on each. Returns 0, or -EINVAL with err filled:
+ * EVENT_ERR_MALFORMED (with index when inside one event of a batch),
+ * EVENT_ERR_INVALID (a wrong type: `source` a number, `data_base64` not
+ * base64, both `data` and `data_base64`), or EVENT_ERR_TOO_MANY (more than
+ * lim->max_batch_events). -ENOMEM on allocation failure.
+ */
+int json_parse_events(const char *buf, size_t len, json_form form, const event_limits *lim, event_batch *out,
+                      event_error *err);
+
+#endif

@@ -1,0 +1,165 @@
+/*
+ * A ring of pointers under one mutex. With a handful of producer and consumer
+ * threads, and consumers taking items in batches, the lock is held for a few
+ * pointer copies per batch: simpler to prove right than a lock-free ring,
+ * and not where the time goes (see perf/README.md).
+ */
+#include "queue.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <time.h>
+
+struct queue {
+    pthread_mutex_t lock;
+    pthread_cond_t nonempty;
+    void **ring;
+    size_t capacity;
+    size_t high_water;
+    size_t head; /* next to pop */
+    size_t count;
+    atomic_size_t depth; /* mirror of count, read without the lock */
+    int closed;
+    unsigned waiters; /* consumers in pthread_cond_wait */
+};
+
+queue *queue_new(size_t capacity, size_t high_water)
+{
+    queue *q;
+    pthread_condattr_t ca;
+
+    if (capacity == 0 || high_water == 0 || high_water > capacity)
+        return NULL;
+    if ((q = calloc(1, sizeof(*q))) == NULL)
+        return NULL;
+    if ((q->ring = calloc(capacity, sizeof(*q->ring))) == NULL)
+        goto fail;
+    q->capacity = capacity;
+    q->high_water = high_water;
+    atomic_init(&q->depth, 0);
+    pthread_mutex_init(&q->lock, NULL);
+    /* Timed waits on the monotonic clock: a wall-clock step must not stall consumers. */
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&q->nonempty, &ca);
+    pthread_condattr_destroy(&ca);
+    return q;
+
+fail:
+    free(q);
+    return NULL;
+}
+
+void queue_free(queue *q)
+{
+    if (q == NULL)
+        return;
+    pthread_cond_destroy(&q->nonempty);
+    pthread_mutex_destroy(&q->lock);
+    free(q->ring);
+    free(q);
+}
+
+int queue_push_n(queue *q, void *const *items, size_t n)
+{
+    int rc = 0;
+
+    if (n > q->capacity)
+        return -EINVAL;
+    if (n == 0)
+        return 0;
+    pthread_mutex_lock(&q->lock);
+    if (q->closed) {
+        rc = -EPIPE;
+    } else if (q->capacity - q->count < n) {
+        rc = -EAGAIN;
+    } else {
+        size_t tail = (q->head + q->count) % q->capacity;
+        for (size_t i = 0; i < n; i++) {
+            q->ring[tail] = items[i];
+            if (++tail == q->capacity)
+                tail = 0;
+        }
+        q->count += n;
+        atomic_store_explicit(&q->depth, q->count, memory_order_relaxed);
+        /* Wake one consumer per item, at most as many as wait. */
+        if (q->waiters > 0) {
+            if (n >= q->waiters)
+                pthread_cond_broadcast(&q->nonempty);
+            else
+                for (size_t i = 0; i < n; i++)
+                    pthread_cond_signal(&q->nonempty);
+        }
+    }
+    pthread_mutex_unlock(&q->lock);
+    return rc;
+}
+
+size_t queue_pop_n(queue *q, void **items, size_t max, int timeout_ms)
+{
+    struct timespec deadline;
+    size_t n = 0;
+
+    if (max == 0)
+        return 0;
+    if (timeout_ms > 0) {
+        clock_gettime(CLOCK_MONOTONIC, &deadline);
+        deadline.tv_sec += timeout_ms / 1000;
+        deadline.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+        if (deadline.tv_nsec >= 1000000000L) {
+            deadline.tv_sec++;
+            deadline.tv_nsec -= 1000000000L;
+        }
+    }
+    pthread_mutex_lock(&q->lock);
+    while (q->count == 0 && !q->closed && timeout_ms != 0) {
+        int rc;
+        q->waiters++;
+        if (timeout_ms < 0)
+            rc = pthread_cond_wait(&q->nonempty, &q->lock);
+        else
+            rc = pthread_cond_timedwait(&q->nonempty, &q->lock, &deadline);
+        q->waiters--;
+        if (rc == ETIMEDOUT)
+            break;
+    }
+    while (n < max && q->count > 0) {
+        items[n++] = q->ring[q->head];
+        if (++q->head == q->capacity)
+            q->head = 0;
+        q->count--;
+    }
+    atomic_store_explicit(&q->depth, q->count, memory_order_relaxed);
+    pthread_mutex_unlock(&q->lock);
+    return n;
+}
+
+void queue_close(queue *q)
+{
+    pthread_mutex_lock(&q->lock);
+    q->closed = 1;
+    pthread_cond_broadcast(&q->nonempty);
+    pthread_mutex_unlock(&q->lock);
+}
+
+size_t queue_depth(const queue *q)
+{
+    return atomic_load_explicit(&((queue *)q)->depth, memory_order_relaxed);
+}
+
+size_t queue_capacity(const queue *q)
+{
+    return q->capacity;
+}
+
+size_t queue_high_water(const queue *q)
+{
+    return q->high_water;
+}
+
+int queue_above_high_water(const queue *q)
+{
+    return queue_depth(q) >= q->high_water;
+}

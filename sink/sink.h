@@ -1,0 +1,22 @@
+/* The sink's settings. */
+#ifndef INGEST_SINK_H
+#define INGEST_SINK_H
+
+#include <stdint.h>
+
+#include "config.h"
+
+typedef struct sink_config {
+    char *kafka_bootstrap;
+    char *kafka_topic;
+    char *kafka_group;
+    char *dlq_topic;
+    char *pg_dsn;
+    char *log_level;
+    char *log_format;
+    config_props kafka_props;
+} sink_config;
+
+extern const config_program sink_config_program;
+
+#endif
