@@ -1,0 +1,292 @@
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "envelope.h"
+
+static event_limits lim;
+
+static int setup(void **state)
+{
+    (void)state;
+    event_limits_default(&lim);
+    return 0;
+}
+
+static void set(event *ev, const char *name, const char *value)
+{
+    event_error err;
+    assert_int_equal(event_set_attr(ev, name, strlen(name), value, strlen(value), &lim, &err), 0);
+}
+
+static const Ingest__V1__CloudEvent__CloudEventAttributeValue *attr(const Ingest__V1__CloudEvent *ce,
+                                                                    const char *key)
+{
+    for (size_t i = 0; i < ce->n_attributes; i++)
+        if (strcmp(ce->attributes[i]->key, key) == 0)
+            return ce->attributes[i]->value;
+    return NULL;
+}
+
+static void test_round_trip_full(void **state)
+{
+    event ev, back;
+    event_error err;
+    uint8_t *buf;
+    size_t len;
+    (void)state;
+
+    event_init(&ev);
+    set(&ev, "id", "id-1");
+    set(&ev, "source", "/src");
+    set(&ev, "type", "t.created");
+    set(&ev, "subject", "sub");
+    set(&ev, "time", "2021-06-01T12:30:45.25Z");
+    set(&ev, "datacontenttype", "application/json");
+    set(&ev, "dataschema", "https://ex.com/schema");
+    set(&ev, "tenant", "acme");
+    set(&ev, "count", "42");
+    unsigned char *data = (unsigned char *)strdup("{\"a\":1}");
+    event_set_data(&ev, EVENT_DATA_JSON, data, 7);
+    assert_int_equal(event_validate(&ev, &lim, 0, &err), 0);
+
+    envelope_meta meta = {.received_unix_nanos = 1700000000123456789LL,
+                          .protocol = ENVELOPE_HTTP,
+                          .peer = "127.0.0.1:5555",
+                          .gateway_id = "gw-1"};
+    assert_int_equal(envelope_encode(&ev, &meta, &buf, &len), 0);
+
+    Ingest__V1__Envelope *env = envelope_decode(buf, len);
+    assert_non_null(env);
+    assert_int_equal(env->received_unix_nanos, 1700000000123456789LL);
+    assert_int_equal(env->protocol, INGEST__V1__PROTOCOL__PROTOCOL_HTTP);
+    assert_string_equal(env->peer, "127.0.0.1:5555");
+    assert_string_equal(env->gateway_id, "gw-1");
+    const Ingest__V1__CloudEvent *ce = env->event;
+    assert_string_equal(ce->id, "id-1");
+    assert_string_equal(ce->source, "/src");
+    assert_string_equal(ce->spec_version, "1.0");
+    assert_string_equal(ce->type, "t.created");
+    assert_int_equal(ce->data_case, INGEST__V1__CLOUD_EVENT__DATA_TEXT_DATA);
+    assert_string_equal(ce->text_data, "{\"a\":1}");
+    assert_int_equal(ce->n_attributes, 6);
+    assert_string_equal(attr(ce, "subject")->ce_string, "sub");
+    assert_string_equal(attr(ce, "datacontenttype")->ce_string, "application/json");
+    assert_int_equal(attr(ce, "dataschema")->attr_case,
+                     INGEST__V1__CLOUD_EVENT__CLOUD_EVENT_ATTRIBUTE_VALUE__ATTR_CE_URI);
+    assert_string_equal(attr(ce, "dataschema")->ce_uri, "https://ex.com/schema");
+    assert_int_equal(attr(ce, "time")->ce_timestamp->seconds, 1622550645);
+    assert_int_equal(attr(ce, "time")->ce_timestamp->nanos, 250000000);
+    assert_string_equal(attr(ce, "tenant")->ce_string, "acme");
+    assert_string_equal(attr(ce, "count")->ce_string, "42");
+
+    /* And back into the model, as the sink or a replay would. */
+    event_init(&back);
+    assert_int_equal(event_from_proto(ce, &back, &lim, &err), 0);
+    assert_int_equal(event_validate(&back, &lim, 0, &err), 0);
+    assert_string_equal(back.id, "id-1");
+    assert_string_equal(back.time, "2021-06-01T12:30:45.250000000Z");
+    assert_int_equal(back.time_unix_nanos, ev.time_unix_nanos);
+    assert_string_equal(back.dataschema, "https://ex.com/schema");
+    assert_int_equal(back.n_ext, 2);
+    assert_int_equal(back.data_kind, EVENT_DATA_TEXT);
+    assert_memory_equal(back.data, "{\"a\":1}", 7);
+
+    event_clear(&back);
+    envelope_free(env);
+    free(buf);
+    event_clear(&ev);
+}
+
+static void test_binary_data_and_no_data(void **state)
+{
+    event ev;
+    uint8_t *buf;
+    size_t len;
+    envelope_meta meta = {.protocol = ENVELOPE_UDP};
+    (void)state;
+
+    event_init(&ev);
+    set(&ev, "id", "x");
+    set(&ev, "source", "s");
+    set(&ev, "type", "t");
+    assert_int_equal(envelope_encode(&ev, &meta, &buf, &len), 0);
+    Ingest__V1__Envelope *env = envelope_decode(buf, len);
+    assert_non_null(env);
+    assert_int_equal(env->event->data_case, INGEST__V1__CLOUD_EVENT__DATA__NOT_SET);
+    assert_string_equal(env->peer, "");
+    envelope_free(env);
+    free(buf);
+
+    unsigned char *bin = malloc(4);
+    memcpy(bin, "\0\1\2\377", 4);
+    event_set_data(&ev, EVENT_DATA_BINARY, bin, 4);
+    /* Before 1970: nanos stay non-negative. */
+    set(&ev, "time", "1969-12-31T23:59:59.5Z");
+    event_error err;
+    assert_int_equal(event_validate(&ev, &lim, 0, &err), 0);
+    assert_int_equal(envelope_encode(&ev, &meta, &buf, &len), 0);
+    env = envelope_decode(buf, len);
+    assert_int_equal(env->event->data_case, INGEST__V1__CLOUD_EVENT__DATA_BINARY_DATA);
+    assert_int_equal(env->event->binary_data.len, 4);
+    assert_memory_equal(env->event->binary_data.data, "\0\1\2\377", 4);
+    assert_int_equal(attr(env->event, "time")->ce_timestamp->seconds, -1);
+    assert_int_equal(attr(env->event, "time")->ce_timestamp->nanos, 500000000);
+    envelope_free(env);
+    free(buf);
+    event_clear(&ev);
+}
+
+static void test_refuses_incomplete_and_garbage(void **state)
+{
+    event ev;
+    uint8_t *buf = NULL;
+    size_t len;
+    envelope_meta meta = {.protocol = ENVELOPE_GRPC};
+    (void)state;
+
+    event_init(&ev);
+    set(&ev, "source", "s");
+    set(&ev, "type", "t");
+    assert_int_equal(envelope_encode(&ev, &meta, &buf, &len), -EINVAL); /* no id yet */
+    event_clear(&ev);
+
+    const uint8_t garbage[] = {0xff, 0xff, 0xff, 0xff, 0x0f, 0x01};
+    assert_null(envelope_decode(garbage, sizeof(garbage)));
+    const uint8_t truncated[] = {0x0a, 0x10, 0x0a, 0x02};
+    assert_null(envelope_decode(truncated, sizeof(truncated)));
+    envelope_free(NULL);
+}
+
+/* Field numbers are the CloudEvents protobuf format's: a hand-built message decodes. */
+static void test_wire_compatibility(void **state)
+{
+    /* CloudEvent{id="a"(1) source="b"(2) spec_version="1.0"(3) type="c"(4) text_data="x"(7)} */
+    const uint8_t wire[] = {0x0a, 1, 'a', 0x12, 1, 'b', 0x1a, 3, '1', '.', '0', 0x22, 1, 'c', 0x3a, 1, 'x'};
+    Ingest__V1__CloudEvent *ce = ingest__v1__cloud_event__unpack(NULL, sizeof(wire), wire);
+    (void)state;
+
+    assert_non_null(ce);
+    assert_string_equal(ce->id, "a");
+    assert_string_equal(ce->source, "b");
+    assert_string_equal(ce->spec_version, "1.0");
+    assert_string_equal(ce->type, "c");
+    assert_int_equal(ce->data_case, INGEST__V1__CLOUD_EVENT__DATA_TEXT_DATA);
+    assert_string_equal(ce->text_data, "x");
+    ingest__v1__cloud_event__free_unpacked(ce, NULL);
+}
+
+static void test_from_proto_typed_attributes(void **state)
+{
+    Ingest__V1__CloudEvent ce = INGEST__V1__CLOUD_EVENT__INIT;
+    Ingest__V1__CloudEvent__CloudEventAttributeValue v[5];
+    Ingest__V1__CloudEvent__AttributesEntry e[5], *ep[5];
+    Google__Protobuf__Timestamp ts = GOOGLE__PROTOBUF__TIMESTAMP__INIT;
+    uint8_t raw[] = {0xde, 0xad, 0xbe};
+    event ev;
+    event_error err;
+    (void)state;
+
+    for (int i = 0; i < 5; i++) {
+        ingest__v1__cloud_event__cloud_event_attribute_value__init(&v[i]);
+        ingest__v1__cloud_event__attributes_entry__init(&e[i]);
+        e[i].value = &v[i];
+        ep[i] = &e[i];
+    }
+    e[0].key = "flag";
+    v[0].attr_case = INGEST__V1__CLOUD_EVENT__CLOUD_EVENT_ATTRIBUTE_VALUE__ATTR_CE_BOOLEAN;
+    v[0].ce_boolean = 1;
+    e[1].key = "num";
+    v[1].attr_case = INGEST__V1__CLOUD_EVENT__CLOUD_EVENT_ATTRIBUTE_VALUE__ATTR_CE_INTEGER;
+    v[1].ce_integer = -17;
+    e[2].key = "blob";
+    v[2].attr_case = INGEST__V1__CLOUD_EVENT__CLOUD_EVENT_ATTRIBUTE_VALUE__ATTR_CE_BYTES;
+    v[2].ce_bytes.data = raw;
+    v[2].ce_bytes.len = 3;
+    e[3].key = "time";
+    ts.seconds = 86400;
+    v[3].attr_case = INGEST__V1__CLOUD_EVENT__CLOUD_EVENT_ATTRIBUTE_VALUE__ATTR_CE_TIMESTAMP;
+    v[3].ce_timestamp = &ts;
+    e[4].key = "ref";
+    v[4].attr_case = INGEST__V1__CLOUD_EVENT__CLOUD_EVENT_ATTRIBUTE_VALUE__ATTR_CE_URI_REF;
+    v[4].ce_uri_ref = "../x";
+    ce.source = "s";
+    ce.type = "t";
+    ce.id = "";
+    ce.n_attributes = 5;
+    ce.attributes = ep;
+
+    event_init(&ev);
+    assert_int_equal(event_from_proto(&ce, &ev, &lim, &err), 0);
+    assert_null(ev.id); /* empty proto3 string: absent */
+    assert_string_equal(ev.time, "1970-01-02T00:00:00Z");
+    assert_int_equal(ev.n_ext, 4);
+    assert_string_equal(ev.ext[0].value, "true");
+    assert_string_equal(ev.ext[1].value, "-17");
+    assert_string_equal(ev.ext[2].value, "3q2+");
+    assert_string_equal(ev.ext[3].value, "../x");
+    assert_int_equal(event_validate(&ev, &lim, 0, &err), 0);
+    event_clear(&ev);
+
+    /* An attribute given twice (as a field and in the map) is refused, naming it. */
+    e[0].key = "source";
+    event_init(&ev);
+    assert_int_equal(event_from_proto(&ce, &ev, &lim, &err), -EINVAL);
+    assert_string_equal(err.field, "source");
+    event_clear(&ev);
+
+    e[0].key = "flag";
+    Google__Protobuf__Any any = GOOGLE__PROTOBUF__ANY__INIT;
+    ce.data_case = INGEST__V1__CLOUD_EVENT__DATA_PROTO_DATA;
+    ce.proto_data = &any;
+    event_init(&ev);
+    assert_int_equal(event_from_proto(&ce, &ev, &lim, &err), -EINVAL);
+    assert_string_equal(err.field, "data");
+    event_clear(&ev);
+}
+
+static void test_key_and_helpers(void **state)
+{
+    event ev;
+    char out[64];
+    (void)state;
+
+    event_init(&ev);
+    set(&ev, "source", "src");
+    assert_string_equal(event_kafka_key(&ev), "src");
+    set(&ev, "subject", "sub");
+    assert_string_equal(event_kafka_key(&ev), "sub");
+    set(&ev, "partitionkey", "pk");
+    assert_string_equal(event_kafka_key(&ev), "pk");
+    event_clear(&ev);
+
+    assert_int_equal(base64_encode((const unsigned char *)"", 0, out), 0);
+    assert_int_equal(base64_encode((const unsigned char *)"f", 1, out), 4);
+    assert_string_equal(out, "Zg==");
+    base64_encode((const unsigned char *)"fo", 2, out);
+    assert_string_equal(out, "Zm8=");
+    base64_encode((const unsigned char *)"foobar", 6, out);
+    assert_string_equal(out, "Zm9vYmFy");
+    rfc3339_format(-1, out, sizeof(out));
+    assert_string_equal(out, "1969-12-31T23:59:59.999999999Z");
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_round_trip_full),
+        cmocka_unit_test(test_binary_data_and_no_data),
+        cmocka_unit_test(test_refuses_incomplete_and_garbage),
+        cmocka_unit_test(test_wire_compatibility),
+        cmocka_unit_test(test_from_proto_typed_attributes),
+        cmocka_unit_test(test_key_and_helpers),
+    };
+    return cmocka_run_group_tests(tests, setup, NULL);
+}

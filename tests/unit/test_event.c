@@ -1,0 +1,290 @@
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "event.h"
+
+static event_limits lim;
+
+static int setup(void **state)
+{
+    (void)state;
+    event_limits_default(&lim);
+    return 0;
+}
+
+static int set(event *ev, const char *name, const char *value, event_error *err)
+{
+    return event_set_attr(ev, name, strlen(name), value, strlen(value), &lim, err);
+}
+
+/* A valid event to break one rule at a time. */
+static void make_valid(event *ev)
+{
+    event_error err;
+
+    event_init(ev);
+    assert_int_equal(set(ev, "source", "/sensors/1", &err), 0);
+    assert_int_equal(set(ev, "type", "reading.taken", &err), 0);
+}
+
+static void expect_invalid(event *ev, const char *field, const char *msg_part)
+{
+    event_error err;
+
+    memset(&err, 0, sizeof(err));
+    assert_int_equal(event_validate(ev, &lim, 7, &err), -EINVAL);
+    assert_string_equal(err.field, field);
+    assert_int_equal(err.index, 7);
+    if (strstr(err.message, msg_part) == NULL)
+        fail_msg("message '%s' lacks '%s'", err.message, msg_part);
+    event_clear(ev);
+}
+
+static void test_valid_minimal_and_full(void **state)
+{
+    event ev;
+    event_error err;
+    (void)state;
+
+    make_valid(&ev);
+    assert_int_equal(event_validate(&ev, &lim, 0, &err), 0);
+    assert_null(ev.id);
+    assert_int_equal(event_assign_id(&ev), 0);
+    assert_int_equal(strlen(ev.id), 36);
+    event_clear(&ev);
+
+    make_valid(&ev);
+    assert_int_equal(set(&ev, "id", "abc-1", &err), 0);
+    assert_int_equal(set(&ev, "specversion", "1.0", &err), 0);
+    assert_int_equal(set(&ev, "subject", "room/1", &err), 0);
+    assert_int_equal(set(&ev, "time", "2024-02-29T23:59:60.5+01:00", &err), 0);
+    assert_int_equal(set(&ev, "datacontenttype", "application/json", &err), 0);
+    assert_int_equal(set(&ev, "dataschema", "https://example.com/s.json", &err), 0);
+    assert_int_equal(set(&ev, "traceparent", "00-abc", &err), 0);
+    assert_int_equal(set(&ev, "n1", "42", &err), 0);
+    assert_int_equal(event_validate(&ev, &lim, 0, &err), 0);
+    /* 2024-02-29T23:59:60.5+01:00 is 23:00:00.5 UTC on 2024-02-29 (the leap second rolls over). */
+    assert_int_equal(ev.time_unix_nanos, 1709247600500000000LL);
+    assert_int_equal(event_assign_id(&ev), 0);
+    assert_string_equal(ev.id, "abc-1");
+    assert_int_equal(ev.n_ext, 2);
+    event_clear(&ev);
+}
+
+static void test_required_and_empty(void **state)
+{
+    event ev;
+    event_error err;
+    (void)state;
+
+    event_init(&ev);
+    assert_int_equal(set(&ev, "type", "t", &err), 0);
+    expect_invalid(&ev, "source", "required");
+
+    event_init(&ev);
+    assert_int_equal(set(&ev, "source", "s", &err), 0);
+    expect_invalid(&ev, "type", "required");
+
+    event_init(&ev);
+    assert_int_equal(set(&ev, "source", "", &err), 0);
+    assert_int_equal(set(&ev, "type", "t", &err), 0);
+    expect_invalid(&ev, "source", "empty");
+
+    make_valid(&ev);
+    assert_int_equal(set(&ev, "id", "", &err), 0);
+    expect_invalid(&ev, "id", "empty");
+}
+
+static void test_lengths_and_utf8(void **state)
+{
+    event ev;
+    event_error err;
+    char big[1026];
+    (void)state;
+
+    memset(big, 'a', 1024);
+    big[1024] = '\0';
+    event_init(&ev);
+    assert_int_equal(set(&ev, "source", big, &err), 0);
+    assert_int_equal(set(&ev, "type", big, &err), 0);
+    assert_int_equal(event_validate(&ev, &lim, 0, &err), 0);
+    event_clear(&ev);
+
+    big[1024] = 'a';
+    big[1025] = '\0';
+    event_init(&ev);
+    assert_int_equal(set(&ev, "source", big, &err), 0);
+    assert_int_equal(set(&ev, "type", "t", &err), 0);
+    expect_invalid(&ev, "source", "longer than 1024");
+
+    event_init(&ev);
+    assert_int_equal(set(&ev, "source", "s", &err), 0);
+    assert_int_equal(set(&ev, "type", big, &err), 0);
+    expect_invalid(&ev, "type", "longer than 1024");
+
+    event_init(&ev);
+    assert_int_equal(set(&ev, "source", "\xc3\x28", &err), 0);
+    assert_int_equal(set(&ev, "type", "t", &err), 0);
+    expect_invalid(&ev, "source", "UTF-8");
+
+    event_init(&ev);
+    assert_int_equal(set(&ev, "source", "s", &err), 0);
+    assert_int_equal(set(&ev, "type", "a\x01", &err), 0);
+    expect_invalid(&ev, "type", "control");
+
+    make_valid(&ev);
+    assert_int_equal(set(&ev, "subject", "\xed\xa0\x80", &err), 0); /* a surrogate */
+    expect_invalid(&ev, "subject", "UTF-8");
+
+    make_valid(&ev);
+    assert_int_equal(set(&ev, "region", "\xff", &err), 0);
+    expect_invalid(&ev, "extensions.region", "UTF-8");
+}
+
+static void test_utf8(void **state)
+{
+    (void)state;
+    assert_true(utf8_valid("", 0));
+    assert_true(utf8_valid("plain", 5));
+    assert_true(utf8_valid("\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80", 9)); /* é € 😀 */
+    assert_false(utf8_valid("\xc0\xaf", 2));                            /* overlong / */
+    assert_false(utf8_valid("\xe0\x80\xaf", 3));                        /* overlong */
+    assert_false(utf8_valid("\xed\xbf\xbf", 3));                        /* surrogate */
+    assert_false(utf8_valid("\xf4\x90\x80\x80", 4));                    /* > U+10FFFF */
+    assert_false(utf8_valid("\xe2\x82", 2));                            /* truncated */
+    assert_false(utf8_valid("\x80", 1));                                /* lone continuation */
+    assert_false(utf8_valid("\xf8\x88\x80\x80\x80", 5));                /* 5-byte form */
+}
+
+static void test_specversion_time_schema(void **state)
+{
+    event ev;
+    event_error err;
+    (void)state;
+
+    make_valid(&ev);
+    assert_int_equal(set(&ev, "specversion", "0.3", &err), 0);
+    expect_invalid(&ev, "specversion", "1.0");
+
+    const char *bad_times[] = {
+        "2024-13-01T00:00:00Z",    "2023-02-29T00:00:00Z",  "2024-01-01 00:00:00Z",  "2024-01-01T00:00:00",
+        "2024-01-01T24:00:00Z",    "2024-01-01T00:00:00.Z", "2024-01-01T00:00:00+1", "yesterday",
+        "2024-01-01T00:00:00Zjunk"};
+    for (size_t i = 0; i < sizeof(bad_times) / sizeof(bad_times[0]); i++) {
+        make_valid(&ev);
+        assert_int_equal(set(&ev, "time", bad_times[i], &err), 0);
+        expect_invalid(&ev, "time", "RFC 3339");
+    }
+
+    int64_t ns;
+    assert_int_equal(rfc3339_parse("1970-01-01T00:00:00Z", &ns), 0);
+    assert_int_equal(ns, 0);
+    assert_int_equal(rfc3339_parse("1969-12-31T23:59:59.999999999z", &ns), 0);
+    assert_int_equal(ns, -1);
+    assert_int_equal(rfc3339_parse("2000-01-01T00:00:00.123456789123-00:30", &ns), 0);
+    assert_int_equal(ns, 946686600123456789LL);
+
+    make_valid(&ev);
+    assert_int_equal(set(&ev, "dataschema", "not a uri", &err), 0);
+    expect_invalid(&ev, "dataschema", "URI");
+}
+
+static void test_set_attr_rules(void **state)
+{
+    event ev;
+    event_error err;
+    char many[8];
+    (void)state;
+
+    make_valid(&ev);
+    assert_int_equal(set(&ev, "source", "again", &err), -EINVAL);
+    assert_string_equal(err.field, "source");
+    assert_non_null(strstr(err.message, "duplicate"));
+
+    assert_int_equal(set(&ev, "Upper", "x", &err), -EINVAL);
+    assert_string_equal(err.field, "extensions.Upper");
+    assert_int_equal(set(&ev, "with_underscore", "x", &err), -EINVAL);
+    assert_int_equal(set(&ev, "abcdefghijklmnopqrstu", "x", &err), -EINVAL); /* 21 characters */
+    assert_non_null(strstr(err.message, "1 to 20"));
+    assert_int_equal(set(&ev, "abcdefghijklmnopqrst", "x", &err), 0); /* 20 */
+    assert_int_equal(set(&ev, "data", "x", &err), -EINVAL);
+    assert_non_null(strstr(err.message, "reserved"));
+    assert_int_equal(event_set_attr(&ev, "", 0, "x", 1, &lim, &err), -EINVAL);
+    assert_int_equal(event_set_attr(&ev, "nul", 3, "a\0b", 3, &lim, &err), -EINVAL);
+    assert_non_null(strstr(err.message, "NUL"));
+    assert_int_equal(event_set_attr(&ev, "subject", 7, "a\0b", 3, &lim, &err), -EINVAL);
+    assert_int_equal(set(&ev, "abcdefghijklmnopqrst", "y", &err), -EINVAL);
+    assert_non_null(strstr(err.message, "duplicate"));
+
+    /* 64 extensions at most: one is there already. */
+    for (int i = 1; i < 64; i++) {
+        snprintf(many, sizeof(many), "e%d", i);
+        assert_int_equal(set(&ev, many, "v", &err), 0);
+    }
+    assert_int_equal(set(&ev, "e64", "v", &err), -EINVAL);
+    assert_non_null(strstr(err.message, "more than 64"));
+    assert_int_equal(event_validate(&ev, &lim, 0, &err), 0);
+    event_clear(&ev);
+}
+
+static void test_event_size_limit(void **state)
+{
+    event ev;
+    event_error err;
+    (void)state;
+
+    make_valid(&ev);
+    size_t n = lim.max_event_bytes;
+    unsigned char *data = malloc(n + 1);
+    memset(data, 'x', n);
+    data[n] = '\0';
+    event_set_data(&ev, EVENT_DATA_BINARY, data, n);
+    assert_int_equal(event_validate(&ev, &lim, 3, &err), -EINVAL);
+    assert_string_equal(err.code, EVENT_ERR_TOO_LARGE);
+    assert_int_equal(err.index, 3);
+    event_clear(&ev);
+
+    make_valid(&ev);
+    data = malloc(4);
+    memcpy(data, "\xc3\x28", 3);
+    event_set_data(&ev, EVENT_DATA_TEXT, data, 2);
+    expect_invalid(&ev, "data", "UTF-8");
+}
+
+static void test_batch(void **state)
+{
+    event_batch b;
+    event_error err;
+    (void)state;
+
+    event_batch_init(&b);
+    for (int i = 0; i < 100; i++) {
+        event *ev = event_batch_add(&b);
+        assert_non_null(ev);
+        assert_int_equal(set(ev, "source", "s", &err), 0);
+    }
+    assert_int_equal(b.n, 100);
+    assert_string_equal(b.ev[99].source, "s");
+    event_batch_clear(&b);
+    assert_int_equal(b.n, 0);
+    event_clear(NULL);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_valid_minimal_and_full),  cmocka_unit_test(test_required_and_empty),
+        cmocka_unit_test(test_lengths_and_utf8),        cmocka_unit_test(test_utf8),
+        cmocka_unit_test(test_specversion_time_schema), cmocka_unit_test(test_set_attr_rules),
+        cmocka_unit_test(test_event_size_limit),        cmocka_unit_test(test_batch),
+    };
+    return cmocka_run_group_tests(tests, setup, NULL);
+}
