@@ -124,18 +124,19 @@ int event_set_attr(event *ev, const char *name, size_t name_len, const char *val
         char c = name[i];
         if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9')))
             return event_error_set(err, EVENT_ERR_INVALID, -1, field,
-                                   "extension name must be lower-case a-z0-9 only");
+                                   "%s: extension name must be lower-case a-z0-9 only", field);
     }
     if (name_len == 4 && memcmp(name, "data", 4) == 0)
-        return event_error_set(err, EVENT_ERR_INVALID, -1, field, "extension name 'data' is reserved");
+        return event_error_set(err, EVENT_ERR_INVALID, -1, field, "%s: extension name 'data' is reserved",
+                               field);
     for (size_t i = 0; i < ev->n_ext; i++)
         if (strlen(ev->ext[i].name) == name_len && memcmp(ev->ext[i].name, name, name_len) == 0)
-            return event_error_set(err, EVENT_ERR_INVALID, -1, field, "duplicate attribute");
+            return event_error_set(err, EVENT_ERR_INVALID, -1, field, "%s: duplicate attribute", field);
     if (lim != NULL && ev->n_ext >= lim->max_extensions)
-        return event_error_set(err, EVENT_ERR_INVALID, -1, field, "more than %zu extensions",
+        return event_error_set(err, EVENT_ERR_INVALID, -1, field, "%s: more than %zu extensions", field,
                                lim->max_extensions);
     if (memchr(value, '\0', len) != NULL)
-        return event_error_set(err, EVENT_ERR_INVALID, -1, field, "must not contain NUL");
+        return event_error_set(err, EVENT_ERR_INVALID, -1, field, "%s: must not contain NUL", field);
 
     if (ev->n_ext == ev->cap_ext) {
         size_t cap = ev->cap_ext ? ev->cap_ext * 2 : 4;

@@ -20,11 +20,16 @@ typedef enum json_form {
 /*
  * Parse `len` bytes of `buf` in `form`, appending events to `out` (which the
  * caller owns and clears). Events are parsed, not validated: call
- * event_validate() on each. Returns 0, or -EINVAL with err filled:
+ * event_validate() on each. A JSON null for an attribute means unset, as the
+ * CloudEvents JSON format says; `data: null` means no data.
+ * Returns 0, or -EINVAL with err filled:
  * EVENT_ERR_MALFORMED (with index when inside one event of a batch),
  * EVENT_ERR_INVALID (a wrong type: `source` a number, `data_base64` not
- * base64, both `data` and `data_base64`), or EVENT_ERR_TOO_MANY (more than
- * lim->max_batch_events). -ENOMEM on allocation failure.
+ * base64, both `data` and `data_base64`, a duplicate member),
+ * EVENT_ERR_TOO_MANY (more than lim->max_batch_events), or
+ * EVENT_ERR_TOO_LARGE (one event's text over lim->max_event_bytes, or more
+ * objects in it than that allows for: json-c spends ~750 bytes on each).
+ * -ENOMEM on allocation failure. On failure `out` is left as it came.
  */
 int json_parse_events(const char *buf, size_t len, json_form form, const event_limits *lim, event_batch *out,
                       event_error *err);

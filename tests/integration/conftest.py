@@ -46,12 +46,6 @@ def stack_env():
 
 
 @pytest.fixture(scope="session")
-def stack(stack_env):
-    """The same dict as stack_env (the name tests/integration/test_programs.py uses)."""
-    return stack_env
-
-
-@pytest.fixture(scope="session")
 def kafka_bootstrap(stack_env):
     return stack_env["INGEST_KAFKA_BOOTSTRAP"]
 
