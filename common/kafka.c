@@ -57,14 +57,29 @@ fail:
     return NULL;
 }
 
-int kafka_probe(rd_kafka_t *rk, int timeout_ms, int *brokers)
+rd_kafka_t *kafka_new(rd_kafka_type_t type, const char *bootstrap, const kafka_prop *defaults,
+                      const config_props *props, char *errbuf, size_t errlen)
+{
+    rd_kafka_conf_t *conf = kafka_conf_new(bootstrap, defaults, props, errbuf, errlen);
+    rd_kafka_t *rk;
+
+    if (conf == NULL)
+        return NULL;
+    if ((rk = rd_kafka_new(type, conf, errbuf, errlen)) == NULL)
+        rd_kafka_conf_destroy(conf); /* rd_kafka_new takes it only on success */
+    return rk;
+}
+
+int kafka_probe(rd_kafka_t *rk, int timeout_ms)
 {
     const struct rd_kafka_metadata *md = NULL;
     rd_kafka_resp_err_t err = rd_kafka_metadata(rk, 0, NULL, &md, timeout_ms);
 
-    if (err != RD_KAFKA_RESP_ERR_NO_ERROR)
+    if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+        LOG_WARN("kafka", "not reachable yet: %s", rd_kafka_err2str(err));
         return (int)err < 0 ? (int)err : -(int)err;
-    *brokers = md->broker_cnt;
+    }
+    LOG_INFO("kafka", "reachable brokers=%d", md->broker_cnt);
     rd_kafka_metadata_destroy(md);
     return 0;
 }

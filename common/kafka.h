@@ -28,9 +28,16 @@ rd_kafka_conf_t *kafka_conf_new(const char *bootstrap, const kafka_prop *default
                                 char *errbuf, size_t errlen);
 
 /*
- * Ask the cluster for its metadata within timeout_ms: 0 when reachable
- * (`*brokers` set to the broker count), else librdkafka's negative error code.
+ * A new producer or consumer on kafka_conf_new()'s configuration. NULL with
+ * the reason in errbuf (a refused property is named).
  */
-int kafka_probe(rd_kafka_t *rk, int timeout_ms, int *brokers);
+rd_kafka_t *kafka_new(rd_kafka_type_t type, const char *bootstrap, const kafka_prop *defaults,
+                      const config_props *props, char *errbuf, size_t errlen);
+
+/*
+ * Ask the cluster for its metadata within timeout_ms and log the answer:
+ * 0 when reachable, else librdkafka's error code (negative).
+ */
+int kafka_probe(rd_kafka_t *rk, int timeout_ms);
 
 #endif

@@ -17,11 +17,10 @@
 int main(int argc, char **argv)
 {
     gateway_config cfg;
-    rd_kafka_conf_t *conf = NULL;
     rd_kafka_t *rk = NULL;
     queue *q = NULL;
     char errbuf[512], host[256];
-    int status = 1, brokers = 0, rc;
+    int status = 1, rc;
 
     memset(&cfg, 0, sizeof(cfg));
     app_block_signals();
@@ -47,26 +46,17 @@ int main(int argc, char **argv)
         LOG_ERROR("gateway", "cannot create the queue");
         goto out;
     }
-    if ((conf = kafka_conf_new(cfg.kafka_bootstrap, kafka_producer_defaults, &cfg.kafka_props, errbuf,
-                               sizeof(errbuf))) == NULL) {
+    if ((rk = kafka_new(RD_KAFKA_PRODUCER, cfg.kafka_bootstrap, kafka_producer_defaults, &cfg.kafka_props,
+                        errbuf, sizeof(errbuf))) == NULL) {
         fprintf(stderr, "gateway: %s\n", errbuf);
         status = 2;
         goto out;
     }
-    if ((rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errbuf, sizeof(errbuf))) == NULL) {
-        fprintf(stderr, "gateway: kafka producer: %s\n", errbuf);
-        status = 2;
-        goto out;
-    }
-    conf = NULL; /* rd_kafka_new took it */
 
     LOG_INFO("gateway", "started id=%s kafka=%s topic=%s queue_capacity=%lld queue_high_water=%lld",
              cfg.gateway_id, cfg.kafka_bootstrap, cfg.kafka_topic, (long long)cfg.queue_capacity,
              (long long)cfg.queue_high_water);
-    if ((rc = kafka_probe(rk, 5000, &brokers)) == 0)
-        LOG_INFO("kafka", "reachable brokers=%d", brokers);
-    else
-        LOG_WARN("kafka", "not reachable yet: %s", rd_kafka_err2str((rd_kafka_resp_err_t)rc));
+    kafka_probe(rk, 5000);
 
     int sig = app_wait_signal();
     LOG_INFO("gateway", "stopping signal=%s", sig == SIGTERM ? "SIGTERM" : "SIGINT");
@@ -79,8 +69,6 @@ int main(int argc, char **argv)
 out:
     if (rk)
         rd_kafka_destroy(rk);
-    if (conf)
-        rd_kafka_conf_destroy(conf);
     queue_free(q);
     config_free(&gateway_config_program, &cfg);
     return status;

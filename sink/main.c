@@ -28,10 +28,9 @@ static void pg_probe(const char *dsn)
 int main(int argc, char **argv)
 {
     sink_config cfg;
-    rd_kafka_conf_t *conf = NULL;
     rd_kafka_t *rk = NULL;
     char errbuf[512];
-    int status = 1, brokers = 0, rc;
+    int status = 1, rc;
 
     memset(&cfg, 0, sizeof(cfg));
     app_block_signals();
@@ -40,26 +39,17 @@ int main(int argc, char **argv)
         status = rc;
         goto out;
     }
-    if ((conf = kafka_conf_new(cfg.kafka_bootstrap, NULL, &cfg.kafka_props, errbuf, sizeof(errbuf))) ==
-            NULL ||
-        rd_kafka_conf_set(conf, "group.id", cfg.kafka_group, errbuf, sizeof(errbuf)) != RD_KAFKA_CONF_OK) {
+    const kafka_prop consumer_defaults[] = {{"group.id", cfg.kafka_group}, {NULL, NULL}};
+    if ((rk = kafka_new(RD_KAFKA_CONSUMER, cfg.kafka_bootstrap, consumer_defaults, &cfg.kafka_props, errbuf,
+                        sizeof(errbuf))) == NULL) {
         fprintf(stderr, "sink: %s\n", errbuf);
         status = 2;
         goto out;
     }
-    if ((rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errbuf, sizeof(errbuf))) == NULL) {
-        fprintf(stderr, "sink: kafka consumer: %s\n", errbuf);
-        status = 2;
-        goto out;
-    }
-    conf = NULL; /* rd_kafka_new took it */
 
     LOG_INFO("sink", "started kafka=%s topic=%s group=%s", cfg.kafka_bootstrap, cfg.kafka_topic,
              cfg.kafka_group);
-    if ((rc = kafka_probe(rk, 5000, &brokers)) == 0)
-        LOG_INFO("kafka", "reachable brokers=%d", brokers);
-    else
-        LOG_WARN("kafka", "not reachable yet: %s", rd_kafka_err2str((rd_kafka_resp_err_t)rc));
+    kafka_probe(rk, 5000);
     pg_probe(cfg.pg_dsn);
 
     int sig = app_wait_signal();
@@ -69,8 +59,6 @@ int main(int argc, char **argv)
 out:
     if (rk)
         rd_kafka_destroy(rk);
-    if (conf)
-        rd_kafka_conf_destroy(conf);
     config_free(&sink_config_program, &cfg);
     return status;
 }
