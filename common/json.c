@@ -720,3 +720,17 @@ int json_parse_events(const char *buf, size_t len, json_form form, const event_l
     }
     return rc;
 }
+
+int json_check(const char *buf, size_t len, const event_limits *lim, event_error *err)
+{
+    event_limits defaults;
+    jctx c = {.buf = buf ? buf : "", .len = buf ? len : 0, .lim = lim, .err = err};
+    scan_info si;
+    size_t first;
+
+    if (lim == NULL) {
+        event_limits_default(&defaults);
+        c.lim = &defaults;
+    }
+    return scan_document(&c, 0, c.len, -1, &first, &si);
+}

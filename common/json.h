@@ -34,4 +34,11 @@ typedef enum json_form {
 int json_parse_events(const char *buf, size_t len, json_form form, const event_limits *lim, event_batch *out,
                       event_error *err);
 
+/*
+ * Check that `len` bytes are exactly one JSON value under the same strict
+ * rules (binary-mode HTTP bodies with a JSON content type). 0, or -EINVAL
+ * with err filled (EVENT_ERR_MALFORMED).
+ */
+int json_check(const char *buf, size_t len, const event_limits *lim, event_error *err);
+
 #endif

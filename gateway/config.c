@@ -3,6 +3,8 @@
 
 #include "gateway.h"
 
+static const char *const ack_levels[] = {"committed", "accepted", NULL};
+
 #define OFF(m) offsetof(gateway_config, m)
 
 static const config_entry entries[] = {
@@ -11,6 +13,28 @@ static const config_entry entries[] = {
      NULL},
     {"gateway-id", CONFIG_STRING, "", OFF(gateway_id),
      "This instance's name in every Envelope (empty: the host name)", 0, 0, NULL},
+    {"http-addr", CONFIG_STRING, "0.0.0.0:8080", OFF(http_addr),
+     "HTTP listen address (host:port, [ipv6]:port)", 0, 0, NULL},
+    {"http-threads", CONFIG_INT, "2", OFF(http_threads),
+     "HTTP I/O threads, each with its own event loop and socket", 1, 64, NULL},
+    {"http-idle-timeout", CONFIG_DURATION, "60s", OFF(http_idle_timeout_ms),
+     "Close a connection idle (or stalled mid-request) for this long", 100, 3600000, NULL},
+    {"producer-threads", CONFIG_INT, "1", OFF(producer_threads),
+     "Threads handing queued events to librdkafka", 1, 64, NULL},
+    {"max-event-bytes", CONFIG_BYTES, "1MiB", OFF(max_event_bytes), "Largest event, attributes and data", 64,
+     1073741824, NULL},
+    {"max-request-bytes", CONFIG_BYTES, "8MiB", OFF(max_request_bytes),
+     "Largest request body, after gzip decoding", 64, 1073741824, NULL},
+    {"max-batch-events", CONFIG_INT, "10000", OFF(max_batch_events), "Most events in one request", 1, 1000000,
+     NULL},
+    {"ack-timeout", CONFIG_DURATION, "10s", OFF(ack_timeout_ms),
+     "How long a committed request waits for Kafka before answering 503", 1, 3600000, NULL},
+    {"default-ack", CONFIG_STRING, "committed", OFF(default_ack),
+     "Acknowledgement when the request names none", 0, 0, ack_levels},
+    {"auth-token", CONFIG_STRING, "", OFF(auth_token),
+     "Bearer token every request must carry (empty: no authentication)", 0, 0, NULL},
+    {"retry-after", CONFIG_INT, "1", OFF(retry_after_s), "Seconds in Retry-After of 429 and 503 answers", 0,
+     3600, NULL},
     {"queue-capacity", CONFIG_INT, "65536", OFF(queue_capacity),
      "Events the shared worker queue holds at most", 1, 16777216, NULL},
     {"queue-high-water", CONFIG_INT, "52428", OFF(queue_high_water),

@@ -2,17 +2,31 @@
 #ifndef INGEST_GATEWAY_H
 #define INGEST_GATEWAY_H
 
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 
 #include "config.h"
+#include "event.h"
+#include "queue.h"
 
 typedef struct gateway_config {
     char *kafka_bootstrap;
     char *kafka_topic;
     char *gateway_id;
+    char *http_addr;
+    int64_t http_threads;
+    int64_t producer_threads;
     int64_t queue_capacity;
     int64_t queue_high_water;
+    size_t max_event_bytes;
+    size_t max_request_bytes;
+    int64_t max_batch_events;
+    int64_t ack_timeout_ms;
+    char *default_ack;
+    char *auth_token;
+    int64_t http_idle_timeout_ms;
+    int64_t retry_after_s;
     int64_t shutdown_timeout_ms;
     char *log_level;
     char *log_format;
@@ -20,5 +34,13 @@ typedef struct gateway_config {
 } gateway_config;
 
 extern const config_program gateway_config_program;
+
+/* What every front end reads: set up before the threads start, read-only after (but the flag). */
+typedef struct gateway {
+    const gateway_config *cfg;
+    event_limits lim;
+    queue *q;
+    atomic_int stopping; /* new requests are refused with 503 */
+} gateway;
 
 #endif

@@ -1,28 +1,78 @@
 /*
- * The gateway: settings, the shared queue and the Kafka producer. The
- * protocol front ends (HTTP, UDP, gRPC) attach to these in their own issues;
- * today it starts, checks that Kafka answers, and stops cleanly on SIGTERM.
+ * The gateway: settings, the shared queue, the Kafka producer, and the HTTP
+ * I/O threads, each with its own event loop and SO_REUSEPORT socket so both
+ * cores take connections. Stops on SIGTERM/SIGINT: refuse new requests,
+ * finish those in flight, drain the queue into Kafka, flush, exit 0.
  */
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+#include <event2/thread.h>
 
 #include "app.h"
 #include "gateway.h"
-#include "kafka.h"
+#include "http.h"
 #include "log.h"
+#include "net.h"
+#include "producer.h"
 #include "queue.h"
+
+typedef struct io_thread {
+    pthread_t tid;
+    int started;
+    struct event_base *base;
+    http_front *http;
+} io_thread;
+
+static void *io_main(void *arg)
+{
+    io_thread *t = arg;
+
+    event_base_loop(t->base, EVLOOP_NO_EXIT_ON_EMPTY);
+    return NULL;
+}
+
+static long long mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Wait until no request waits for Kafka, or the deadline. */
+static void wait_in_flight(io_thread *io, int n, long long deadline)
+{
+    for (;;) {
+        size_t pending = 0;
+        for (int i = 0; i < n; i++)
+            pending += io[i].http ? http_front_pending(io[i].http) : 0;
+        if (pending == 0 || mono_ms() >= deadline) {
+            if (pending)
+                LOG_WARN("gateway", "stopping with %zu requests still waiting for Kafka", pending);
+            return;
+        }
+        usleep(20000);
+    }
+}
 
 int main(int argc, char **argv)
 {
     gateway_config cfg;
-    rd_kafka_t *rk = NULL;
-    queue *q = NULL;
+    gateway gw;
+    io_thread *io = NULL;
+    producer *prod = NULL;
     char errbuf[512], host[256];
-    int status = 1, rc;
+    int status = 1, rc, n_io = 0;
 
     memset(&cfg, 0, sizeof(cfg));
+    memset(&gw, 0, sizeof(gw));
     app_block_signals();
     if ((rc = app_config_load(&gateway_config_program, &cfg, argc, argv, &cfg.log_level, &cfg.log_format)) >=
         0) {
@@ -35,6 +85,25 @@ int main(int argc, char **argv)
         status = 2;
         goto out;
     }
+    if ((size_t)cfg.max_batch_events > (size_t)cfg.queue_capacity) {
+        fprintf(stderr, "gateway: --max-batch-events (%lld) must not exceed --queue-capacity (%lld)\n",
+                (long long)cfg.max_batch_events, (long long)cfg.queue_capacity);
+        status = 2;
+        goto out;
+    }
+    if (cfg.max_event_bytes > cfg.max_request_bytes) {
+        fprintf(stderr, "gateway: --max-event-bytes (%zu) must not exceed --max-request-bytes (%zu)\n",
+                cfg.max_event_bytes, cfg.max_request_bytes);
+        status = 2;
+        goto out;
+    }
+    struct sockaddr_storage ss;
+    socklen_t sslen;
+    if (net_parse_addr(cfg.http_addr, &ss, &sslen, errbuf, sizeof(errbuf)) != 0) {
+        fprintf(stderr, "gateway: --http-addr %s\n", errbuf);
+        status = 2;
+        goto out;
+    }
     if (cfg.gateway_id[0] == '\0') {
         app_hostname(host, sizeof(host));
         free(cfg.gateway_id);
@@ -42,34 +111,108 @@ int main(int argc, char **argv)
             goto out;
     }
 
-    if ((q = queue_new((size_t)cfg.queue_capacity, (size_t)cfg.queue_high_water)) == NULL) {
+    gw.cfg = &cfg;
+    event_limits_default(&gw.lim);
+    gw.lim.max_event_bytes = cfg.max_event_bytes;
+    gw.lim.max_request_bytes = cfg.max_request_bytes;
+    gw.lim.max_batch_events = (size_t)cfg.max_batch_events;
+    atomic_init(&gw.stopping, 0);
+    if ((gw.q = queue_new((size_t)cfg.queue_capacity, (size_t)cfg.queue_high_water)) == NULL) {
         LOG_ERROR("gateway", "cannot create the queue");
         goto out;
     }
-    if ((rk = kafka_new(RD_KAFKA_PRODUCER, cfg.kafka_bootstrap, kafka_producer_defaults, &cfg.kafka_props,
-                        errbuf, sizeof(errbuf))) == NULL) {
+
+    /* Loops are woken from the delivery report thread: libevent must know about threads. */
+    evthread_use_pthreads();
+    if ((io = calloc((size_t)cfg.http_threads, sizeof(*io))) == NULL)
+        goto out;
+    /*
+     * SO_REUSEPORT would also let this process share a port that another
+     * gateway already serves, silently splitting its traffic: bind once
+     * without it first, so a port in use is an error at start.
+     */
+    int probe = net_bind(cfg.http_addr, SOCK_STREAM, 0, errbuf, sizeof(errbuf));
+    if (probe < 0) {
+        fprintf(stderr, "gateway: --http-addr %s\n", errbuf);
+        goto out;
+    }
+    close(probe);
+    for (; n_io < cfg.http_threads; n_io++) {
+        int fd = net_bind(cfg.http_addr, SOCK_STREAM, 1, errbuf, sizeof(errbuf));
+        if (fd < 0) {
+            fprintf(stderr, "gateway: --http-addr %s\n", errbuf);
+            goto out;
+        }
+        if ((io[n_io].base = event_base_new()) == NULL ||
+            (io[n_io].http = http_front_new(io[n_io].base, fd, &gw)) == NULL) {
+            LOG_ERROR("gateway", "cannot start HTTP I/O thread %d", n_io);
+            n_io++;
+            goto out;
+        }
+    }
+
+    if ((prod = producer_new(gw.q, cfg.kafka_bootstrap, cfg.kafka_topic, &cfg.kafka_props,
+                             (int)cfg.producer_threads, errbuf, sizeof(errbuf))) == NULL) {
         fprintf(stderr, "gateway: %s\n", errbuf);
         status = 2;
         goto out;
     }
+    for (int i = 0; i < n_io; i++) {
+        if (pthread_create(&io[i].tid, NULL, io_main, &io[i]) != 0) {
+            LOG_ERROR("gateway", "cannot start HTTP I/O thread %d", i);
+            goto out;
+        }
+        io[i].started = 1;
+    }
 
-    LOG_INFO("gateway", "started id=%s kafka=%s topic=%s queue_capacity=%lld queue_high_water=%lld",
-             cfg.gateway_id, cfg.kafka_bootstrap, cfg.kafka_topic, (long long)cfg.queue_capacity,
-             (long long)cfg.queue_high_water);
-    kafka_probe(rk, 5000);
+    LOG_INFO(
+        "gateway",
+        "started id=%s http=%s http_threads=%lld producer_threads=%lld kafka=%s topic=%s queue_capacity=%lld "
+        "queue_high_water=%lld",
+        cfg.gateway_id, cfg.http_addr, (long long)cfg.http_threads, (long long)cfg.producer_threads,
+        cfg.kafka_bootstrap, cfg.kafka_topic, (long long)cfg.queue_capacity, (long long)cfg.queue_high_water);
+    kafka_probe(producer_handle(prod), 5000);
 
     int sig = app_wait_signal();
+    long long deadline = mono_ms() + cfg.shutdown_timeout_ms;
     LOG_INFO("gateway", "stopping signal=%s", sig == SIGTERM ? "SIGTERM" : "SIGINT");
-    queue_close(q);
-    if (rd_kafka_flush(rk, (int)cfg.shutdown_timeout_ms) != RD_KAFKA_RESP_ERR_NO_ERROR)
-        LOG_WARN("kafka", "flush timed out with %d messages unsent", rd_kafka_outq_len(rk));
-    LOG_INFO("gateway", "stopped");
+
+    /* 1. Refuse new work, 2. let waiting requests get their answers, 3. drain and flush. */
+    atomic_store(&gw.stopping, 1);
+    for (int i = 0; i < n_io; i++)
+        http_front_stop_accepting(io[i].http);
+    wait_in_flight(io, n_io, deadline);
+    queue_close(gw.q);
+    long long left_ms = deadline - mono_ms();
+    int undelivered = producer_stop(prod, left_ms > 0 ? (int)left_ms : 0);
+    if (undelivered)
+        LOG_WARN("kafka", "%d messages not delivered by the shutdown timeout", undelivered);
     status = 0;
 
 out:
-    if (rk)
-        rd_kafka_destroy(rk);
-    queue_free(q);
+    if (gw.q)
+        queue_close(gw.q);
+    for (int i = 0; i < n_io; i++)
+        if (io[i].started) {
+            event_base_loopexit(io[i].base, NULL);
+            pthread_join(io[i].tid, NULL);
+        }
+    /* Loops stopped: abort what still waits, then let the last delivery reports come and free it all. */
+    for (int i = 0; i < n_io; i++)
+        http_front_close(io[i].http);
+    if (prod) {
+        producer_stop(prod, 0);
+        producer_free(prod);
+    }
+    for (int i = 0; i < n_io; i++) {
+        http_front_free(io[i].http);
+        if (io[i].base)
+            event_base_free(io[i].base);
+    }
+    free(io);
+    queue_free(gw.q);
+    if (status == 0)
+        LOG_INFO("gateway", "stopped");
     config_free(&gateway_config_program, &cfg);
     return status;
 }

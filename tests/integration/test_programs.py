@@ -37,6 +37,9 @@ def test_help_lists_every_setting_with_env_and_default(prog):
     ("gateway", [], {"INGEST_KAFKA__ACKS": "several"}, "--kafka.acks"),
     ("gateway", ["--log-level=loud"], {}, "--log-level: 'loud' is not one of"),
     ("gateway", ["--bogus"], {}, "unknown setting '--bogus'"),
+    ("gateway", ["--http-addr=nonsense"], {}, "--http-addr 'nonsense' is not host:port"),
+    ("gateway", ["--max-event-bytes=2MiB", "--max-request-bytes=1MiB"], {}, "--max-event-bytes (2097152) must not exceed"),
+    ("gateway", ["--default-ack=maybe"], {}, "--default-ack: 'maybe' is not one of: committed accepted"),
     ("sink", ["--log-format=xml"], {}, "--log-format: 'xml' is not one of"),
     ("sink", ["--kafka.bogus=1"], {}, "--kafka.bogus"),
 ])
@@ -52,7 +55,9 @@ def test_starts_reaches_kafka_and_stops_cleanly(prog, sig, stack_env):
     env = {k: v for k, v in os.environ.items() if not k.startswith("INGEST_")}
     env.update({"INGEST_KAFKA_BOOTSTRAP": stack_env["INGEST_KAFKA_BOOTSTRAP"], "INGEST_PG_DSN": stack_env["INGEST_PG_DSN"],
                 "INGEST_LOG_FORMAT": "json"})
-    p = subprocess.Popen([str(BIN / prog)], env=env, stderr=subprocess.PIPE, text=True)
+    # Port 0: a private listener, whatever the stack's gateway holds.
+    args = ["--http-addr=127.0.0.1:0", "--http-threads=1"] if prog == "gateway" else []
+    p = subprocess.Popen([str(BIN / prog), *args], env=env, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.time() + 20
         lines = []

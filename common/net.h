@@ -1,0 +1,27 @@
+/* Addresses and listening sockets, for every front end. */
+#ifndef INGEST_NET_H
+#define INGEST_NET_H
+
+#include <stddef.h>
+#include <sys/socket.h>
+
+/*
+ * Parse "host:port", "[v6]:port" or ":port" (all addresses) into `ss`.
+ * 0, or -EINVAL with a message in err.
+ */
+int net_parse_addr(const char *addr, struct sockaddr_storage *ss, socklen_t *len, char *err, size_t errlen);
+
+/*
+ * A non-blocking socket of `type` (SOCK_STREAM listens, SOCK_DGRAM is just
+ * bound) on `addr`, with SO_REUSEADDR, and SO_REUSEPORT when asked so that
+ * several threads can each have their own. The fd, or -1 with a message.
+ */
+int net_bind(const char *addr, int type, int reuseport, char *err, size_t errlen);
+
+/* The port a bound socket got (for ":0"); 0 on error. */
+int net_local_port(int fd);
+
+/* "ip:port", or "[ip6]:port", of a peer. */
+void net_format(const struct sockaddr *sa, char *buf, size_t size);
+
+#endif

@@ -1,0 +1,723 @@
+/*
+ * POST /v1/events: parse -> validate (common/) -> enqueue, then answer.
+ * Everything here runs on one I/O thread's loop; delivery reports come back
+ * through that loop's ack inbox (producer.h), so nothing here takes a lock.
+ */
+#include "http.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <event2/buffer.h>
+#include <event2/event.h>
+#include <http_parser.h>
+#include <zlib.h>
+
+#include "envelope.h"
+#include "http_server.h"
+#include "json.h"
+#include "log.h"
+#include "producer.h"
+
+struct http_front {
+    struct event_base *base;
+    http_server *srv;
+    ack_inbox *inbox;
+    gateway *gw;
+    atomic_size_t pending;
+};
+
+/* A request waiting for its delivery reports. */
+typedef struct ingest_wait {
+    http_front *front;
+    http_request *req;
+    ack_wait *wait;
+    struct event *timer;
+    char *body; /* the success answer, rendered before queueing */
+    size_t len;
+} ingest_wait;
+
+typedef enum ack_level { ACK_COMMITTED, ACK_ACCEPTED } ack_level;
+
+/* --- answers ------------------------------------------------------------------------------------ */
+
+/* Append `s` to `b` as the inside of a JSON string. */
+static void json_escape(struct evbuffer *b, const char *s)
+{
+    const char *run = s;
+
+    for (; *s; s++) {
+        unsigned char ch = (unsigned char)*s;
+        if (ch != '"' && ch != '\\' && ch >= 0x20)
+            continue;
+        evbuffer_add(b, run, (size_t)(s - run));
+        if (ch == '"' || ch == '\\')
+            evbuffer_add_printf(b, "\\%c", ch);
+        else
+            evbuffer_add_printf(b, "\\u%04x", ch);
+        run = s + 1;
+    }
+    evbuffer_add(b, run, (size_t)(s - run));
+}
+
+static void respond_buffer(http_request *req, int status, const char *extra, struct evbuffer *b, int close)
+{
+    size_t len = evbuffer_get_length(b);
+    const char *body = (const char *)evbuffer_pullup(b, -1);
+
+    http_respond(req, status, "application/json", extra, body ? body : "", len, close);
+}
+
+static void respond_error(http_front *f, http_request *req, int status, const char *code, long index,
+                          const char *extra, const char *fmt, ...) __attribute__((format(printf, 7, 8)));
+
+static void respond_error(http_front *f, http_request *req, int status, const char *code, long index,
+                          const char *extra, const char *fmt, ...)
+{
+    struct evbuffer *b = evbuffer_new();
+    char msg[512], headers[160] = "";
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    evbuffer_add_printf(b, "{\"error\":{\"code\":\"%s\",\"message\":\"", code);
+    json_escape(b, msg);
+    if (index >= 0)
+        evbuffer_add_printf(b, "\",\"index\":%ld}}", index);
+    else
+        evbuffer_add_printf(b, "\"}}");
+    if (status == 429 || status == 503)
+        snprintf(headers, sizeof(headers), "Retry-After: %lld\r\n%s", (long long)f->gw->cfg->retry_after_s,
+                 extra ? extra : "");
+    else if (extra)
+        snprintf(headers, sizeof(headers), "%s", extra);
+    LOG_DEBUG("http", "%d %s peer=%s: %s", status, code, req->peer, msg);
+    respond_buffer(req, status, headers, b, status >= 500 && status != 503);
+    evbuffer_free(b);
+}
+
+static int status_of(const char *code)
+{
+    if (strcmp(code, EVENT_ERR_TOO_LARGE) == 0 || strcmp(code, EVENT_ERR_TOO_MANY) == 0)
+        return 413;
+    return 400;
+}
+
+static void respond_event_error(http_front *f, http_request *req, const event_error *err)
+{
+    respond_error(f, req, status_of(err->code), err->code, err->index, NULL, "%s", err->message);
+}
+
+/* --- request reading ---------------------------------------------------------------------------- */
+
+/* The value of `key` in a query string, into out; 0 when found. */
+static int query_param(const char *query, const char *key, char *out, size_t size)
+{
+    size_t klen = strlen(key);
+
+    for (const char *p = query; p && *p;) {
+        const char *amp = strchr(p, '&'), *end = amp ? amp : p + strlen(p);
+        if ((size_t)(end - p) > klen && strncmp(p, key, klen) == 0 && p[klen] == '=') {
+            snprintf(out, size, "%.*s", (int)(end - p - (ptrdiff_t)klen - 1), p + klen + 1);
+            return 0;
+        }
+        p = amp ? amp + 1 : NULL;
+    }
+    return -1;
+}
+
+static int parse_ack(const http_request *req, const char *dflt, ack_level *ack, char *bad, size_t size)
+{
+    char v[32];
+    const char *s = dflt;
+
+    if (req->query && query_param(req->query, "ack", v, sizeof(v)) == 0)
+        s = v;
+    else if ((s = http_request_header(req, "ingest-ack")) == NULL)
+        s = dflt;
+    if (strcasecmp(s, "committed") == 0) {
+        *ack = ACK_COMMITTED;
+    } else if (strcasecmp(s, "accepted") == 0) {
+        *ack = ACK_ACCEPTED;
+    } else {
+        snprintf(bad, size, "%.40s", s);
+        return -1;
+    }
+    return 0;
+}
+
+/* Compare in time independent of where the strings differ. */
+static int secret_equal(const char *a, const char *b)
+{
+    size_t la = strlen(a), lb = strlen(b);
+    unsigned char diff = (unsigned char)(la != lb);
+
+    for (size_t i = 0; i < la; i++)
+        diff |= (unsigned char)(a[i] ^ b[i % (lb ? lb : 1)]);
+    return diff == 0;
+}
+
+/* Inflate a gzip body into a new buffer of at most `max` bytes. 0, -E2BIG, -EINVAL, -ENOMEM. */
+static int gunzip(const unsigned char *in, size_t len, size_t max, unsigned char **out, size_t *out_len)
+{
+    z_stream zs;
+    size_t cap = len * 4 + 1024, n = 0;
+    unsigned char *buf;
+    int rc;
+
+    if (cap > max + 1)
+        cap = max + 1;
+    if ((buf = malloc(cap)) == NULL)
+        return -ENOMEM;
+    memset(&zs, 0, sizeof(zs));
+    if (inflateInit2(&zs, 15 + 16) != Z_OK) {
+        free(buf);
+        return -ENOMEM;
+    }
+    zs.next_in = (unsigned char *)in;
+    zs.avail_in = (uInt)len;
+    for (;;) {
+        if (n == cap) {
+            if (cap > max) {
+                rc = -E2BIG;
+                goto out;
+            }
+            size_t ncap = cap * 2 > max + 1 ? max + 1 : cap * 2;
+            unsigned char *nb = realloc(buf, ncap);
+            if (nb == NULL) {
+                rc = -ENOMEM;
+                goto out;
+            }
+            buf = nb;
+            cap = ncap;
+        }
+        zs.next_out = buf + n;
+        zs.avail_out = (uInt)(cap - n);
+        int z = inflate(&zs, Z_NO_FLUSH);
+        n = cap - zs.avail_out;
+        if (z == Z_STREAM_END) {
+            /* Concatenated gzip members are one stream (RFC 1952). */
+            if (zs.avail_in == 0)
+                break;
+            inflateReset(&zs);
+            continue;
+        }
+        if (z == Z_BUF_ERROR && zs.avail_in == 0) {
+            rc = -EINVAL; /* truncated */
+            goto out;
+        }
+        if (z != Z_OK && z != Z_BUF_ERROR) {
+            rc = -EINVAL;
+            goto out;
+        }
+    }
+    if (n > max) {
+        rc = -E2BIG;
+        goto out;
+    }
+    inflateEnd(&zs);
+    *out = buf;
+    *out_len = n;
+    return 0;
+
+out:
+    inflateEnd(&zs);
+    free(buf);
+    return rc;
+}
+
+/* The media type of a Content-Type, lower-cased, without parameters; and whether its charset is UTF-8. */
+static void media_type(const char *ct, char *out, size_t size, int *charset_ok)
+{
+    size_t n = 0;
+    const char *p = ct;
+
+    *charset_ok = 1;
+    while (*p == ' ' || *p == '\t')
+        p++;
+    for (; *p && *p != ';' && *p != ' ' && *p != '\t' && n + 1 < size; p++)
+        out[n++] = (char)tolower((unsigned char)*p);
+    out[n] = '\0';
+    const char *cs = strcasestr(p, "charset=");
+    if (cs) {
+        cs += 8;
+        if (*cs == '"')
+            cs++;
+        *charset_ok = strncasecmp(cs, "utf-8", 5) == 0 || strncasecmp(cs, "utf8", 4) == 0;
+    }
+}
+
+static int is_json_type(const char *mt)
+{
+    size_t n = strlen(mt);
+
+    return strcmp(mt, "application/json") == 0 || strcmp(mt, "text/json") == 0 ||
+           (n > 5 && strcmp(mt + n - 5, "+json") == 0);
+}
+
+static int hexval(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    c = (char)tolower((unsigned char)c);
+    return c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+}
+
+/* Percent-decode a ce-* header value (CloudEvents HTTP binding, 3.1.3.2) into out; returns the length. */
+static size_t percent_decode(const char *s, char *out)
+{
+    size_t n = 0;
+
+    for (; *s; s++) {
+        int hi, lo;
+        if (*s == '%' && (hi = hexval(s[1])) >= 0 && (lo = hexval(s[2])) >= 0) {
+            out[n++] = (char)(hi << 4 | lo);
+            s += 2;
+        } else {
+            out[n++] = *s;
+        }
+    }
+    out[n] = '\0';
+    return n;
+}
+
+/* Binary mode: attributes from ce-* headers, the body as data, Content-Type as datacontenttype. */
+static int parse_binary(const http_request *req, const char *ctype, const char *mt, const unsigned char *body,
+                        size_t len, const event_limits *lim, event_batch *out, event_error *err)
+{
+    event *ev = event_batch_add(out);
+    int rc;
+
+    if (ev == NULL)
+        return -ENOMEM;
+    for (size_t i = 0; i < req->n_headers; i++) {
+        const http_header *h = &req->headers[i];
+        if (strncmp(h->name, "ce-", 3) != 0)
+            continue;
+        char *v = malloc(strlen(h->value) + 1);
+        if (v == NULL)
+            return -ENOMEM;
+        size_t vlen = percent_decode(h->value, v);
+        rc = event_set_attr(ev, h->name + 3, strlen(h->name + 3), v, vlen, lim, err);
+        free(v);
+        if (rc != 0)
+            return rc;
+    }
+    if (ctype && *ctype &&
+        (rc = event_set_attr(ev, "datacontenttype", 15, ctype, strlen(ctype), lim, err)) != 0)
+        return rc;
+    if (ev->source == NULL && ev->type == NULL)
+        return event_error_set(err, EVENT_ERR_INVALID, -1, "source",
+                               "source: required (binary mode takes attributes from ce-* headers; for a JSON "
+                               "event send Content-Type: application/cloudevents+json)");
+    if (len > 0) {
+        int json = is_json_type(mt);
+        if (json && (rc = json_check((const char *)body, len, lim, err)) != 0)
+            return rc;
+        unsigned char *data = malloc(len + 1);
+        if (data == NULL)
+            return -ENOMEM;
+        memcpy(data, body, len);
+        data[len] = '\0';
+        event_set_data(ev, json ? EVENT_DATA_JSON : EVENT_DATA_BINARY, data, len);
+    }
+    return 0;
+}
+
+/* --- waiting for Kafka --------------------------------------------------------------------------- */
+
+static void wait_finish(ingest_wait *iw)
+{
+    if (iw->timer)
+        event_free(iw->timer);
+    free(iw->body);
+    atomic_fetch_sub(&iw->front->pending, 1);
+    free(iw);
+}
+
+/* On the loop, once every delivery report of the request has come. */
+static void wait_done(ack_wait *w)
+{
+    ingest_wait *iw = w->ctx;
+    int err = atomic_load(&w->error);
+
+    if (iw != NULL) {
+        http_request *req = iw->req;
+        req->user = NULL;
+        if (err == 0)
+            http_respond(req, 200, "application/json", NULL, iw->body, iw->len, 0);
+        else
+            respond_error(iw->front, req, 503, "kafka_error", -1, NULL,
+                          "Kafka did not take every event: %s; the events may still arrive, a retry with the "
+                          "same ids is safe",
+                          rd_kafka_err2str((rd_kafka_resp_err_t)err));
+        wait_finish(iw);
+    }
+    ack_wait_free(w);
+}
+
+static void wait_timeout(evutil_socket_t fd, short what, void *arg)
+{
+    ingest_wait *iw = arg;
+    http_request *req = iw->req;
+    (void)fd;
+    (void)what;
+
+    /* The wait lives on until its last report comes; nobody answers then. */
+    iw->wait->ctx = NULL;
+    req->user = NULL;
+    respond_error(
+        iw->front, req, 503, "ack_timeout", -1, NULL,
+        "Kafka did not acknowledge within %lld ms; the events may still arrive, a retry with the same "
+        "ids is safe",
+        (long long)iw->front->gw->cfg->ack_timeout_ms);
+    wait_finish(iw);
+}
+
+static void on_abort(http_request *req, void *arg)
+{
+    ingest_wait *iw = req->user;
+    (void)arg;
+
+    if (iw == NULL)
+        return;
+    iw->wait->ctx = NULL;
+    req->user = NULL;
+    wait_finish(iw);
+}
+
+/* --- the handler -------------------------------------------------------------------------------- */
+
+static struct evbuffer *render_ids(const event_batch *b)
+{
+    struct evbuffer *out = evbuffer_new();
+
+    if (out == NULL)
+        return NULL;
+    evbuffer_add_printf(out, "{\"accepted\":%zu,\"ids\":[", b->n);
+    for (size_t i = 0; i < b->n; i++) {
+        evbuffer_add(out, i ? ",\"" : "\"", i ? 2 : 1);
+        json_escape(out, b->ev[i].id);
+        evbuffer_add(out, "\"", 1);
+    }
+    evbuffer_add(out, "]}", 2);
+    return out;
+}
+
+static int64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+/* Parse, validate and queue; answer now, or later from wait_done/wait_timeout. */
+static void ingest(http_front *f, http_request *req, ack_level ack)
+{
+    gateway *gw = f->gw;
+    const gateway_config *cfg = gw->cfg;
+    event_batch batch;
+    event_error err;
+    unsigned char *inflated = NULL;
+    produce_msg **msgs = NULL;
+    struct evbuffer *ok = NULL;
+    ack_wait *w = NULL;
+    size_t n_msgs = 0;
+    char mt[128];
+    int charset_ok, rc;
+
+    event_batch_init(&batch);
+    memset(&err, 0, sizeof(err));
+
+    size_t len = evbuffer_get_length(req->body);
+    const unsigned char *body = evbuffer_pullup(req->body, -1);
+    if (body == NULL)
+        body = (const unsigned char *)"";
+
+    const char *enc = http_request_header(req, "content-encoding");
+    if (enc && *enc && strcasecmp(enc, "identity") != 0) {
+        if (strcasecmp(enc, "gzip") != 0 && strcasecmp(enc, "x-gzip") != 0) {
+            respond_error(f, req, 415, "unsupported_encoding", -1, NULL,
+                          "Content-Encoding '%.40s' is not supported; send gzip or identity", enc);
+            goto out;
+        }
+        size_t dlen;
+        rc = gunzip(body, len, gw->lim.max_request_bytes, &inflated, &dlen);
+        if (rc == -E2BIG) {
+            respond_error(f, req, 413, EVENT_ERR_TOO_LARGE, -1, NULL, "the decoded body is over %zu bytes",
+                          gw->lim.max_request_bytes);
+            goto out;
+        }
+        if (rc != 0) {
+            respond_error(f, req, rc == -ENOMEM ? 500 : 400, rc == -ENOMEM ? "internal" : "bad_encoding", -1,
+                          NULL, "%s", rc == -ENOMEM ? "out of memory" : "the body is not valid gzip");
+            goto out;
+        }
+        body = inflated;
+        len = dlen;
+    }
+
+    const char *ctype = http_request_header(req, "content-type");
+    media_type(ctype ? ctype : "", mt, sizeof(mt), &charset_ok);
+    int has_ce = http_request_header(req, "ce-specversion") || http_request_header(req, "ce-source") ||
+                 http_request_header(req, "ce-type");
+    json_form form;
+    int structured = 1;
+    if (strcmp(mt, "application/cloudevents+json") == 0) {
+        form = JSON_FORM_EVENT;
+    } else if (strcmp(mt, "application/cloudevents-batch+json") == 0) {
+        form = JSON_FORM_BATCH;
+    } else if (strncmp(mt, "application/cloudevents", 23) == 0) {
+        respond_error(f, req, 415, "unsupported_media_type", -1, NULL,
+                      "'%s' is not supported: structured mode takes application/cloudevents+json or "
+                      "application/cloudevents-batch+json",
+                      mt);
+        goto out;
+    } else if (strcmp(mt, "application/json") == 0 && !has_ce) {
+        form = JSON_FORM_ANY;
+    } else if ((strcmp(mt, "application/x-ndjson") == 0 || strcmp(mt, "application/ndjson") == 0) &&
+               !has_ce) {
+        form = JSON_FORM_NDJSON;
+    } else {
+        structured = 0;
+        form = JSON_FORM_EVENT;
+    }
+    if (structured && !charset_ok) {
+        respond_error(f, req, 415, "unsupported_media_type", -1, NULL, "only charset=utf-8 is supported");
+        goto out;
+    }
+
+    if (structured)
+        rc = json_parse_events((const char *)body, len, form, &gw->lim, &batch, &err);
+    else
+        rc = parse_binary(req, ctype, mt, body, len, &gw->lim, &batch, &err);
+    if (rc == -ENOMEM) {
+        respond_error(f, req, 500, "internal", -1, NULL, "out of memory");
+        goto out;
+    }
+    if (rc != 0) {
+        respond_event_error(f, req, &err);
+        goto out;
+    }
+    if (batch.n == 0) {
+        respond_error(f, req, 400, EVENT_ERR_INVALID, -1, NULL, "the request holds no event");
+        goto out;
+    }
+    /* All or nothing: every event is checked before any is queued. Errors name the index in a batch. */
+    int many = structured && (form == JSON_FORM_BATCH || form == JSON_FORM_NDJSON);
+    if (structured && form == JSON_FORM_ANY) {
+        size_t p = 0;
+        while (p < len && (body[p] == ' ' || body[p] == '\t' || body[p] == '\r' || body[p] == '\n'))
+            p++;
+        many = p < len && body[p] == '[';
+    }
+    for (size_t i = 0; i < batch.n; i++) {
+        if (event_validate(&batch.ev[i], &gw->lim, many ? (long)i : -1, &err) != 0) {
+            respond_event_error(f, req, &err);
+            goto out;
+        }
+        if (event_assign_id(&batch.ev[i]) != 0) {
+            respond_error(f, req, 500, "internal", -1, NULL, "out of memory");
+            goto out;
+        }
+    }
+
+    if ((ok = render_ids(&batch)) == NULL || (msgs = calloc(batch.n, sizeof(*msgs))) == NULL)
+        goto oom;
+    if (ack == ACK_COMMITTED && (w = ack_wait_new((unsigned)batch.n, f->inbox, wait_done, NULL)) == NULL)
+        goto oom;
+    int64_t received = now_ns();
+    for (; n_msgs < batch.n; n_msgs++)
+        if ((msgs[n_msgs] = produce_msg_new(&batch.ev[n_msgs], received, ENVELOPE_HTTP, req->peer,
+                                            cfg->gateway_id, w)) == NULL)
+            goto oom;
+
+    rc = queue_push_n(gw->q, (void *const *)msgs, n_msgs);
+    if (rc == -EAGAIN || rc == -EINVAL) {
+        respond_error(f, req, 429, "overloaded", -1, NULL, "the gateway's queue is full; retry later");
+        goto out;
+    }
+    if (rc == -EPIPE) {
+        respond_error(f, req, 503, "shutting_down", -1, NULL, "the gateway is shutting down");
+        goto out;
+    }
+    n_msgs = 0; /* the queue has them now */
+
+    if (ack == ACK_ACCEPTED) {
+        respond_buffer(req, 202, NULL, ok, 0);
+        goto out;
+    }
+
+    ingest_wait *iw = calloc(1, sizeof(*iw));
+    if (iw == NULL) {
+        /* Queued already: the events will go; say so the safe way. */
+        w->ctx = NULL;
+        w = NULL;
+        respond_error(f, req, 503, "internal", -1, NULL, "out of memory; the events may still arrive");
+        goto out;
+    }
+    struct timeval tv = {cfg->ack_timeout_ms / 1000, (cfg->ack_timeout_ms % 1000) * 1000};
+    iw->front = f;
+    iw->req = req;
+    iw->wait = w;
+    iw->len = evbuffer_get_length(ok);
+    iw->body = malloc(iw->len ? iw->len : 1);
+    iw->timer = evtimer_new(f->base, wait_timeout, iw);
+    if (iw->body)
+        evbuffer_remove(ok, iw->body, iw->len);
+    atomic_fetch_add(&f->pending, 1);
+    if (iw->body == NULL || iw->timer == NULL) {
+        w->ctx = NULL;
+        w = NULL;
+        wait_finish(iw);
+        respond_error(f, req, 503, "internal", -1, NULL, "out of memory; the events may still arrive");
+        goto out;
+    }
+    evtimer_add(iw->timer, &tv);
+    req->user = iw;
+    w->ctx = iw; /* reports may all have come already: wait_done runs on this loop, after this returns */
+    w = NULL;
+    goto out;
+
+oom:
+    respond_error(f, req, 500, "internal", -1, NULL, "out of memory");
+out:
+    for (size_t i = 0; i < n_msgs; i++)
+        produce_msg_free(msgs[i]);
+    free(msgs);
+    if (w)
+        ack_wait_free(w);
+    if (ok)
+        evbuffer_free(ok);
+    free(inflated);
+    event_batch_clear(&batch);
+}
+
+static void handle(http_request *req, void *arg)
+{
+    http_front *f = arg;
+    const gateway_config *cfg = f->gw->cfg;
+    ack_level ack;
+    char bad[48];
+
+    if (strcmp(req->path, "/v1/events") != 0) {
+        respond_error(f, req, 404, "not_found", -1, NULL,
+                      "no such path: %.100s (events go to POST /v1/events)", req->path);
+        return;
+    }
+    if (req->method != HTTP_POST) {
+        respond_error(f, req, 405, "method_not_allowed", -1, "Allow: POST\r\n", "%s is not allowed; use POST",
+                      http_method_str((enum http_method)req->method));
+        return;
+    }
+    if (cfg->auth_token[0] != '\0') {
+        const char *auth = http_request_header(req, "authorization");
+        if (auth == NULL || strncasecmp(auth, "Bearer ", 7) != 0 ||
+            !secret_equal(auth + 7, cfg->auth_token)) {
+            respond_error(f, req, 401, "unauthorized", -1, "WWW-Authenticate: Bearer realm=\"ingest\"\r\n",
+                          auth ? "the bearer token is wrong" : "an Authorization: Bearer token is required");
+            return;
+        }
+    }
+    if (parse_ack(req, cfg->default_ack, &ack, bad, sizeof(bad)) != 0) {
+        respond_error(f, req, 400, "bad_request", -1, NULL, "ack: '%s' is not committed or accepted", bad);
+        return;
+    }
+    if (atomic_load(&f->gw->stopping)) {
+        respond_error(f, req, 503, "shutting_down", -1, NULL, "the gateway is shutting down");
+        return;
+    }
+    /* Admission before parsing: an overloaded gateway should not spend CPU on what it will refuse. */
+    if (queue_above_high_water(f->gw->q)) {
+        respond_error(f, req, 429, "overloaded", -1, NULL,
+                      "the gateway's queue is above its high-water mark");
+        return;
+    }
+    ingest(f, req, ack);
+}
+
+static void on_error(http_request *req, int status, const char *code, const char *message, void *arg)
+{
+    http_front *f = arg;
+
+    if (status == 413)
+        respond_error(f, req, 413, EVENT_ERR_TOO_LARGE, -1, NULL, "the request body is over %zu bytes",
+                      f->gw->lim.max_request_bytes);
+    else
+        respond_error(f, req, status, code, -1, NULL, "%s", message);
+}
+
+http_front *http_front_new(struct event_base *base, evutil_socket_t fd, gateway *gw)
+{
+    http_front *f = calloc(1, sizeof(*f));
+    http_server_config sc = {
+        .max_body = gw->lim.max_request_bytes,
+        .max_header_bytes = 64 * 1024,
+        .idle_timeout_ms = (int)gw->cfg->http_idle_timeout_ms,
+        .handle = handle,
+        .abort = on_abort,
+        .error = on_error,
+    };
+
+    if (f == NULL) {
+        evutil_closesocket(fd);
+        return NULL;
+    }
+    f->base = base;
+    f->gw = gw;
+    atomic_init(&f->pending, 0);
+    sc.arg = f;
+    if ((f->inbox = ack_inbox_new(base)) == NULL || (f->srv = http_server_new(base, fd, &sc)) == NULL) {
+        if (f->srv == NULL)
+            evutil_closesocket(fd);
+        http_front_free(f);
+        return NULL;
+    }
+    return f;
+}
+
+static void stop_accepting_cb(evutil_socket_t fd, short what, void *arg)
+{
+    http_front *f = arg;
+    (void)fd;
+    (void)what;
+    http_server_stop_accepting(f->srv);
+}
+
+void http_front_stop_accepting(http_front *f)
+{
+    event_base_once(f->base, -1, EV_TIMEOUT, stop_accepting_cb, f, NULL);
+}
+
+size_t http_front_pending(const http_front *f)
+{
+    return atomic_load(&((http_front *)f)->pending);
+}
+
+void http_front_close(http_front *f)
+{
+    if (f == NULL)
+        return;
+    /* Waiting requests are aborted: their waits stay until their reports come, then are freed. */
+    http_server_free(f->srv);
+    f->srv = NULL;
+}
+
+void http_front_free(http_front *f)
+{
+    if (f == NULL)
+        return;
+    http_front_close(f);
+    if (f->inbox) {
+        ack_inbox_drain(f->inbox);
+        ack_inbox_free(f->inbox);
+    }
+    free(f);
+}

@@ -1,0 +1,36 @@
+/*
+ * The HTTP front end: POST /v1/events in every content mode of the contract,
+ * parsed, validated and queued on one I/O thread's loop, answered when the
+ * events are queued (ack=accepted) or in Kafka (ack=committed).
+ */
+#ifndef INGEST_HTTP_H
+#define INGEST_HTTP_H
+
+#include <stddef.h>
+
+#include <event2/util.h>
+
+#include "gateway.h"
+
+struct event_base;
+typedef struct http_front http_front;
+
+/*
+ * Serve HTTP on `base` from listening socket `fd` (taken). The loop must run
+ * on one thread; everything of this front end happens there. NULL on failure.
+ */
+http_front *http_front_new(struct event_base *base, evutil_socket_t fd, gateway *gw);
+
+/* From any thread: stop accepting connections (runs on the front's loop). */
+void http_front_stop_accepting(http_front *f);
+
+/* Requests waiting for Kafka on this front (any thread; approximate). */
+size_t http_front_pending(const http_front *f);
+
+/* After its loop has stopped: abort what waits, answer nothing more, free. */
+void http_front_close(http_front *f);
+
+/* After the producer is gone (every delivery report has come): free the rest. NULL is a no-op. */
+void http_front_free(http_front *f);
+
+#endif

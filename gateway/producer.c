@@ -1,0 +1,353 @@
+#include "producer.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <event2/event.h>
+
+#include "envelope.h"
+#include "log.h"
+
+/* Messages a worker takes from the queue at once. */
+#define WORKER_BATCH 256
+
+struct ack_inbox {
+    pthread_mutex_t lock;
+    ack_wait *head;
+    struct event *wake;
+};
+
+struct producer {
+    queue *q;
+    rd_kafka_t *rk;
+    rd_kafka_topic_t *topic;
+    pthread_t *workers;
+    int n_workers;
+    pthread_t poller;
+    int poller_started;
+    atomic_int stopping;
+    atomic_llong give_up_at; /* monotonic ms after which a full librdkafka queue fails messages; 0: never */
+    producer_stats stats;
+};
+
+ack_wait *ack_wait_new(unsigned n, ack_inbox *inbox, void (*done)(ack_wait *w), void *ctx)
+{
+    ack_wait *w = calloc(1, sizeof(*w));
+
+    if (w == NULL)
+        return NULL;
+    atomic_init(&w->remaining, n);
+    atomic_init(&w->error, 0);
+    w->inbox = inbox;
+    w->done = done;
+    w->ctx = ctx;
+    return w;
+}
+
+void ack_wait_free(ack_wait *w)
+{
+    free(w);
+}
+
+static void inbox_post(ack_inbox *inbox, ack_wait *w)
+{
+    pthread_mutex_lock(&inbox->lock);
+    w->next = inbox->head;
+    inbox->head = w;
+    pthread_mutex_unlock(&inbox->lock);
+    event_active(inbox->wake, EV_READ, 0);
+}
+
+void ack_wait_report(ack_wait *w, rd_kafka_resp_err_t err)
+{
+    if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+        int none = 0;
+        atomic_compare_exchange_strong(&w->error, &none, (int)err);
+    }
+    if (atomic_fetch_sub(&w->remaining, 1) == 1)
+        inbox_post(w->inbox, w);
+}
+
+void ack_inbox_drain(ack_inbox *inbox)
+{
+    ack_wait *list, *rev = NULL;
+
+    pthread_mutex_lock(&inbox->lock);
+    list = inbox->head;
+    inbox->head = NULL;
+    pthread_mutex_unlock(&inbox->lock);
+    /* Oldest first: the list was built by pushing on its head. */
+    while (list) {
+        ack_wait *next = list->next;
+        list->next = rev;
+        rev = list;
+        list = next;
+    }
+    while (rev) {
+        ack_wait *next = rev->next;
+        rev->done(rev);
+        rev = next;
+    }
+}
+
+static void inbox_wake_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    ack_inbox_drain(arg);
+}
+
+ack_inbox *ack_inbox_new(struct event_base *base)
+{
+    ack_inbox *inbox = calloc(1, sizeof(*inbox));
+
+    if (inbox == NULL)
+        return NULL;
+    pthread_mutex_init(&inbox->lock, NULL);
+    /* Never added, only activated: event_active() from another thread needs evthread_use_pthreads(). */
+    if ((inbox->wake = event_new(base, -1, 0, inbox_wake_cb, inbox)) == NULL) {
+        ack_inbox_free(inbox);
+        return NULL;
+    }
+    return inbox;
+}
+
+void ack_inbox_free(ack_inbox *inbox)
+{
+    if (inbox == NULL)
+        return;
+    if (inbox->wake)
+        event_free(inbox->wake);
+    pthread_mutex_destroy(&inbox->lock);
+    free(inbox);
+}
+
+produce_msg *produce_msg_new(const event *ev, int64_t received_unix_nanos, int protocol, const char *peer,
+                             const char *gateway_id, ack_wait *wait)
+{
+    envelope_meta meta = {.received_unix_nanos = received_unix_nanos,
+                          .protocol = (envelope_protocol)protocol,
+                          .peer = peer,
+                          .gateway_id = gateway_id};
+    const char *key = event_kafka_key(ev);
+    size_t klen = strlen(key) + 1, ilen = strlen(ev->id) + 1, slen = strlen(ev->source) + 1,
+           tlen = strlen(ev->type) + 1;
+    produce_msg *m = malloc(sizeof(*m) + klen + ilen + slen + tlen);
+    char *p;
+
+    if (m == NULL)
+        return NULL;
+    if (envelope_encode(ev, &meta, &m->value, &m->value_len) != 0) {
+        free(m);
+        return NULL;
+    }
+    m->wait = wait;
+    p = m->strings;
+    m->key = memcpy(p, key, klen);
+    p += klen;
+    m->ce_id = memcpy(p, ev->id, ilen);
+    p += ilen;
+    m->ce_source = memcpy(p, ev->source, slen);
+    p += slen;
+    m->ce_type = memcpy(p, ev->type, tlen);
+    return m;
+}
+
+void produce_msg_free(produce_msg *m)
+{
+    if (m == NULL)
+        return;
+    free(m->value);
+    free(m);
+}
+
+/* Delivery reports, on the poller thread (rd_kafka_poll). */
+static void dr_msg_cb(rd_kafka_t *rk, const rd_kafka_message_t *msg, void *opaque)
+{
+    producer *p = opaque;
+    (void)rk;
+
+    if (msg->err == RD_KAFKA_RESP_ERR_NO_ERROR) {
+        atomic_fetch_add_explicit(&p->stats.delivered, 1, memory_order_relaxed);
+    } else {
+        atomic_fetch_add_explicit(&p->stats.failed, 1, memory_order_relaxed);
+        LOG_DEBUG("kafka", "delivery failed: %s", rd_kafka_err2str(msg->err));
+    }
+    if (msg->_private)
+        ack_wait_report(msg->_private, msg->err);
+}
+
+static void error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque)
+{
+    (void)rk;
+    (void)opaque;
+    LOG_WARN("kafka", "%s: %s", rd_kafka_err2name((rd_kafka_resp_err_t)err), reason);
+}
+
+static long long now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Hand one message to librdkafka; on a full local queue, wait for room rather than fail. */
+static void produce_one(producer *p, produce_msg *m)
+{
+    for (;;) {
+        rd_kafka_headers_t *hdrs = rd_kafka_headers_new(4);
+        rd_kafka_header_add(hdrs, "ce_id", -1, m->ce_id, -1);
+        rd_kafka_header_add(hdrs, "ce_source", -1, m->ce_source, -1);
+        rd_kafka_header_add(hdrs, "ce_type", -1, m->ce_type, -1);
+        rd_kafka_header_add(hdrs, "content-type", -1, "application/x-protobuf", -1);
+        rd_kafka_resp_err_t err = rd_kafka_producev(
+            p->rk, RD_KAFKA_V_RKT(p->topic), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_FREE),
+            RD_KAFKA_V_VALUE(m->value, m->value_len), RD_KAFKA_V_KEY(m->key, strlen(m->key)),
+            RD_KAFKA_V_HEADERS(hdrs), RD_KAFKA_V_OPAQUE(m->wait), RD_KAFKA_V_END);
+        if (err == RD_KAFKA_RESP_ERR_NO_ERROR) {
+            m->value = NULL; /* librdkafka frees it after delivery */
+            atomic_fetch_add_explicit(&p->stats.produced, 1, memory_order_relaxed);
+            break;
+        }
+        rd_kafka_headers_destroy(hdrs); /* not taken on failure */
+        if (err == RD_KAFKA_RESP_ERR__QUEUE_FULL) {
+            long long give_up = atomic_load(&p->give_up_at);
+            if (give_up == 0 || now_ms() < give_up) {
+                /* The poller serves delivery reports; this only waits for room. */
+                rd_kafka_flush(p->rk, 10);
+                continue;
+            }
+            err = RD_KAFKA_RESP_ERR__TIMED_OUT; /* stopping, and Kafka takes nothing */
+        }
+        LOG_WARN("kafka", "produce refused: %s", rd_kafka_err2str(err));
+        atomic_fetch_add_explicit(&p->stats.failed, 1, memory_order_relaxed);
+        if (m->wait)
+            ack_wait_report(m->wait, err);
+        break;
+    }
+    produce_msg_free(m);
+}
+
+static void *worker_main(void *arg)
+{
+    producer *p = arg;
+    void *items[WORKER_BATCH];
+    size_t n;
+
+    /* Until the queue is closed and empty: what was queued is never dropped here. */
+    while ((n = queue_pop_n(p->q, items, WORKER_BATCH, -1)) > 0)
+        for (size_t i = 0; i < n; i++)
+            produce_one(p, items[i]);
+    return NULL;
+}
+
+static void *poller_main(void *arg)
+{
+    producer *p = arg;
+
+    while (!atomic_load(&p->stopping))
+        rd_kafka_poll(p->rk, 100);
+    return NULL;
+}
+
+producer *producer_new(queue *q, const char *bootstrap, const char *topic, const config_props *props,
+                       int threads, char *errbuf, size_t errlen)
+{
+    producer *p = calloc(1, sizeof(*p));
+    rd_kafka_conf_t *conf = NULL;
+
+    if (p == NULL) {
+        snprintf(errbuf, errlen, "out of memory");
+        return NULL;
+    }
+    p->q = q;
+    if ((conf = kafka_conf_new(bootstrap, kafka_producer_defaults, props, errbuf, errlen)) == NULL)
+        goto fail;
+    rd_kafka_conf_set_dr_msg_cb(conf, dr_msg_cb);
+    rd_kafka_conf_set_error_cb(conf, error_cb);
+    rd_kafka_conf_set_opaque(conf, p);
+    if ((p->rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errbuf, errlen)) == NULL)
+        goto fail;
+    conf = NULL; /* rd_kafka_new took it */
+    if ((p->topic = rd_kafka_topic_new(p->rk, topic, NULL)) == NULL) {
+        snprintf(errbuf, errlen, "topic %s: %s", topic, rd_kafka_err2str(rd_kafka_last_error()));
+        goto fail;
+    }
+    if (pthread_create(&p->poller, NULL, poller_main, p) != 0) {
+        snprintf(errbuf, errlen, "cannot start the delivery report thread");
+        goto fail;
+    }
+    p->poller_started = 1;
+    if ((p->workers = calloc((size_t)threads, sizeof(*p->workers))) == NULL) {
+        snprintf(errbuf, errlen, "out of memory");
+        goto fail;
+    }
+    for (; p->n_workers < threads; p->n_workers++) {
+        if (pthread_create(&p->workers[p->n_workers], NULL, worker_main, p) != 0) {
+            snprintf(errbuf, errlen, "cannot start producer thread %d", p->n_workers);
+            goto fail;
+        }
+    }
+    return p;
+
+fail:
+    if (conf)
+        rd_kafka_conf_destroy(conf);
+    queue_close(q);
+    producer_stop(p, 0);
+    producer_free(p);
+    return NULL;
+}
+
+int producer_stop(producer *p, int timeout_ms)
+{
+    int left = 0;
+
+    if (p == NULL)
+        return 0;
+    atomic_store(&p->give_up_at, now_ms() + (timeout_ms > 0 ? timeout_ms : 1));
+    for (int i = 0; i < p->n_workers; i++)
+        pthread_join(p->workers[i], NULL);
+    p->n_workers = 0;
+    if (p->rk) {
+        /* rd_kafka_flush serves delivery reports itself; the poller may too, both are safe. */
+        if (rd_kafka_flush(p->rk, timeout_ms) != RD_KAFKA_RESP_ERR_NO_ERROR)
+            left = rd_kafka_outq_len(p->rk);
+    }
+    atomic_store(&p->stopping, 1);
+    if (p->poller_started) {
+        pthread_join(p->poller, NULL);
+        p->poller_started = 0;
+    }
+    return left;
+}
+
+void producer_free(producer *p)
+{
+    if (p == NULL)
+        return;
+    if (p->rk) {
+        /* Undelivered messages get their delivery report (purged) before the handle goes. */
+        rd_kafka_purge(p->rk, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
+        rd_kafka_poll(p->rk, 0);
+    }
+    if (p->topic)
+        rd_kafka_topic_destroy(p->topic);
+    if (p->rk)
+        rd_kafka_destroy(p->rk);
+    free(p->workers);
+    free(p);
+}
+
+const producer_stats *producer_get_stats(const producer *p)
+{
+    return &p->stats;
+}
+
+rd_kafka_t *producer_handle(producer *p)
+{
+    return p->rk;
+}

@@ -1,0 +1,108 @@
+/*
+ * The Kafka side of the gateway: worker threads drain the shared queue into
+ * a librdkafka producer, and delivery reports find their way back to the
+ * request that is waiting for them.
+ *
+ * A request that waits (ack=committed) owns an ack_wait. Each of its
+ * messages carries a pointer to it; each delivery report counts it down on
+ * librdkafka's thread, atomically; the last one posts it to the inbox of the
+ * event loop that made it, which answers the client on its own thread. So
+ * no lock is ever taken on loop-owned state, and the loop never blocks.
+ */
+#ifndef INGEST_PRODUCER_H
+#define INGEST_PRODUCER_H
+
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <librdkafka/rdkafka.h>
+
+#include "config.h"
+#include "event.h"
+#include "kafka.h"
+#include "queue.h"
+
+struct event_base;
+typedef struct ack_inbox ack_inbox;
+
+typedef struct ack_wait {
+    atomic_uint remaining; /* delivery reports still to come */
+    atomic_int error;      /* the first failure's rd_kafka_resp_err_t, or 0 */
+    ack_inbox *inbox;      /* the loop that gets it back */
+    struct ack_wait *next; /* inbox link */
+    /* Loop-owned from here on: only the inbox's loop touches these. */
+    void (*done)(struct ack_wait *w); /* called on the loop when remaining reaches 0 */
+    void *ctx;                        /* the waiter's; NULL once it stopped waiting */
+} ack_wait;
+
+/*
+ * A wait for n delivery reports, handed back to `inbox`'s loop, where
+ * done(w) runs once all have come. done() owns w and frees it with
+ * ack_wait_free(). NULL on no memory.
+ */
+ack_wait *ack_wait_new(unsigned n, ack_inbox *inbox, void (*done)(ack_wait *w), void *ctx);
+void ack_wait_free(ack_wait *w);
+
+/* Count one delivery report (any thread). Posts w to its inbox on the last. */
+void ack_wait_report(ack_wait *w, rd_kafka_resp_err_t err);
+
+/*
+ * An inbox on an event loop (any thread may post; done() callbacks run on
+ * the loop). NULL on failure. Free it only after every wait posted to it
+ * has come back (the producer is destroyed).
+ */
+ack_inbox *ack_inbox_new(struct event_base *base);
+void ack_inbox_free(ack_inbox *inbox);
+/* Run done() for everything posted so far, on the calling (loop) thread. */
+void ack_inbox_drain(ack_inbox *inbox);
+
+/*
+ * One Kafka record on its way: what the queue carries. The Envelope (value)
+ * goes to librdkafka without a copy; key and headers are copied by it.
+ */
+typedef struct produce_msg {
+    ack_wait *wait; /* NULL when nobody waits (ack=accepted) */
+    uint8_t *value; /* malloc'd Envelope, owned until handed to librdkafka */
+    size_t value_len;
+    const char *key;
+    const char *ce_id, *ce_source, *ce_type;
+    char strings[]; /* key and header values live here */
+} produce_msg;
+
+/*
+ * A message for a validated event with an id: encodes the Envelope. NULL on
+ * no memory or an event that cannot be encoded.
+ */
+produce_msg *produce_msg_new(const event *ev, int64_t received_unix_nanos, int protocol, const char *peer,
+                             const char *gateway_id, ack_wait *wait);
+void produce_msg_free(produce_msg *m);
+
+typedef struct producer producer;
+
+typedef struct producer_stats {
+    atomic_uint_fast64_t produced;  /* handed to librdkafka */
+    atomic_uint_fast64_t delivered; /* acknowledged by Kafka */
+    atomic_uint_fast64_t failed;    /* refused by librdkafka or not delivered */
+} producer_stats;
+
+/*
+ * Start `threads` workers draining `q` into a producer for `topic`, with the
+ * contract's defaults and the operator's kafka.* properties, and a thread
+ * serving delivery reports. NULL with the reason in errbuf.
+ */
+producer *producer_new(queue *q, const char *bootstrap, const char *topic, const config_props *props,
+                       int threads, char *errbuf, size_t errlen);
+
+/*
+ * Stop: the queue must be closed already. Workers hand what is left in it to
+ * librdkafka, which then has until timeout_ms to deliver everything. Returns
+ * the count of messages still undelivered (0 when all got through).
+ */
+int producer_stop(producer *p, int timeout_ms);
+void producer_free(producer *p);
+
+const producer_stats *producer_get_stats(const producer *p);
+rd_kafka_t *producer_handle(producer *p);
+
+#endif
