@@ -120,3 +120,352 @@ def kafka_topic(kafka_bootstrap, unique_name):
     futures[unique_name].result(timeout=30)
     yield unique_name
     admin.delete_topics([unique_name], operation_timeout=30)[unique_name].result(timeout=30)
+
+
+# ---- Envelopes -----------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def pb(tmp_path_factory):
+    """The Python modules of proto/ingest/v1, generated afresh by grpc_tools.protoc.
+
+    pb.envelope_pb2, pb.cloudevent_pb2, pb.ingest_pb2 and pb.ingest_pb2_grpc,
+    so that tests decode what the gateway writes with the schema as it is in
+    this checkout. The well-known types (Timestamp, Any) come with grpcio-tools.
+    """
+    import importlib
+    import sys
+    import types
+
+    import grpc_tools
+    from grpc_tools import protoc
+
+    proto_root = REPO_ROOT / "proto"
+    out = tmp_path_factory.mktemp("pb")
+    files = sorted(str(p.relative_to(proto_root)) for p in proto_root.rglob("*.proto"))
+    well_known = pathlib.Path(grpc_tools.__file__).parent / "_proto"
+    rc = protoc.main(["grpc_tools.protoc", f"-I{proto_root}", f"-I{well_known}", f"--python_out={out}",
+                      f"--grpc_python_out={out}", *files])
+    assert rc == 0, f"protoc failed on {files}"
+    sys.path.insert(0, str(out))
+    return types.SimpleNamespace(**{name: importlib.import_module(f"ingest.v1.{name}") for name in
+                                    ("cloudevent_pb2", "envelope_pb2", "ingest_pb2", "ingest_pb2_grpc")})
+
+
+@pytest.fixture(scope="session")
+def decode_envelope(pb):
+    """bytes -> ingest.v1.Envelope; fails the test on bytes that do not decode."""
+    def decode(value):
+        env = pb.envelope_pb2.Envelope()
+        env.ParseFromString(value)
+        return env
+    return decode
+
+
+# ---- Kafka: topics and what arrives on them -----------------------------------
+
+@pytest.fixture(scope="session")
+def make_topic(kafka_bootstrap):
+    """make_topic(prefix, partitions=1) -> the name of a fresh topic, deleted at the session's end."""
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
+    made = []
+
+    def make(prefix="it", partitions=1):
+        name = f"it-{prefix}-{uuid.uuid4().hex[:12]}"
+        futures = admin.create_topics([NewTopic(name, num_partitions=partitions, replication_factor=1)],
+                                      operation_timeout=30, request_timeout=30)
+        futures[name].result(timeout=30)
+        made.append(name)
+        return name
+
+    yield make
+    if made:
+        for f in admin.delete_topics(made, operation_timeout=30).values():
+            try:
+                f.result(timeout=30)
+            except Exception:  # a broker test may have left Kafka slow; the topics are throw-away
+                pass
+
+
+class Record:
+    """One Kafka record, its Envelope decoded."""
+
+    def __init__(self, msg, envelope):
+        self.topic = msg.topic()
+        self.partition = msg.partition()
+        self.offset = msg.offset()
+        self.key = msg.key()
+        self.value = msg.value()
+        self.headers = list(msg.headers() or [])
+        self.envelope = envelope
+
+    @property
+    def event(self):
+        return self.envelope.event
+
+    def header(self, name):
+        """The value of the one header called name (bytes); fails if it is missing or repeated."""
+        values = [v for k, v in self.headers if k == name]
+        assert len(values) == 1, f"header {name!r} appears {len(values)} times in {self.headers}"
+        return values[0]
+
+    def __repr__(self):
+        return f"Record({self.topic}/{self.partition}@{self.offset} key={self.key!r} event={self.event})"
+
+
+class TopicReader:
+    """Reads what a topic received after a mark (its end offsets at one moment).
+
+    mark() takes the end offsets; count_since(mark) says how many records came
+    since (exact: the gateway's producer is not transactional, so every offset
+    is one record); read_since(mark, n) returns them, decoded.
+    """
+
+    def __init__(self, bootstrap, topic, decode):
+        from confluent_kafka import Consumer
+
+        self.topic = topic
+        self.decode = decode
+        self.consumer = Consumer({
+            "bootstrap.servers": bootstrap,
+            "group.id": f"it-reader-{uuid.uuid4().hex[:12]}",
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+            "fetch.wait.max.ms": 20,
+        })
+        md = self.consumer.list_topics(topic, timeout=15)
+        assert topic in md.topics and md.topics[topic].error is None, f"topic {topic}: {md.topics.get(topic)}"
+        self.partitions = sorted(md.topics[topic].partitions)
+
+    def mark(self):
+        from confluent_kafka import TopicPartition
+
+        return {p: self.consumer.get_watermark_offsets(TopicPartition(self.topic, p), timeout=15, cached=False)[1]
+                for p in self.partitions}
+
+    def count_since(self, mark):
+        now = self.mark()
+        return sum(now[p] - mark[p] for p in self.partitions)
+
+    def read_since(self, mark, n, timeout=20.0):
+        """The records after mark, at least n of them (fails after timeout with fewer), in offset order."""
+        import time
+
+        from confluent_kafka import TopicPartition
+
+        self.consumer.assign([TopicPartition(self.topic, p, mark[p]) for p in self.partitions])
+        got = []
+        deadline = time.monotonic() + timeout
+        try:
+            while len(got) < n:
+                left = deadline - time.monotonic()
+                assert left > 0, f"{len(got)} of {n} records arrived on {self.topic} within {timeout}s: {got}"
+                msg = self.consumer.poll(min(left, 0.5))
+                if msg is None:
+                    continue
+                assert msg.error() is None, f"consumer error: {msg.error()}"
+                got.append(Record(msg, self.decode(msg.value())))
+        finally:
+            self.consumer.unassign()
+        return got
+
+    def close(self):
+        self.consumer.close()
+
+
+@pytest.fixture(scope="session")
+def topic_reader(kafka_bootstrap, decode_envelope):
+    """topic_reader(topic) -> a TopicReader, closed at the session's end."""
+    readers = []
+
+    def make(topic):
+        r = TopicReader(kafka_bootstrap, topic, decode_envelope)
+        readers.append(r)
+        return r
+
+    yield make
+    for r in readers:
+        r.close()
+
+
+# ---- Private gateways ------------------------------------------------------------
+
+# INGEST_TEST_GATEWAY_BIN runs the private gateways from another build (e.g.
+# build/asan/bin/gateway); the default is the Release build the stack runs.
+GATEWAY_BIN = pathlib.Path(os.environ.get("INGEST_TEST_GATEWAY_BIN", REPO_ROOT / "build" / "release" / "bin" / "gateway"))
+
+
+def free_port():
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Gateway:
+    """A gateway process of our own: its addresses, its log, and a way to stop it."""
+
+    def __init__(self, proc, args, addrs, log_path):
+        self.proc = proc
+        self.args = args
+        self.addrs = addrs  # flag -> "127.0.0.1:port", e.g. addrs["--http-addr"]
+        self.log_path = log_path
+        self.http_addr = addrs["--http-addr"]
+        self.url = "http://" + self.http_addr
+        self.events_url = self.url + "/v1/events"
+
+    def log(self):
+        return self.log_path.read_text(errors="replace")
+
+    def log_tail(self, lines=40):
+        return "\n".join(self.log().splitlines()[-lines:])
+
+    def stop(self, timeout=15):
+        """SIGTERM, then SIGKILL after timeout seconds. Returns the exit status."""
+        import subprocess
+
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+
+@pytest.fixture(scope="session")
+def gateway_help():
+    """The gateway's --help text: which settings this build knows."""
+    import subprocess
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("INGEST_")}
+    r = subprocess.run([str(GATEWAY_BIN), "--help"], env=env, capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    return r.stdout
+
+
+# Listeners a private gateway gets a free port for, when its build has them
+# (the stack's gateway holds the default ports).
+GATEWAY_LISTEN_FLAGS = ("--http-addr", "--udp-addr", "--grpc-addr", "--admin-addr")
+
+
+@pytest.fixture(scope="session")
+def start_gateway(kafka_bootstrap, gateway_help, tmp_path_factory):
+    """start_gateway(*flags, env=None, ready_timeout=20) -> a running Gateway.
+
+    Starts build/release/bin/gateway with no INGEST_* variables but those in
+    env, the stack's Kafka (unless flags name --kafka-bootstrap), and a free
+    port on 127.0.0.1 for every listener the build has (--http-addr,
+    --udp-addr, --grpc-addr, --admin-addr) that flags do not set. Returns
+    once the HTTP port accepts connections. Every gateway started is stopped
+    at the session's end at the latest; Gateway.stop() stops one sooner.
+    """
+    import socket
+    import subprocess
+    import time
+
+    started = []
+    logs = tmp_path_factory.mktemp("gateways")
+
+    def given(flags, name):
+        return any(f == name or f.startswith(name + "=") for f in flags)
+
+    def start(*flags, env=None, ready_timeout=20):
+        flags = list(flags)
+        addrs = {}
+        for name in GATEWAY_LISTEN_FLAGS:
+            for f in flags:
+                if f.startswith(name + "="):
+                    addrs[name] = f.split("=", 1)[1]
+            if name not in addrs and (name == "--http-addr" or f"{name}=" in gateway_help):
+                addrs[name] = f"127.0.0.1:{free_port()}"
+                flags.append(f"{name}={addrs[name]}")
+        if not given(flags, "--kafka-bootstrap"):
+            flags.append(f"--kafka-bootstrap={kafka_bootstrap}")
+        e = {k: v for k, v in os.environ.items() if not k.startswith("INGEST_")}
+        e.update(env or {})
+        log_path = logs / f"gateway-{len(started)}.log"
+        with open(log_path, "wb") as log:
+            proc = subprocess.Popen([str(GATEWAY_BIN), *flags], env=e, stdin=subprocess.DEVNULL,
+                                    stdout=log, stderr=subprocess.STDOUT)
+        gw = Gateway(proc, flags, addrs, log_path)
+        started.append(gw)
+        host, port = host_port(addrs["--http-addr"])
+        deadline = time.monotonic() + ready_timeout
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"gateway {flags} exited with {proc.returncode}:\n{gw.log_tail()}", pytrace=False)
+            try:
+                socket.create_connection((host, port), timeout=1).close()
+                return gw
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                gw.stop()
+                pytest.fail(f"gateway {flags}: nothing listens on {addrs['--http-addr']} after "
+                            f"{ready_timeout}s:\n{gw.log_tail()}", pytrace=False)
+            time.sleep(0.05)
+
+    yield start
+    for gw in started:
+        gw.stop()
+
+
+# ---- The real broker, stopped and started under a running stack -----------------
+
+class KafkaBroker:
+    """The local stack's broker, driven by tests/integration/kafka_ctl."""
+
+    CTL = pathlib.Path(__file__).resolve().parent / "kafka_ctl"
+
+    def __init__(self, bootstrap, topics):
+        self.bootstrap = bootstrap
+        self.topics = topics
+
+    def _ctl(self, action):
+        import subprocess
+
+        r = subprocess.run([str(self.CTL), action], capture_output=True, text=True, timeout=180)
+        assert r.returncode == 0, f"kafka_ctl {action} failed ({r.returncode}):\n{r.stdout}{r.stderr}"
+
+    def stop(self):
+        self._ctl("stop")
+
+    def start(self):
+        """Starts the broker and waits until every topic of the stack has a leader again."""
+        import time
+
+        from confluent_kafka.admin import AdminClient
+
+        self._ctl("start")
+        admin = AdminClient({"bootstrap.servers": self.bootstrap})
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                md = admin.list_topics(timeout=5)
+                if md.brokers and all(
+                        t in md.topics and md.topics[t].error is None and md.topics[t].partitions and
+                        all(p.leader >= 0 for p in md.topics[t].partitions.values()) for t in self.topics):
+                    return
+            except Exception:
+                pass
+            assert time.monotonic() < deadline, "the broker was started but its topics have no leader after 60 s"
+            time.sleep(0.5)
+
+
+@pytest.fixture
+def kafka_broker(kafka_bootstrap, events_topic, dlq_topic):
+    """The stack's real broker, for tests that stop it: .stop(), .start().
+
+    Whatever the test does or however it fails, the broker runs again (with
+    leaders for the stack's topics) before the next test starts.
+    """
+    broker = KafkaBroker(kafka_bootstrap, [events_topic, dlq_topic])
+    try:
+        yield broker
+    finally:
+        broker.start()
