@@ -243,6 +243,54 @@ stack_down() {
 	stop_postgres
 }
 
+# ---- the Kafka broker alone --------------------------------------------------
+# deploy/local/up starts the broker with these; tests/integration/kafka_ctl
+# stops and restarts it under a running stack (failure tests). Both need
+# .local/kafka/server.properties and formatted storage, which up writes.
+
+# The CLI tools start in well under a second with these flags.
+kafka_tool() {
+	"${JAVA:=$(java_bin)}" -XX:TieredStopAtLevel=1 -XX:+UseSerialGC -Xmx256m -Djava.awt.headless=true \
+		-Dlog4j2.configurationFile="$KAFKA_CONF_SRC/tools-log4j2.properties" \
+		-cp "$KAFKA_LIBS/*" "$@"
+}
+
+# Starts the broker process on the server.properties up wrote.
+kafka_spawn() {
+	local heap
+	log "starting Kafka on 127.0.0.1:$KAFKA_PORT (controller $KAFKA_CONTROLLER_PORT)"
+	read -ra heap <<<"${INGEST_LOCAL_KAFKA_HEAP:--Xms256m -Xmx1g}"
+	spawn kafka "$LOG_DIR/kafka.out" "${JAVA:=$(java_bin)}" "${heap[@]}" -XX:+UseG1GC -XX:MaxGCPauseMillis=20 \
+		-Djava.awt.headless=true \
+		-Dlog4j2.configurationFile="$KAFKA_CONF_SRC/log4j2.properties" \
+		-Dkafka.logs.dir="$LOG_DIR" \
+		-cp "$KAFKA_LIBS/*" kafka.Kafka "$KAFKA_HOME/server.properties"
+}
+
+# Waits until the broker's admin API answers and prints the topic list; dies
+# if the broker exits or does not answer within LOCAL_TIMEOUT.
+kafka_wait_ready() {
+	local deadline=$((SECONDS + LOCAL_TIMEOUT)) topics
+	while :; do
+		if ! running kafka >/dev/null; then
+			log_tail "$LOG_DIR/kafka.out"
+			log_tail "$LOG_DIR/kafka.log"
+			die "Kafka exited during start-up"
+		fi
+		if port_open "$KAFKA_PORT" &&
+			topics=$(kafka_tool org.apache.kafka.tools.TopicCommand --bootstrap-server "127.0.0.1:$KAFKA_PORT" \
+				--command-config "$KAFKA_HOME/tools-client.properties" --list 2>>"$LOG_DIR/kafka-tools.log"); then
+			printf '%s\n' "$topics"
+			return 0
+		fi
+		if ((SECONDS >= deadline)); then
+			log_tail "$LOG_DIR/kafka.log"
+			die "Kafka did not answer on 127.0.0.1:$KAFKA_PORT within ${LOCAL_TIMEOUT}s"
+		fi
+		sleep 0.5
+	done
+}
+
 # Prints the last lines of a log, indented, for error messages.
 log_tail() {
 	if [[ -f "$1" ]]; then
