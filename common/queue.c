@@ -14,7 +14,8 @@
 
 struct queue {
     pthread_mutex_t lock;
-    pthread_cond_t nonempty;
+    pthread_cond_t nonempty; /* consumers that want any item */
+    pthread_cond_t batch;    /* lazy consumers: only a batch is worth waking for */
     void **ring;
     size_t capacity;
     size_t high_water;
@@ -22,7 +23,9 @@ struct queue {
     size_t count;
     atomic_size_t depth; /* mirror of count, read without the lock */
     int closed;
-    unsigned waiters; /* consumers in pthread_cond_wait */
+    unsigned waiters;      /* consumers waiting on nonempty */
+    unsigned lazy_waiters; /* consumers waiting on batch */
+    size_t wake_batch;
 };
 
 queue *queue_new(size_t capacity, size_t high_water)
@@ -44,6 +47,8 @@ queue *queue_new(size_t capacity, size_t high_water)
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     pthread_cond_init(&q->nonempty, &ca);
+    pthread_cond_init(&q->batch, &ca);
+    q->wake_batch = capacity < 64 ? capacity : 64;
     pthread_condattr_destroy(&ca);
     return q;
 
@@ -57,6 +62,7 @@ void queue_free(queue *q)
     if (q == NULL)
         return;
     pthread_cond_destroy(&q->nonempty);
+    pthread_cond_destroy(&q->batch);
     pthread_mutex_destroy(&q->lock);
     free(q->ring);
     free(q);
@@ -91,13 +97,15 @@ int queue_push_n(queue *q, void *const *items, size_t n)
             else
                 for (size_t i = 0; i < n; i++)
                     pthread_cond_signal(&q->nonempty);
+        } else if (q->lazy_waiters > 0 && q->count >= q->wake_batch && q->count - n < q->wake_batch) {
+            pthread_cond_signal(&q->batch);
         }
     }
     pthread_mutex_unlock(&q->lock);
     return rc;
 }
 
-size_t queue_pop_n(queue *q, void **items, size_t max, int timeout_ms)
+static size_t pop(queue *q, void **items, size_t max, int timeout_ms, int lazy)
 {
     struct timespec deadline;
     size_t n = 0;
@@ -114,14 +122,20 @@ size_t queue_pop_n(queue *q, void **items, size_t max, int timeout_ms)
         }
     }
     pthread_mutex_lock(&q->lock);
-    while (q->count == 0 && !q->closed && timeout_ms != 0) {
+    while (!q->closed && timeout_ms != 0 && (lazy ? q->count < q->wake_batch : q->count == 0)) {
         int rc;
-        q->waiters++;
-        if (timeout_ms < 0)
-            rc = pthread_cond_wait(&q->nonempty, &q->lock);
-        else
-            rc = pthread_cond_timedwait(&q->nonempty, &q->lock, &deadline);
-        q->waiters--;
+        if (lazy) {
+            q->lazy_waiters++;
+            rc = pthread_cond_timedwait(&q->batch, &q->lock, &deadline);
+            q->lazy_waiters--;
+        } else {
+            q->waiters++;
+            if (timeout_ms < 0)
+                rc = pthread_cond_wait(&q->nonempty, &q->lock);
+            else
+                rc = pthread_cond_timedwait(&q->nonempty, &q->lock, &deadline);
+            q->waiters--;
+        }
         if (rc == ETIMEDOUT)
             break;
     }
@@ -136,11 +150,32 @@ size_t queue_pop_n(queue *q, void **items, size_t max, int timeout_ms)
     return n;
 }
 
+size_t queue_pop_n(queue *q, void **items, size_t max, int timeout_ms)
+{
+    return pop(q, items, max, timeout_ms, 0);
+}
+
+size_t queue_pop_lazy(queue *q, void **items, size_t max, int timeout_ms)
+{
+    return pop(q, items, max, timeout_ms > 0 ? timeout_ms : 1, 1);
+}
+
+int queue_drained(queue *q)
+{
+    int drained;
+
+    pthread_mutex_lock(&q->lock);
+    drained = q->closed && q->count == 0;
+    pthread_mutex_unlock(&q->lock);
+    return drained;
+}
+
 void queue_close(queue *q)
 {
     pthread_mutex_lock(&q->lock);
     q->closed = 1;
     pthread_cond_broadcast(&q->nonempty);
+    pthread_cond_broadcast(&q->batch);
     pthread_mutex_unlock(&q->lock);
 }
 

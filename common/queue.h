@@ -44,6 +44,18 @@ static inline int queue_push(queue *q, void *item)
 size_t queue_pop_n(queue *q, void **items, size_t max, int timeout_ms);
 
 /*
+ * Like queue_pop_n, but a consumer that would block waits "lazily": a push
+ * wakes it only once `wake_batch` items are queued (queue_new sets 64), and
+ * otherwise it takes what has accumulated when timeout_ms runs out. For
+ * consumers that batch anyway (librdkafka lingers 5 ms): one wake-up per
+ * batch instead of one per item. timeout_ms must be > 0.
+ */
+size_t queue_pop_lazy(queue *q, void **items, size_t max, int timeout_ms);
+
+/* True once the queue is closed and empty: a consumer can stop. */
+int queue_drained(queue *q);
+
+/*
  * Close: pushes fail with -EPIPE from now on, and pops return what is left,
  * then 0 without waiting. Wakes every waiter.
  */

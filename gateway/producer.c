@@ -13,6 +13,8 @@
 
 /* Messages a worker takes from the queue at once. */
 #define WORKER_BATCH 256
+/* Empty 1 ms polls before a worker sleeps until woken. */
+#define WORKER_IDLE_POLLS 100
 
 struct ack_inbox {
     pthread_mutex_t lock;
@@ -231,16 +233,26 @@ static void produce_one(producer *p, produce_msg *m)
     produce_msg_free(m);
 }
 
+/*
+ * Until the queue is closed and empty: what was queued is never dropped here.
+ * Busy, the worker takes what accumulated every millisecond (or at once when
+ * a batch is waiting) instead of being woken for each event: librdkafka
+ * lingers 5 ms anyway, and a wake-up per event cost a fifth of the gateway's
+ * CPU (perf/README.md). Idle for a while, it sleeps until the next push.
+ */
 static void *worker_main(void *arg)
 {
     producer *p = arg;
     void *items[WORKER_BATCH];
-    size_t n;
+    int idle = 0;
 
-    /* Until the queue is closed and empty: what was queued is never dropped here. */
-    while ((n = queue_pop_n(p->q, items, WORKER_BATCH, -1)) > 0)
+    while (!queue_drained(p->q)) {
+        size_t n = idle < WORKER_IDLE_POLLS ? queue_pop_lazy(p->q, items, WORKER_BATCH, 1)
+                                            : queue_pop_n(p->q, items, WORKER_BATCH, -1);
+        idle = n ? 0 : idle + 1;
         for (size_t i = 0; i < n; i++)
             produce_one(p, items[i]);
+    }
     return NULL;
 }
 

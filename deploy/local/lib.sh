@@ -67,7 +67,7 @@ LOCAL_PACKAGES=(
 	cmake ninja-build pkg-config gcc libc6-dev
 	libevent-dev libgrpc-dev protobuf-c-compiler libprotobuf-c-dev
 	libprotobuf-dev protobuf-compiler librdkafka-dev libpq-dev
-	libcmocka-dev libjson-c-dev libjansson-dev zlib1g-dev libhttp-parser-dev clang-format
+	libcmocka-dev libjson-c-dev libjansson-dev zlib1g-dev libhttp-parser-dev libjemalloc-dev clang-format
 	postgresql python3-venv openjdk-17-jre-headless maven curl
 )
 

@@ -89,6 +89,56 @@ static void test_timeout_and_close(void **state)
     queue_free(q);
 }
 
+struct lazy_arg {
+    queue *q;
+    size_t got;
+};
+
+static void *lazy_consumer(void *arg)
+{
+    struct lazy_arg *a = arg;
+    void *items[128];
+
+    a->got = queue_pop_lazy(a->q, items, 128, 20000);
+    return NULL;
+}
+
+static void test_lazy_pop(void **state)
+{
+    queue *q = queue_new(256, 256);
+    void *items[128];
+    struct timespec a, b;
+    (void)state;
+
+    /* Fewer than a batch: it waits out its timeout, then takes what is there. */
+    for (uintptr_t i = 1; i <= 3; i++)
+        assert_int_equal(queue_push(q, (void *)i), 0);
+    assert_int_equal(queue_pop_lazy(q, items, 128, 20), 3);
+    assert_ptr_equal(items[2], (void *)3);
+
+    /* A full batch wakes it long before its 20 s timeout. */
+    pthread_t t;
+    struct lazy_arg arg = {.q = q};
+    clock_gettime(CLOCK_MONOTONIC, &a);
+    assert_int_equal(pthread_create(&t, NULL, lazy_consumer, &arg), 0);
+    for (uintptr_t i = 1; i <= 64; i++)
+        assert_int_equal(queue_push(q, (void *)i), 0);
+    pthread_join(t, NULL);
+    clock_gettime(CLOCK_MONOTONIC, &b);
+    assert_true(arg.got >= 64);
+    assert_true(b.tv_sec - a.tv_sec < 10);
+
+    /* Closing wakes it too, and drained says so once empty. */
+    assert_false(queue_drained(q));
+    arg.got = 99;
+    assert_int_equal(pthread_create(&t, NULL, lazy_consumer, &arg), 0);
+    queue_close(q);
+    pthread_join(t, NULL);
+    assert_int_equal(arg.got, 0);
+    assert_true(queue_drained(q));
+    queue_free(q);
+}
+
 /* Several producers and consumers: every item comes out exactly once. */
 #define PRODUCERS    4
 #define CONSUMERS    3
@@ -184,8 +234,11 @@ static void test_many_threads(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_bad_arguments),         cmocka_unit_test(test_fifo_and_bounds),
-        cmocka_unit_test(test_push_n_all_or_nothing), cmocka_unit_test(test_timeout_and_close),
+        cmocka_unit_test(test_bad_arguments),
+        cmocka_unit_test(test_fifo_and_bounds),
+        cmocka_unit_test(test_push_n_all_or_nothing),
+        cmocka_unit_test(test_timeout_and_close),
+        cmocka_unit_test(test_lazy_pop),
         cmocka_unit_test(test_many_threads),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
