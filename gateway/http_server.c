@@ -75,7 +75,9 @@ static void parser_fail(http_conn *c, int status, const char *code, const char *
         c->err_code = code;
         c->err_message = message;
     }
-    http_parser_pause(&c->parser, 1);
+    /* From a callback: stop the parser there. After it failed by itself, it is stopped already. */
+    if (HTTP_PARSER_ERRNO(&c->parser) == HPE_OK)
+        http_parser_pause(&c->parser, 1);
 }
 
 static int hbuf_append(http_conn *c, const char *at, size_t len)

@@ -122,6 +122,12 @@ int main(int argc, char **argv)
         goto out;
     }
 
+    if ((prod = producer_new(gw.q, cfg.kafka_bootstrap, cfg.kafka_topic, &cfg.kafka_props,
+                             (int)cfg.producer_threads, errbuf, sizeof(errbuf))) == NULL) {
+        fprintf(stderr, "gateway: %s\n", errbuf);
+        status = 2;
+        goto out;
+    }
     /* Loops are woken from the delivery report thread: libevent must know about threads. */
     evthread_use_pthreads();
     if ((io = calloc((size_t)cfg.http_threads, sizeof(*io))) == NULL)
@@ -151,12 +157,6 @@ int main(int argc, char **argv)
         }
     }
 
-    if ((prod = producer_new(gw.q, cfg.kafka_bootstrap, cfg.kafka_topic, &cfg.kafka_props,
-                             (int)cfg.producer_threads, errbuf, sizeof(errbuf))) == NULL) {
-        fprintf(stderr, "gateway: %s\n", errbuf);
-        status = 2;
-        goto out;
-    }
     for (int i = 0; i < n_io; i++) {
         if (pthread_create(&io[i].tid, NULL, io_main, &io[i]) != 0) {
             LOG_ERROR("gateway", "cannot start HTTP I/O thread %d", i);

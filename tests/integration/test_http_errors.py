@@ -93,7 +93,7 @@ CASES = [
          index=ONE_EVENT),
     Case("lone-surrogate-escape", 400, "malformed_json", b'{"source":"/it/bad","type":"t","data":"\\ud800"}',
          index=ONE_EVENT),
-    Case("duplicate-member", 400, "malformed_json", b'{"source":"/it/a","source":"/it/b","type":"t"}',
+    Case("duplicate-member", 400, "invalid_event", b'{"source":"/it/a","source":"/it/b","type":"t"}',
          index=ONE_EVENT),
     Case("batch-nan-in-second", 400, "malformed_json",
          b"[" + GOOD + b',{"source":"/it/bad","type":"t","n":NaN}]',
