@@ -238,10 +238,11 @@ static void test_data_kinds(void **state)
     expect_data("-12", "-12");
     expect_data("true", "true");
     expect_data("false", "false");
-    expect_data("\"a/b \\/ \\\" \\\\ \\b\\f\\n\\r\\t\"", "\"a/b / \\\" \\\\ \\b\\f\\n\\r\\t\"");
-    /* Non-ASCII stays UTF-8, however it was written. */
+    /* Escapes and non-ASCII stay as written; only whitespace between tokens goes. */
+    expect_data("\"a/b \\/ \\\" \\\\ \\b\\f\\n\\r\\t\"", "\"a/b \\/ \\\" \\\\ \\b\\f\\n\\r\\t\"");
     expect_data("\"\xc3\xa9 \\u00e9 \xe4\xb8\xad \\ud83d\\ude00\"",
-                "\"\xc3\xa9 \xc3\xa9 \xe4\xb8\xad \xf0\x9f\x98\x80\"");
+                "\"\xc3\xa9 \\u00e9 \xe4\xb8\xad \\ud83d\\ude00\"");
+    expect_data(" {\n\t\"a b\" : [ 1 ,\r\n 2 ] } ", "{\"a b\":[1,2]}");
     /* \u0000 is valid JSON data (the sink dead-letters it, jsonb refuses it): kept, escaped. */
     expect_data("\"a\\u0000b\"", "\"a\\u0000b\"");
     expect_data("{\"k\":\"\\u0000\"}", "{\"k\":\"\\u0000\"}");
@@ -455,8 +456,8 @@ static void test_bad_catalogue(void **state)
         {"{\"a\":0x1F}", 0, EV, MAL, -1, ""},
         {"{\"a\":1.5.3}", 0, EV, MAL, -1, ""},
         {"{\"a\":18446744073709551616}", 0, EV, MAL, -1, ""},
-        {"{\"data\":[-9223372036854775809]}", 0, EV, MAL, -1, ""},
-        {"{\"data\":100000000000000000000000000000}", 0, EV, MAL, -1, ""},
+        {"{\"a\":-9223372036854775809}", 0, EV, MAL, -1, ""},
+        {"{\"a\":100000000000000000000000000000}", 0, EV, MAL, -1, ""},
         /* Strings: escapes, controls, UTF-8 anywhere (data too). */
         {"{\"a\":\"x\\qy\"}", 0, EV, MAL, -1, ""},
         {"{\"a\":\"\\u12G4\"}", 0, EV, MAL, -1, ""},
@@ -702,10 +703,9 @@ static void test_number_fidelity(void **state)
 
     char list[1024] = "[";
     for (size_t i = 0; i < sizeof(nums) / sizeof(nums[0]); i++) {
-        /* json-c prints integer -0 as 0: the same number. */
-        expect_data(nums[i], strcmp(nums[i], "-0") == 0 ? "0" : nums[i]);
-        if (strcmp(nums[i], "-0") != 0)
-            snprintf(list + strlen(list), sizeof(list) - strlen(list), "%s%s", i > 1 ? "," : "", nums[i]);
+        /* As written, -0 and 20-digit integers included. */
+        expect_data(nums[i], nums[i]);
+        snprintf(list + strlen(list), sizeof(list) - strlen(list), "%s%s", i ? "," : "", nums[i]);
     }
     strcat(list, "]");
 
@@ -728,8 +728,8 @@ static void test_number_fidelity(void **state)
 static void test_duplicates_in_data(void **state)
 {
     (void)state;
-    /* Inside data the last value wins, as in Postgres jsonb and JavaScript. */
-    expect_data("{\"a\":1,\"a\":2}", "{\"a\":2}");
+    /* Inside data, as written: Postgres jsonb and JavaScript then keep the last value. */
+    expect_data("{\"a\":1,\"a\":2}", "{\"a\":1,\"a\":2}");
 }
 
 /* ---- fuzz: deterministic mutations of valid inputs never crash, leak or lie ---- */
