@@ -509,11 +509,6 @@ static int set_member(const jctx *c, event *ev, const char *name, json_object *v
     size_t len;
     char field[64];
 
-    if (core)
-        snprintf(field, sizeof(field), "%s", name);
-    else
-        snprintf(field, sizeof(field), "extensions.%.40s", name);
-
     switch (json_object_get_type(val)) {
     case json_type_null:
         /* CloudEvents JSON format 2.2: a null attribute MUST be treated as unset. */
@@ -521,23 +516,28 @@ static int set_member(const jctx *c, event *ev, const char *name, json_object *v
     case json_type_string:
         text = json_object_get_string(val);
         len = (size_t)json_object_get_string_len(val);
-        break;
+        return locate(c, index, event_set_attr(ev, name, strlen(name), text, len, c->lim, c->err));
     case json_type_int:
     case json_type_double:
     case json_type_boolean:
         if (core)
-            return fail(c, EVENT_ERR_INVALID, index, field, "%s: must be a string", field);
+            break;
         /* The JSON text as written: json-c keeps it for reals; integers print back exactly. */
         if ((text = json_object_to_json_string_length(val, JSON_C_TO_STRING_PLAIN, &len)) == NULL)
             return -ENOMEM;
-        break;
-    default:
-        if (core)
-            return fail(c, EVENT_ERR_INVALID, index, field, "%s: must be a string", field);
-        return fail(c, EVENT_ERR_INVALID, index, field, "%s: must be a string, number or boolean, not %s",
-                    field, json_object_is_type(val, json_type_object) ? "an object" : "an array");
+        return locate(c, index, event_set_attr(ev, name, strlen(name), text, len, c->lim, c->err));
+    default: break;
     }
-    return locate(c, index, event_set_attr(ev, name, strlen(name), text, len, c->lim, c->err));
+    /* A wrong type: only now is the field's name worth formatting. */
+    if (core)
+        snprintf(field, sizeof(field), "%s", name);
+    else
+        snprintf(field, sizeof(field), "extensions.%.40s", name);
+    if (core || json_object_is_type(val, json_type_boolean) || json_object_is_type(val, json_type_int) ||
+        json_object_is_type(val, json_type_double))
+        return fail(c, EVENT_ERR_INVALID, index, field, "%s: must be a string", field);
+    return fail(c, EVENT_ERR_INVALID, index, field, "%s: must be a string, number or boolean, not %s", field,
+                json_object_is_type(val, json_type_object) ? "an object" : "an array");
 }
 
 static int set_data(const jctx *c, event *ev, json_object *data, json_object *b64, long index)

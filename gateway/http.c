@@ -395,19 +395,38 @@ static void on_abort(http_request *req, void *arg)
 
 /* --- the handler -------------------------------------------------------------------------------- */
 
-static struct evbuffer *render_ids(const event_batch *b)
+/* The success answer, {"accepted":N,"ids":[...]}, into a new buffer (NULL on no memory). */
+static char *render_ids(const event_batch *b, size_t *out_len)
 {
-    struct evbuffer *out = evbuffer_new();
+    size_t cap = 48;
+    char *out, *p;
 
-    if (out == NULL)
+    /* An escaped character takes at most 6 bytes (\u00XX). */
+    for (size_t i = 0; i < b->n; i++)
+        cap += strlen(b->ev[i].id) * 6 + 3;
+    if ((out = malloc(cap)) == NULL)
         return NULL;
-    evbuffer_add_printf(out, "{\"accepted\":%zu,\"ids\":[", b->n);
+    p = out + snprintf(out, cap, "{\"accepted\":%zu,\"ids\":[", b->n);
     for (size_t i = 0; i < b->n; i++) {
-        evbuffer_add(out, i ? ",\"" : "\"", i ? 2 : 1);
-        json_escape(out, b->ev[i].id);
-        evbuffer_add(out, "\"", 1);
+        if (i)
+            *p++ = ',';
+        *p++ = '"';
+        for (const char *s = b->ev[i].id; *s; s++) {
+            unsigned char ch = (unsigned char)*s;
+            if (ch == '"' || ch == '\\') {
+                *p++ = '\\';
+                *p++ = (char)ch;
+            } else if (ch < 0x20) {
+                p += sprintf(p, "\\u%04x", ch);
+            } else {
+                *p++ = (char)ch;
+            }
+        }
+        *p++ = '"';
     }
-    evbuffer_add(out, "]}", 2);
+    *p++ = ']';
+    *p++ = '}';
+    *out_len = (size_t)(p - out);
     return out;
 }
 
@@ -427,7 +446,8 @@ static void ingest(http_front *f, http_request *req, ack_level ack)
     event_error err;
     unsigned char *inflated = NULL;
     produce_msg **msgs = NULL;
-    struct evbuffer *ok = NULL;
+    char *ok = NULL;
+    size_t ok_len = 0;
     ack_wait *w = NULL;
     size_t n_msgs = 0;
     char mt[128];
@@ -529,7 +549,7 @@ static void ingest(http_front *f, http_request *req, ack_level ack)
         }
     }
 
-    if ((ok = render_ids(&batch)) == NULL || (msgs = calloc(batch.n, sizeof(*msgs))) == NULL)
+    if ((ok = render_ids(&batch, &ok_len)) == NULL || (msgs = calloc(batch.n, sizeof(*msgs))) == NULL)
         goto oom;
     if (ack == ACK_COMMITTED && (w = ack_wait_new((unsigned)batch.n, f->inbox, wait_done, NULL)) == NULL)
         goto oom;
@@ -551,7 +571,7 @@ static void ingest(http_front *f, http_request *req, ack_level ack)
     n_msgs = 0; /* the queue has them now */
 
     if (ack == ACK_ACCEPTED) {
-        respond_buffer(req, 202, NULL, ok, 0);
+        http_respond(req, 202, "application/json", NULL, ok, ok_len, 0);
         goto out;
     }
 
@@ -567,13 +587,12 @@ static void ingest(http_front *f, http_request *req, ack_level ack)
     iw->front = f;
     iw->req = req;
     iw->wait = w;
-    iw->len = evbuffer_get_length(ok);
-    iw->body = malloc(iw->len ? iw->len : 1);
+    iw->len = ok_len;
+    iw->body = ok;
+    ok = NULL;
     iw->timer = evtimer_new(f->base, wait_timeout, iw);
-    if (iw->body)
-        evbuffer_remove(ok, iw->body, iw->len);
     atomic_fetch_add(&f->pending, 1);
-    if (iw->body == NULL || iw->timer == NULL) {
+    if (iw->timer == NULL) {
         w->ctx = NULL;
         w = NULL;
         wait_finish(iw);
@@ -594,8 +613,7 @@ out:
     free(msgs);
     if (w)
         ack_wait_free(w);
-    if (ok)
-        evbuffer_free(ok);
+    free(ok);
     free(inflated);
     event_batch_clear(&batch);
 }
