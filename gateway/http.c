@@ -87,6 +87,11 @@ static void respond_error(http_front *f, http_request *req, int status, const ch
     va_start(ap, fmt);
     vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
+    /* Messages quote request bytes (a path, a header), cut anywhere: keep the answer valid UTF-8. */
+    if (!utf8_valid(msg, strlen(msg)))
+        for (char *m = msg; *m; m++)
+            if ((unsigned char)*m >= 0x80)
+                *m = '?';
     evbuffer_add_printf(b, "{\"error\":{\"code\":\"%s\",\"message\":\"", code);
     json_escape(b, msg);
     if (index >= 0)

@@ -167,6 +167,11 @@ static int build_request(http_conn *c)
     memcpy(p, c->hbuf + c->url_off, c->url_len);
     p[c->url_len] = '\0';
     c->req.path = p;
+    /* The absolute form (RFC 9112, 3.2.2), "http://host:port/v1/events": servers must take it. */
+    if (strncasecmp(p, "http://", 7) == 0 || strncasecmp(p, "https://", 8) == 0) {
+        char *slash = strchr(strstr(p, "//") + 2, '/');
+        c->req.path = slash ? slash : "/";
+    }
     c->req.query = NULL;
     char *q = strchr(p, '?');
     if (q) {
@@ -185,8 +190,13 @@ static int build_request(http_conn *c)
             *p++ = (char)tolower((unsigned char)c->hbuf[s->name_off + k]);
         *p++ = '\0';
         c->headers[i].value = p;
-        memcpy(p, c->hbuf + s->value_off, s->value_len);
-        p += s->value_len;
+        /* Trailing blanks are not part of a field value (RFC 9110, 5.5); http-parser keeps them. */
+        size_t vlen = s->value_len;
+        while (vlen > 0 &&
+               (c->hbuf[s->value_off + vlen - 1] == ' ' || c->hbuf[s->value_off + vlen - 1] == '\t'))
+            vlen--;
+        memcpy(p, c->hbuf + s->value_off, vlen);
+        p += vlen;
         *p++ = '\0';
     }
     c->req.headers = c->headers;
@@ -373,6 +383,11 @@ void http_respond(http_request *req, int status, const char *content_type, const
         p = put(p, end, extra_headers, strlen(extra_headers));
     if (close)
         p = put(p, end, "Connection: close\r\n", 19);
+    else if (c->parser.http_major == 1 && c->parser.http_minor == 0)
+        p = put(p, end, "Connection: keep-alive\r\n", 24); /* 1.0 closes unless told otherwise */
+    /* A HEAD answer has the head of the GET one, never its body (RFC 9110, 9.3.2). */
+    if (req->method == HTTP_HEAD)
+        len = 0;
     p = put(p, end, "\r\n", 2);
     /* Small answers go out in one piece with their head. */
     if (len <= (size_t)(end - p)) {

@@ -134,6 +134,8 @@ produce_msg *produce_msg_new(const event *ev, int64_t received_unix_nanos, int p
                           .protocol = (envelope_protocol)protocol,
                           .peer = peer,
                           .gateway_id = gateway_id};
+    if (ev->id == NULL || ev->source == NULL || ev->type == NULL)
+        return NULL;
     const char *key = event_kafka_key(ev);
     size_t klen = strlen(key) + 1, ilen = strlen(ev->id) + 1, slen = strlen(ev->source) + 1,
            tlen = strlen(ev->type) + 1;
@@ -320,13 +322,16 @@ int producer_stop(producer *p, int timeout_ms)
 
     if (p == NULL)
         return 0;
-    atomic_store(&p->give_up_at, now_ms() + (timeout_ms > 0 ? timeout_ms : 1));
+    long long deadline = now_ms() + (timeout_ms > 0 ? timeout_ms : 1);
+    atomic_store(&p->give_up_at, deadline);
     for (int i = 0; i < p->n_workers; i++)
         pthread_join(p->workers[i], NULL);
     p->n_workers = 0;
     if (p->rk) {
         /* rd_kafka_flush serves delivery reports itself; the poller may too, both are safe. */
-        if (rd_kafka_flush(p->rk, timeout_ms) != RD_KAFKA_RESP_ERR_NO_ERROR)
+        /* One budget for both: what the workers took of it is not given again. */
+        long long budget = deadline - now_ms();
+        if (rd_kafka_flush(p->rk, budget > 0 ? (int)budget : 0) != RD_KAFKA_RESP_ERR_NO_ERROR)
             left = rd_kafka_outq_len(p->rk);
     }
     atomic_store(&p->stopping, 1);
