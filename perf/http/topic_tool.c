@@ -39,9 +39,6 @@ static int topic_create(rd_kafka_t *rk, const char *topic, int partitions)
         fprintf(stderr, "http_topic: %s\n", errbuf);
         goto out;
     }
-    /* Delete the run's GBs when the run deletes the topic, not a minute later
-     * (file.delete.delay.ms) in the middle of the next run. */
-    rd_kafka_NewTopic_set_config(nt, "file.delete.delay.ms", "0");
     rd_kafka_CreateTopics(rk, &nt, 1, NULL, q);
     if ((ev = admin_wait(q)) == NULL || rd_kafka_event_error(ev)) {
         fprintf(stderr, "http_topic: create %s: %s\n", topic,
