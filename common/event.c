@@ -101,42 +101,46 @@ int event_set_attr(event *ev, const char *name, size_t name_len, const char *val
                    const event_limits *lim, event_error *err)
 {
     char **slot = core_slot(ev, name, name_len);
+    const char *why = NULL;
     char field[64];
 
+    /* Every event's attributes pass here: the field's name is formatted only for an error. */
     if (slot != NULL) {
-        snprintf(field, sizeof(field), "%.*s", (int)name_len, name);
         if (*slot != NULL)
-            return event_error_set(err, EVENT_ERR_INVALID, -1, field, "%s: duplicate attribute", field);
-        if (memchr(value, '\0', len) != NULL)
-            return event_error_set(err, EVENT_ERR_INVALID, -1, field, "%s: must not contain NUL", field);
+            why = "duplicate attribute";
+        else if (memchr(value, '\0', len) != NULL)
+            why = "must not contain NUL";
+        if (why) {
+            snprintf(field, sizeof(field), "%.*s", (int)name_len, name);
+            return event_error_set(err, EVENT_ERR_INVALID, -1, field, "%s: %s", field, why);
+        }
         if ((*slot = dup_n(value, len)) == NULL)
             return -ENOMEM;
         return 0;
     }
 
     /* An extension: lower-case a-z0-9, 1..20 bytes; "data" is the payload's name in every format. */
-    ext_field(field, sizeof(field), name, name_len);
     if (name_len == 0 || name_len > EVENT_EXT_NAME_MAX)
-        return event_error_set(err, EVENT_ERR_INVALID, -1, field,
-                               "extension name must be 1 to %d characters a-z0-9, got %zu",
-                               EVENT_EXT_NAME_MAX, name_len);
-    for (size_t i = 0; i < name_len; i++) {
-        char c = name[i];
-        if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9')))
-            return event_error_set(err, EVENT_ERR_INVALID, -1, field,
-                                   "%s: extension name must be lower-case a-z0-9 only", field);
-    }
-    if (name_len == 4 && memcmp(name, "data", 4) == 0)
-        return event_error_set(err, EVENT_ERR_INVALID, -1, field, "%s: extension name 'data' is reserved",
-                               field);
-    for (size_t i = 0; i < ev->n_ext; i++)
+        why = "extension name must be 1 to 20 characters a-z0-9";
+    for (size_t i = 0; why == NULL && i < name_len; i++)
+        if (!((name[i] >= 'a' && name[i] <= 'z') || (name[i] >= '0' && name[i] <= '9')))
+            why = "extension name must be lower-case a-z0-9 only";
+    if (why == NULL && name_len == 4 && memcmp(name, "data", 4) == 0)
+        why = "extension name 'data' is reserved";
+    for (size_t i = 0; why == NULL && i < ev->n_ext; i++)
         if (strlen(ev->ext[i].name) == name_len && memcmp(ev->ext[i].name, name, name_len) == 0)
-            return event_error_set(err, EVENT_ERR_INVALID, -1, field, "%s: duplicate attribute", field);
-    if (lim != NULL && ev->n_ext >= lim->max_extensions)
-        return event_error_set(err, EVENT_ERR_INVALID, -1, field, "%s: more than %zu extensions", field,
-                               lim->max_extensions);
-    if (memchr(value, '\0', len) != NULL)
-        return event_error_set(err, EVENT_ERR_INVALID, -1, field, "%s: must not contain NUL", field);
+            why = "duplicate attribute";
+    if (why == NULL && lim != NULL && ev->n_ext >= lim->max_extensions)
+        why = "too many extensions";
+    if (why == NULL && memchr(value, '\0', len) != NULL)
+        why = "must not contain NUL";
+    if (why) {
+        ext_field(field, sizeof(field), name, name_len);
+        if (strcmp(why, "too many extensions") == 0)
+            return event_error_set(err, EVENT_ERR_INVALID, -1, field, "%s: more than %zu extensions", field,
+                                   lim->max_extensions);
+        return event_error_set(err, EVENT_ERR_INVALID, -1, field, "%s: %s", field, why);
+    }
 
     if (ev->n_ext == ev->cap_ext) {
         size_t cap = ev->cap_ext ? ev->cap_ext * 2 : 4;

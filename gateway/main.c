@@ -26,6 +26,7 @@
 
 typedef struct io_thread {
     pthread_t tid;
+    int index;
     int started;
     struct event_base *base;
     http_front *http;
@@ -34,7 +35,11 @@ typedef struct io_thread {
 static void *io_main(void *arg)
 {
     io_thread *t = arg;
+    char name[16];
 
+    /* Named, so top -H and perf tell the threads apart. */
+    snprintf(name, sizeof(name), "gw-http-%d", t->index);
+    pthread_setname_np(pthread_self(), name);
     event_base_loop(t->base, EVLOOP_NO_EXIT_ON_EMPTY);
     return NULL;
 }
@@ -158,6 +163,7 @@ int main(int argc, char **argv)
     }
 
     for (int i = 0; i < n_io; i++) {
+        io[i].index = i;
         if (pthread_create(&io[i].tid, NULL, io_main, &io[i]) != 0) {
             LOG_ERROR("gateway", "cannot start HTTP I/O thread %d", i);
             goto out;

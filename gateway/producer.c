@@ -248,6 +248,7 @@ static void *worker_main(void *arg)
     void *items[WORKER_BATCH];
     int idle = 0;
 
+    pthread_setname_np(pthread_self(), "gw-producer");
     while (!queue_drained(p->q)) {
         size_t n = idle < WORKER_IDLE_POLLS ? queue_pop_lazy(p->q, items, WORKER_BATCH, 1)
                                             : queue_pop_n(p->q, items, WORKER_BATCH, -1);
@@ -262,6 +263,7 @@ static void *poller_main(void *arg)
 {
     producer *p = arg;
 
+    pthread_setname_np(pthread_self(), "gw-delivery");
     while (!atomic_load(&p->stopping))
         rd_kafka_poll(p->rk, 100);
     return NULL;
