@@ -608,20 +608,6 @@ static size_t unescape(const char *s, size_t p, char *out, size_t *end)
     return n;
 }
 
-/* A member's value, by its first byte, for messages. */
-static const char *value_kind(char first)
-{
-    switch (first) {
-    case '{': return "an object";
-    case '[': return "an array";
-    case '"': return "a string";
-    case 't':
-    case 'f': return "a boolean";
-    case 'n': return "null";
-    default: return "a number";
-    }
-}
-
 /* One attribute member: `v` is where its (valid) value starts, `vend` where it ends. */
 static int set_member(const jctx *c, event *ev, const char *name, size_t v, size_t vend, char *scratch,
                       long index)
@@ -648,7 +634,7 @@ static int set_member(const jctx *c, event *ev, const char *name, size_t v, size
     if (core)
         return fail(c, EVENT_ERR_INVALID, index, field, "%s: must be a string", field);
     return fail(c, EVENT_ERR_INVALID, index, field, "%s: must be a string, number or boolean, not %s", field,
-                value_kind(s[v]));
+                kind_name((unsigned char)s[v]));
 }
 
 /*
