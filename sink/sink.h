@@ -12,6 +12,9 @@ typedef struct sink_config {
     char *kafka_group;
     char *dlq_topic;
     char *pg_dsn;
+    int64_t batch_rows;
+    int64_t batch_timeout_ms;
+    int64_t pg_retry_max_ms;
     char *log_level;
     char *log_format;
     config_props kafka_props;

@@ -71,7 +71,7 @@ def test_starts_reaches_kafka_and_stops_cleanly(prog, sig, stack_env):
                 break
         assert any('"comp":"kafka","msg":"reachable brokers=1"' in l for l in lines), lines
         if prog == "sink":
-            assert any('"comp":"pg","msg":"reachable server_version=15' in l for l in lines), lines
+            assert any('"comp":"pg","msg":"connected server_version=15' in l for l in lines), lines
         p.send_signal(sig)
         assert p.wait(timeout=30) == 0
         rest = p.stderr.read()

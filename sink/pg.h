@@ -1,0 +1,39 @@
+/*
+ * Writing a batch to Postgres, exactly once: its rows (COPY into a staging
+ * table, then INSERT ... ON CONFLICT DO NOTHING into `events`) and the next
+ * offset of each of its partitions (`ingest_offsets`) commit in one
+ * transaction. Rows Postgres refuses for their data are found by splitting
+ * the batch under savepoints, and become dead letters; the rest is written.
+ */
+#ifndef INGEST_PG_H
+#define INGEST_PG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <libpq-fe.h>
+
+#include "batch.h"
+
+/*
+ * Called before COMMIT with the batch's dead letters (rec->dead set): they
+ * must be safely elsewhere (the DLQ topic) before the offsets move past
+ * them. Returns 0, or -1 to roll the batch back.
+ */
+typedef int (*pg_dead_fn)(const batch *b, void *arg);
+
+/*
+ * Write `b` (records of `topic`). Returns 0 when committed; -EIO when
+ * Postgres is unreachable or failing (retry later: nothing was written);
+ * -EINVAL for an error that a retry will not mend (err says which).
+ */
+int pg_write_batch(PGconn *pg, const char *topic, batch *b, pg_dead_fn dead, void *arg, char *err,
+                   size_t errlen);
+
+/*
+ * The stored next offsets of `topic`: fills next[p] for p < n_partitions
+ * (-1 where none is stored). 0, or -EIO.
+ */
+int pg_load_offsets(PGconn *pg, const char *topic, int64_t *next, int n_partitions, char *err, size_t errlen);
+
+#endif
