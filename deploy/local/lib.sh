@@ -291,6 +291,25 @@ kafka_wait_ready() {
 	done
 }
 
+# ---- Postgres alone ------------------------------------------------------------
+# deploy/local/up creates the cluster and starts it with this;
+# tests/integration/pg_ctl stops and restarts it under a running stack (the
+# sink's outage tests). Needs the cluster up created in .local/pg/data.
+
+# Starts the postmaster and returns once it accepts connections; dies if it
+# does not within LOCAL_TIMEOUT. setsid: a Ctrl-C on up's terminal must not
+# reach the postmaster.
+postgres_spawn() {
+	touch "$LOG_DIR/postgres.log"
+	chown postgres:postgres "$LOG_DIR/postgres.log"
+	log "starting Postgres on 127.0.0.1:$PG_PORT"
+	if ! (cd / && setsid -w runuser -u postgres -- "$(pg_bin)/pg_ctl" -D "$PG_DATA" \
+		-l "$LOG_DIR/postgres.log" -w -t "$LOCAL_TIMEOUT" start) </dev/null >/dev/null 2>&1; then
+		log_tail "$LOG_DIR/postgres.log"
+		die "Postgres did not start"
+	fi
+}
+
 # Prints the last lines of a log, indented, for error messages.
 log_tail() {
 	if [[ -f "$1" ]]; then
