@@ -469,3 +469,257 @@ def kafka_broker(kafka_bootstrap, events_topic, dlq_topic):
         yield broker
     finally:
         broker.start()
+
+
+# ---- Postgres: queries, private schemas, the server stopped and started ------------
+
+def pg_query(dsn, sql, params=None):
+    """All rows of one statement (None for one that returns none), on a connection of its own, so that
+    it works across a Postgres restart."""
+    import psycopg
+
+    with psycopg.connect(dsn, connect_timeout=10, autocommit=True) as conn:
+        cur = conn.execute(sql, params)
+        return cur.fetchall() if cur.description is not None else None
+
+
+@pytest.fixture
+def pg(pg_dsn):
+    """A psycopg connection to the stack's database, autocommit, closed after the test."""
+    import psycopg
+
+    with psycopg.connect(pg_dsn, connect_timeout=10, autocommit=True) as conn:
+        yield conn
+
+
+def dsn_with_search_path(dsn, schema):
+    """dsn, with the session's search_path set to schema (libpq's options parameter)."""
+    sep = "&" if "?" in dsn else "?"
+    return f"{dsn}{sep}options=-csearch_path%3D{schema}"
+
+
+class SchemaMaker:
+    """Makes fresh Postgres schemas and drops them, with their tables, on close()."""
+
+    def __init__(self, dsn):
+        self.dsn = dsn
+        self.made = []
+
+    def make(self):
+        """(name, a DSN whose search_path is the new schema)."""
+        name = f"it_{uuid.uuid4().hex[:16]}"
+        pg_query(self.dsn, f"create schema {name}")
+        self.made.append(name)
+        return name, dsn_with_search_path(self.dsn, name)
+
+    def close(self):
+        import psycopg
+
+        for name in self.made:
+            try:
+                pg_query(self.dsn, f"drop schema {name} cascade")
+            except psycopg.Error:  # Postgres left down by a failed outage test: the schema is throw-away
+                pass
+        self.made = []
+
+
+@pytest.fixture(scope="session")
+def make_pg_schema(pg_dsn):
+    """make_pg_schema() -> (name, dsn): a fresh schema, dropped at the session's end.
+
+    A sink given that DSN creates its tables in the schema, so a test sees
+    only its own rows and its own ingest_offsets.
+    """
+    maker = SchemaMaker(pg_dsn)
+    yield maker.make
+    maker.close()
+
+
+@pytest.fixture
+def pg_schema(pg_dsn):
+    """(name, dsn) of a fresh schema (as make_pg_schema), dropped after the test."""
+    maker = SchemaMaker(pg_dsn)
+    yield maker.make()
+    maker.close()
+
+
+class PostgresServer:
+    """The local stack's Postgres, driven by tests/integration/pg_ctl."""
+
+    CTL = pathlib.Path(__file__).resolve().parent / "pg_ctl"
+
+    def __init__(self, dsn):
+        self.dsn = dsn
+
+    def _ctl(self, action):
+        import subprocess
+
+        r = subprocess.run([str(self.CTL), action], capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, f"pg_ctl {action} failed ({r.returncode}):\n{r.stdout}{r.stderr}"
+
+    def stop(self):
+        self._ctl("stop")
+
+    def start(self):
+        """Starts Postgres and waits until the stack's role can query its database."""
+        import time
+
+        import psycopg
+
+        self._ctl("start")
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                pg_query(self.dsn, "select 1")
+                return
+            except psycopg.Error:
+                assert time.monotonic() < deadline, "Postgres was started but does not answer after 30 s"
+                time.sleep(0.2)
+
+
+@pytest.fixture
+def pg_server(pg_dsn):
+    """The stack's real Postgres, for tests that stop it: .stop(), .start().
+
+    Whatever the test does or however it fails, Postgres runs again before
+    the next test starts.
+    """
+    server = PostgresServer(pg_dsn)
+    try:
+        yield server
+    finally:
+        server.start()
+
+
+# ---- Private sinks -----------------------------------------------------------------
+
+SINK_BIN = pathlib.Path(os.environ.get("INGEST_TEST_SINK_BIN", REPO_ROOT / "build" / "release" / "bin" / "sink"))
+
+
+@pytest.fixture(scope="session")
+def sink_help():
+    """The sink's --help text: which settings this build knows."""
+    import subprocess
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("INGEST_")}
+    r = subprocess.run([str(SINK_BIN), "--help"], env=env, capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    return r.stdout
+
+
+class Sink:
+    """A sink process of our own: its settings, its log, and ways to stop it."""
+
+    def __init__(self, proc, args, log_path, admin_addr):
+        self.proc = proc
+        self.args = args
+        self.log_path = log_path
+        self.admin_addr = admin_addr
+        self.admin_url = "http://" + admin_addr if admin_addr else None
+
+    @property
+    def pid(self):
+        return self.proc.pid
+
+    def alive(self):
+        return self.proc.poll() is None
+
+    def log(self):
+        return self.log_path.read_text(errors="replace")
+
+    def log_tail(self, lines=40):
+        return "\n".join(self.log().splitlines()[-lines:])
+
+    def kill(self):
+        """SIGKILL: a crash, nothing flushed or committed on the way out."""
+        import signal
+
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(timeout=30)
+        return self.proc.returncode
+
+    def stop(self, timeout=30):
+        """SIGTERM, then SIGKILL after timeout seconds. Returns the exit status."""
+        import subprocess
+
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+
+@pytest.fixture(scope="session")
+def start_sink(kafka_bootstrap, pg_dsn, sink_help, tmp_path_factory):
+    """start_sink(*flags, env=None, start_timeout=0.5, wait=True) -> a running Sink.
+
+    Starts build/release/bin/sink with no INGEST_* variables but those in
+    env, the stack's Kafka and Postgres, a consumer group of its own (the
+    stack's sink holds the default one) and, when the build has
+    --admin-addr, a free port on 127.0.0.1 for it; flags override each of
+    these. Returns once the admin port accepts connections or, in a build
+    without one, once the process has lived start_timeout seconds; fails if
+    it exits before. wait=False returns at once (sinks started together).
+    Every sink started is stopped at the session's end at the
+    latest; Sink.stop() and Sink.kill() end one sooner.
+    """
+    import socket
+    import subprocess
+    import time
+
+    started = []
+    logs = tmp_path_factory.mktemp("sinks")
+
+    def given(flags, name):
+        return any(f == name or f.startswith(name + "=") for f in flags)
+
+    def start(*flags, env=None, start_timeout=0.5, wait=True):
+        flags = list(flags)
+        if not given(flags, "--kafka-bootstrap"):
+            flags.append(f"--kafka-bootstrap={kafka_bootstrap}")
+        if not given(flags, "--pg-dsn"):
+            flags.append(f"--pg-dsn={pg_dsn}")
+        if not given(flags, "--kafka-group"):
+            flags.append(f"--kafka-group=it-sink-{uuid.uuid4().hex[:12]}")
+        admin = None
+        for f in flags:
+            if f.startswith("--admin-addr="):
+                admin = f.split("=", 1)[1]
+        if admin is None and "--admin-addr=" in sink_help:
+            admin = f"127.0.0.1:{free_port()}"
+            flags.append(f"--admin-addr={admin}")
+        e = {k: v for k, v in os.environ.items() if not k.startswith("INGEST_")}
+        e.update(env or {})
+        log_path = logs / f"sink-{len(started)}.log"
+        with open(log_path, "wb") as log:
+            proc = subprocess.Popen([str(SINK_BIN), *flags], env=e, stdin=subprocess.DEVNULL,
+                                    stdout=log, stderr=subprocess.STDOUT)
+        sink = Sink(proc, flags, log_path, admin)
+        started.append(sink)
+        if not wait:
+            return sink
+        deadline = time.monotonic() + (20 if admin else start_timeout)
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"sink {flags} exited with {proc.returncode}:\n{sink.log_tail()}", pytrace=False)
+            if admin:
+                try:
+                    socket.create_connection(host_port(admin), timeout=1).close()
+                    return sink
+                except OSError:
+                    pass
+            if time.monotonic() > deadline:
+                if not admin:
+                    return sink
+                sink.stop()
+                pytest.fail(f"sink {flags}: nothing listens on {admin} after 20s:\n{sink.log_tail()}",
+                            pytrace=False)
+            time.sleep(0.05)
+
+    yield start
+    for s in started:
+        s.stop()
