@@ -447,6 +447,66 @@ def test_garbage_and_refused_rows_go_to_the_dlq_and_the_rest_of_the_batch_is_wri
         sink.stop()
 
 
+def test_records_without_a_whole_event_and_invalid_json_go_to_the_dlq(
+        pb, envelopes, start_sink, make_topic, pg_schema, kafka_bootstrap):
+    topic, dlq = make_topic("sink-dlq2-src"), make_topic("sink-dlq2")
+    _, dsn = pg_schema
+    src = "/it/sink/dlq2"
+    no_source = pb.envelope_pb2.Envelope()
+    no_source.event.id, no_source.event.type = "no-source", "t"
+    records = [
+        (b"k-empty", b""),  # decodes as an Envelope with nothing in it
+        (b"k-tombstone", None),
+        (b"k-no-event", pb.envelope_pb2.Envelope(received_unix_nanos=1).SerializeToString()),
+        (b"k-no-source", no_source.SerializeToString()),
+        (b"k-bad-json", envelopes.make(src, "bad-json", text="{not json")),
+        (b"k-good", envelopes.make(src, "good", text="[1]")),
+    ]
+    produce_all(producer(kafka_bootstrap), topic, records)
+    sink = start_sink(f"--kafka-topic={topic}", f"--pg-dsn={dsn}", f"--dlq-topic={dlq}")
+    try:
+        wait_until("ingest_offsets to reach 6", lambda: stored_offsets(dsn, topic) == {0: 6}, 30, sinks=[sink])
+        assert [(r["id"], r["data"], r["kafka_offset"]) for r in rows(dsn)] == [("good", [1], 5)]
+        dead = {}
+        for m in read_records(kafka_bootstrap, dlq, 5):
+            headers = dict(m.headers() or [])
+            assert headers["ingest_error"] and headers["ingest_topic"] == topic.encode(), headers
+            assert headers["ingest_partition"] == b"0"
+            dead[int(headers["ingest_offset"])] = m
+        assert sorted(dead) == [0, 1, 2, 3, 4]
+        for offset, m in dead.items():
+            key, value = records[offset]
+            assert m.key() == key
+            assert (m.value() or b"") == (value or b"")  # a tombstone's dead letter may carry b"" or nothing
+    finally:
+        sink.stop()
+
+
+def test_partitions_start_where_ingest_offsets_says(envelopes, start_sink, make_topic, pg_schema,
+                                                     kafka_bootstrap):
+    topic = make_topic("sink-resume")
+    _, dsn = pg_schema
+    src = "/it/sink/resume"
+    # A first sink, on an empty topic, only makes the tables.
+    first = start_sink(f"--kafka-topic={topic}", f"--pg-dsn={dsn}")
+    try:
+        wait_until("the sink's tables", lambda: pg_query(dsn, "select count(*) from ingest_offsets") == [(0,)], 30,
+                   sinks=[first])
+    finally:
+        first.stop()
+    # Postgres, not the consumer group, says where to start: a new group would otherwise begin at 0.
+    pg_query(dsn, "insert into ingest_offsets (topic, kafka_partition, next_offset, updated_at)"
+                  " values (%s, 0, 3, now())", (topic,))
+    produce_all(producer(kafka_bootstrap), topic,
+                [(b"k", envelopes.make(src, f"e-{i}", text=str(i))) for i in range(5)])
+    sink = start_sink(f"--kafka-topic={topic}", f"--pg-dsn={dsn}")
+    try:
+        wait_until("ingest_offsets to reach 5", lambda: stored_offsets(dsn, topic) == {0: 5}, 30, sinks=[sink])
+        assert [(r["id"], r["kafka_offset"]) for r in rows(dsn)] == [("e-3", 3), ("e-4", 4)]
+    finally:
+        sink.stop()
+
+
 # ---- crashes, outages, replicas ------------------------------------------------------------
 
 def test_kill_9_mid_stream_then_restart_writes_each_event_exactly_once(
