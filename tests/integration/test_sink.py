@@ -482,6 +482,56 @@ def test_records_without_a_whole_event_and_invalid_json_go_to_the_dlq(
         sink.stop()
 
 
+def test_bad_rows_spread_through_a_big_batch_are_each_found(envelopes, start_sink, make_topic, pg_schema,
+                                                             kafka_bootstrap):
+    topic, dlq = make_topic("sink-split-src"), make_topic("sink-split")
+    _, dsn = pg_schema
+    src = "/it/sink/split"
+    bad = {0, 1, 777, 2048, 2049, 4999}
+    records = [(b"k", envelopes.make(src, f"e-{i}", text='{"s":"\\u0000"}' if i in bad else f'{{"i":{i}}}'))
+               for i in range(5000)]
+    # In Kafka before the sink starts, so they come in full batches, six rows refused among them.
+    produce_all(producer(kafka_bootstrap), topic, records)
+    sink = start_sink(f"--kafka-topic={topic}", f"--pg-dsn={dsn}", f"--dlq-topic={dlq}")
+    try:
+        wait_until("ingest_offsets to reach 5000", lambda: stored_offsets(dsn, topic) == {0: 5000}, 60,
+                   sinks=[sink])
+        written = pg_query(dsn, "select kafka_offset from events order by 1")
+        assert [o for (o,) in written] == [i for i in range(5000) if i not in bad]
+        dead = read_records(kafka_bootstrap, dlq, len(bad))
+        assert sorted(int(dict(m.headers())["ingest_offset"]) for m in dead) == sorted(bad)
+        assert end_offsets(kafka_bootstrap, dlq) == {0: len(bad)}
+    finally:
+        sink.stop()
+
+
+def test_postgres_failing_for_other_reasons_is_retried_not_dead_lettered(
+        envelopes, start_sink, sink_help, make_topic, pg_schema, kafka_bootstrap):
+    topic, dlq = make_topic("sink-pg-fail-src"), make_topic("sink-pg-fail")
+    _, dsn = pg_schema
+    src = "/it/sink/pg-fail"
+    sink = start_sink(f"--kafka-topic={topic}", f"--pg-dsn={dsn}", f"--dlq-topic={dlq}",
+                      *optional_flags(sink_help, "--pg-retry-max=1s"))
+    try:
+        p = producer(kafka_bootstrap)
+        produce_all(p, topic, [(b"k", envelopes.make(src, f"a-{i}", text="1")) for i in range(10)])
+        wait_until("the first 10 rows", lambda: row_count(dsn) == 10, 30, sinks=[sink])
+        # Refused for no fault of the rows: they must wait for Postgres, not go to the DLQ.
+        pg_query(dsn, "revoke insert on events from current_user")
+        try:
+            produce_all(p, topic, [(b"k", envelopes.make(src, f"b-{i}", text="1")) for i in range(10)])
+            wait_until("the sink to meet the refusal", lambda: "permission denied" in sink.log(), 30, sinks=[sink])
+            time.sleep(1)
+            assert row_count(dsn) == 10 and stored_offsets(dsn, topic) == {0: 10}
+        finally:
+            pg_query(dsn, "grant insert on events to current_user")
+        wait_until("all 20 rows", lambda: row_count(dsn) == 20 and caught_up(dsn, kafka_bootstrap, topic), 30,
+                   sinks=[sink])
+        assert end_offsets(kafka_bootstrap, dlq) == {0: 0}, "rows dead-lettered for Postgres' own failure"
+    finally:
+        sink.stop()
+
+
 def test_partitions_start_where_ingest_offsets_says(envelopes, start_sink, make_topic, pg_schema,
                                                      kafka_bootstrap):
     topic = make_topic("sink-resume")
