@@ -659,6 +659,38 @@ def test_two_sinks_in_one_group_split_the_partitions_and_write_each_event_once(
             s.stop()
 
 
+def test_sinks_joining_and_leaving_under_load_write_each_event_once(
+        envelopes, start_sink, make_topic, pg_schema, kafka_bootstrap):
+    topic = make_topic("sink-rebalance", partitions=4)
+    _, dsn = pg_schema
+    group = f"it-sink-rebalance-{uuid.uuid4().hex[:8]}"
+    flags = (f"--kafka-topic={topic}", f"--pg-dsn={dsn}", f"--kafka-group={group}")
+    # 60,000 events over about six seconds; the group changes twice while they flow.
+    stream = Stream(kafka_bootstrap, topic, envelopes, 60_000, 1000, 0.1).start()
+    a = start_sink(*flags)
+    b = None
+    try:
+        wait_until("the first rows", lambda: row_count(dsn) > 0, 30, sinks=[a])
+        b = start_sink(*flags)
+        wait_until("both sinks to hold partitions",
+                   lambda: sorted(len(m) > 0 for m in group_assignment(kafka_bootstrap, group, topic)) == [True, True],
+                   30, sinks=[a, b], interval=0.2)
+        time.sleep(1)
+        assert stream.running(), "the stream ended before the second rebalance: make it longer"
+        # A clean stop mid-stream: the leaver's partitions move to b, which resumes where Postgres says.
+        assert a.stop() == 0, a.log_tail()
+        stream.join()
+        wait_until("60,000 rows and the end offsets stored",
+                   lambda: row_count(dsn) == 60_000 and caught_up(dsn, kafka_bootstrap, topic), 60,
+                   sinks=[b], interval=0.5)
+        assert_exactly_once(dsn, kafka_bootstrap, topic, stream.source, 60_000)
+        assert b.stop() == 0, b.log_tail()
+    finally:
+        a.stop()
+        if b:
+            b.stop()
+
+
 # ---- the stack's own sink ------------------------------------------------------------------
 
 def test_stack_sink_writes_what_the_stack_gateway_accepts(apps_running, http_url, pg_dsn):
