@@ -163,6 +163,8 @@ void rfc3339_format(int64_t unix_nanos, char *buf, size_t size)
         snprintf(buf, size, "%sZ", date);
 }
 
+static int owned_case(const AttrValue *v);
+
 /* The canonical string of a typed attribute value; a new malloc'd string, or NULL. */
 static char *attr_string(const AttrValue *v, size_t *len)
 {
@@ -200,6 +202,16 @@ static char *attr_string(const AttrValue *v, size_t *len)
     }
     if (s)
         *len = strlen(s);
+    return s;
+}
+
+char *envelope_attr_text(const AttrValue *v, size_t *len)
+{
+    char *s = attr_string(v, len);
+
+    /* Strings and URIs point into the message: hand out a copy of those too. */
+    if (s && !owned_case(v))
+        s = strndup(s, *len);
     return s;
 }
 

@@ -45,6 +45,13 @@ void envelope_free(Ingest__V1__Envelope *env);
  */
 int event_from_proto(const Ingest__V1__CloudEvent *ce, event *ev, const event_limits *lim, event_error *err);
 
+/*
+ * The canonical string of any typed attribute value (booleans "true"/"false",
+ * integers in decimal, bytes in base64, timestamps in RFC 3339): a new
+ * malloc'd string the caller frees, or NULL.
+ */
+char *envelope_attr_text(const Ingest__V1__CloudEvent__CloudEventAttributeValue *v, size_t *len);
+
 /* The Kafka key: the `partitionkey` extension, else `subject`, else `source`. */
 const char *event_kafka_key(const event *ev);
 

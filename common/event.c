@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "uuid.h"
 
@@ -167,6 +168,24 @@ void event_set_data(event *ev, event_data_kind kind, unsigned char *data, size_t
     ev->data_kind = kind;
     ev->data = data;
     ev->data_len = len;
+}
+
+int media_type_is_json(const char *ct)
+{
+    char mt[128];
+    size_t n = 0;
+
+    if (ct == NULL)
+        return 1;
+    while (*ct == ' ' || *ct == '\t')
+        ct++;
+    if (*ct == '\0')
+        return 1;
+    for (; *ct && *ct != ';' && *ct != ' ' && *ct != '\t' && n + 1 < sizeof(mt); ct++)
+        mt[n++] = *ct;
+    mt[n] = '\0';
+    return strcasecmp(mt, "application/json") == 0 || strcasecmp(mt, "text/json") == 0 ||
+           (n > 5 && strcasecmp(mt + n - 5, "+json") == 0);
 }
 
 int utf8_valid(const char *str, size_t len)

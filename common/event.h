@@ -112,6 +112,13 @@ int event_assign_id(event *ev);
 /* Approximate encoded size of the event, for the per-event limit. */
 size_t event_size(const event *ev);
 
+/*
+ * True when a Content-Type or datacontenttype names JSON: application/json,
+ * text/json, or any type ending in "+json"; parameters are ignored. NULL or ""
+ * counts as JSON too (the CloudEvents JSON format's default).
+ */
+int media_type_is_json(const char *ct);
+
 /* True when `s` (len bytes) is well-formed UTF-8 (no overlongs, no surrogates). */
 int utf8_valid(const char *s, size_t len);
 

@@ -711,6 +711,20 @@ static int build_event(const jctx *c, size_t start, const scan_info *si, long in
     if (data_at && b64_at) {
         rc = fail(c, EVENT_ERR_INVALID, index, "data_base64",
                   "data_base64: not allowed together with data (one event has one payload)");
+    } else if (data_at && s[data_at] == '"' && ev->datacontenttype &&
+               !media_type_is_json(ev->datacontenttype)) {
+        /*
+         * A string under a non-JSON content type is that text itself (CloudEvents
+         * JSON format 3.1): "hello" as text/plain is hello, not its JSON quotes.
+         */
+        size_t end, n = unescape(s, data_at, scratch, &end);
+        unsigned char *copy = malloc(n + 1);
+        if (copy == NULL) {
+            rc = -ENOMEM;
+            goto out;
+        }
+        memcpy(copy, scratch, n + 1);
+        event_set_data(ev, memchr(copy, '\0', n) ? EVENT_DATA_BINARY : EVENT_DATA_TEXT, copy, n);
     } else if (data_at) {
         unsigned char *copy = malloc(data_end - data_at + 1);
         if (copy == NULL) {

@@ -259,14 +259,6 @@ static void media_type(const char *ct, char *out, size_t size, int *charset_ok)
     }
 }
 
-static int is_json_type(const char *mt)
-{
-    size_t n = strlen(mt);
-
-    return strcmp(mt, "application/json") == 0 || strcmp(mt, "text/json") == 0 ||
-           (n > 5 && strcmp(mt + n - 5, "+json") == 0);
-}
-
 static int hexval(char c)
 {
     if (c >= '0' && c <= '9')
@@ -323,7 +315,7 @@ static int parse_binary(const http_request *req, const char *ctype, const char *
                                "source: required (binary mode takes attributes from ce-* headers; for a JSON "
                                "event send Content-Type: application/cloudevents+json)");
     if (len > 0) {
-        int json = is_json_type(mt);
+        int json = mt[0] != '\0' && media_type_is_json(mt);
         if (json && (rc = json_check((const char *)body, len, lim, err)) != 0)
             return rc;
         unsigned char *data = malloc(len + 1);

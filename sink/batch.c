@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "log.h"
 #include "row.h"
 
 void batch_init(batch *b)
@@ -53,6 +54,7 @@ int batch_add(batch *b, int32_t partition, int64_t offset, const void *key, size
         return rc;
     }
     if (rc != 0) {
+        LOG_WARN("sink", "dead letter partition=%d offset=%lld: %s", (int)partition, (long long)offset, why);
         r->dead = strdup(why);
     } else {
         r->line_len = b->copy_len - r->line_off;

@@ -55,8 +55,14 @@ static int copy_range(PGconn *pg, batch *b, size_t lo, size_t hi, char *err, siz
     }
     r = PQgetResult(pg);
     if (PQresultStatus(r) != PGRES_COMMAND_OK) {
+        const char *primary = PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY);
+        const char *state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
         rc = data_error(r) ? 1 : -1;
-        snprintf(err, errlen, "%s", PQresultErrorMessage(r));
+        /* The dead letter's reason: Postgres's own words and code, without libpq's "ERROR:" framing. */
+        if (primary)
+            snprintf(err, errlen, "%s (SQLSTATE %s)", primary, state ? state : "?");
+        else
+            snprintf(err, errlen, "%s", PQresultErrorMessage(r));
     }
     PQclear(r);
     while ((r = PQgetResult(pg)) != NULL)

@@ -101,22 +101,6 @@ static void timestamp(out *o, int64_t unix_nanos)
     raw(o, ts, strlen(ts));
 }
 
-static int is_json_type(const char *ct)
-{
-    char mt[128];
-    size_t n = 0;
-
-    if (ct == NULL || *ct == '\0')
-        return 1; /* the CloudEvents JSON format's default */
-    while (*ct == ' ')
-        ct++;
-    for (; *ct && *ct != ';' && *ct != ' ' && n + 1 < sizeof(mt); ct++)
-        mt[n++] = *ct;
-    mt[n] = '\0';
-    return strcasecmp(mt, "application/json") == 0 || strcasecmp(mt, "text/json") == 0 ||
-           (n > 5 && strcasecmp(mt + n - 5, "+json") == 0);
-}
-
 static const Ingest__V1__CloudEvent__CloudEventAttributeValue *attr(const Ingest__V1__CloudEvent *ce,
                                                                     const char *key)
 {
@@ -138,6 +122,15 @@ static const char *attr_str(const Ingest__V1__CloudEvent *ce, const char *key)
     case INGEST__V1__CLOUD_EVENT__CLOUD_EVENT_ATTRIBUTE_VALUE__ATTR_CE_URI_REF: return v->ce_uri_ref;
     default: return NULL;
     }
+}
+
+/* Any attribute as its canonical string (booleans, integers, bytes, timestamps too); malloc'd or NULL. */
+static char *attr_text(const Ingest__V1__CloudEvent *ce, const char *key)
+{
+    const Ingest__V1__CloudEvent__CloudEventAttributeValue *v = attr(ce, key);
+    size_t len;
+
+    return v ? envelope_attr_text(v, &len) : NULL;
 }
 
 static int is_core(const char *k)
@@ -193,13 +186,14 @@ int row_append(const uint8_t *value, size_t len, int32_t partition, int64_t offs
         const char *k = ce->attributes[i]->key;
         if (k == NULL || is_core(k))
             continue;
-        const char *v = attr_str(ce, k);
+        char *v = attr_text(ce, k);
         if (v == NULL)
             continue;
         raw(&o, n_ext++ ? "," : "{", 1);
         json_string(&o, k);
         raw(&o, ":", 1);
         json_string(&o, v);
+        free(v);
     }
     if (n_ext)
         raw(&o, "}", 1);
@@ -208,7 +202,7 @@ int row_append(const uint8_t *value, size_t len, int32_t partition, int64_t offs
     sep(&o);
 
     /* data jsonb, or data_bytes */
-    if (ce->data_case == INGEST__V1__CLOUD_EVENT__DATA_TEXT_DATA && is_json_type(ct)) {
+    if (ce->data_case == INGEST__V1__CLOUD_EVENT__DATA_TEXT_DATA && media_type_is_json(ct)) {
         text(&o, ce->text_data, strlen(ce->text_data));
         sep(&o);
         raw(&o, "\\N", 2);
