@@ -248,6 +248,21 @@ static void test_data_kinds(void **state)
     expect_data("{\"k\":\"\\u0000\"}", "{\"k\":\"\\u0000\"}");
     expect_data("\"\\u001f\"", "\"\\u001f\"");
 
+    /* A string under a non-JSON content type is that text, not its JSON quotes; under JSON it stays JSON. */
+    ev = one("{\"datacontenttype\":\"text/plain; charset=utf-8\",\"data\":\"h\\u00e9llo\\n\"}", &b);
+    assert_int_equal(ev->data_kind, EVENT_DATA_TEXT);
+    assert_string_equal((char *)ev->data, "h\xc3\xa9llo\n");
+    event_batch_clear(&b);
+    ev = one("{\"datacontenttype\":\"application/octet-stream\",\"data\":\"a\\u0000b\"}", &b);
+    assert_int_equal(ev->data_kind, EVENT_DATA_BINARY);
+    assert_int_equal(ev->data_len, 3);
+    assert_memory_equal(ev->data, "a\0b", 3);
+    event_batch_clear(&b);
+    ev = one("{\"datacontenttype\":\"application/vnd.x+json\",\"data\":\"hello\"}", &b);
+    assert_int_equal(ev->data_kind, EVENT_DATA_JSON);
+    assert_string_equal((char *)ev->data, "\"hello\"");
+    event_batch_clear(&b);
+
     /* data: null is no data. */
     ev = one("{\"data\":null}", &b);
     assert_int_equal(ev->data_kind, EVENT_DATA_NONE);
