@@ -34,9 +34,11 @@ static int data_error(const PGresult *r)
 }
 
 /* COPY records [lo, hi) with rows into the staging table. 0, 1 on a data error, -1 otherwise. */
-static int copy_range(PGconn *pg, batch *b, size_t lo, size_t hi, char *err, size_t errlen)
+static int copy_into(PGconn *pg, const char *table, batch *b, size_t lo, size_t hi, char *err, size_t errlen)
 {
-    PGresult *r = PQexec(pg, "COPY ingest_stage (" ROW_COLUMNS ") FROM STDIN");
+    char sql[256];
+    snprintf(sql, sizeof(sql), "COPY %s (" ROW_COLUMNS ") FROM STDIN", table);
+    PGresult *r = PQexec(pg, sql);
     int rc = 0;
 
     if (expect(r, PGRES_COPY_IN, err, errlen) != 0)
@@ -92,7 +94,7 @@ static int write_range(PGconn *pg, batch *b, size_t lo, size_t hi, char *err, si
         return 0;
     if (exec(pg, "SAVEPOINT part", err, errlen) != 0)
         return -1;
-    rc = copy_range(pg, b, lo, hi, err, errlen);
+    rc = copy_into(pg, "ingest_stage", b, lo, hi, err, errlen);
     if (rc == 0)
         return exec(pg, "RELEASE SAVEPOINT part", err, errlen);
     char why[512];
