@@ -31,10 +31,27 @@ typedef struct sink {
     rd_kafka_t *consumer;
     rd_kafka_t *dlq;
     rd_kafka_topic_t *dlq_topic;
-    PGconn *pg;
-    batch b;
+    PGconn *pg; /* the main thread's: stored offsets at assignment, migrations */
+    batch b;    /* the batch being filled */
     int paused;
     atomic_int stop;
+
+    /*
+     * The writer thread writes one batch while the main thread fills the next,
+     * so that consuming and decoding overlap Postgres's work (perf/sink: they
+     * took turns). Depth one: the main thread waits when both are full.
+     */
+    pthread_t writer;
+    int writer_started;
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    batch wb;    /* handed to the writer */
+    int wb_full; /* wb waits or is being written */
+    int writer_quit;
+    atomic_int failing;  /* the last attempt failed: Postgres down or failing */
+    atomic_int one_shot; /* a failed attempt drops the batch instead of retrying (revoke, stop) */
+    atomic_int dropped;  /* a batch was dropped: every later one holding the same partitions must go too */
+    PGconn *wpg;         /* the writer's connection */
 } sink;
 
 static long long mono_ms(void)
@@ -58,20 +75,25 @@ static void pg_notice(void *arg, const char *message)
 }
 
 /* A usable connection, or NULL (logged) when Postgres does not answer. */
-static PGconn *pg_connected(sink *s)
+static PGconn *pg_connect_slot(sink *s, PGconn **slot)
 {
-    if (s->pg && PQstatus(s->pg) == CONNECTION_OK)
-        return s->pg;
-    if (s->pg)
-        PQfinish(s->pg);
-    s->pg = PQconnectdb(s->cfg.pg_dsn);
-    if (PQstatus(s->pg) != CONNECTION_OK) {
-        LOG_WARN("pg", "not reachable: %s", PQerrorMessage(s->pg));
+    if (*slot && PQstatus(*slot) == CONNECTION_OK)
+        return *slot;
+    if (*slot)
+        PQfinish(*slot);
+    *slot = PQconnectdb(s->cfg.pg_dsn);
+    if (PQstatus(*slot) != CONNECTION_OK) {
+        LOG_WARN("pg", "not reachable: %s", PQerrorMessage(*slot));
         return NULL;
     }
-    PQsetNoticeProcessor(s->pg, pg_notice, NULL);
-    LOG_INFO("pg", "connected server_version=%d", PQserverVersion(s->pg));
-    return s->pg;
+    PQsetNoticeProcessor(*slot, pg_notice, NULL);
+    LOG_INFO("pg", "connected server_version=%d", PQserverVersion(*slot));
+    return *slot;
+}
+
+static PGconn *pg_connected(sink *s)
+{
+    return pg_connect_slot(s, &s->pg);
 }
 
 /* The dead letters of a batch, produced and acknowledged before its offsets commit. */
@@ -124,49 +146,125 @@ static void set_paused(sink *s, int pause)
     LOG_INFO("sink", "%s consumption", pause ? "paused" : "resumed");
 }
 
-/* One attempt at the pending batch. 0 when written (or nothing to write), -EIO to retry. */
-static int flush_once(sink *s)
+/* One attempt at the writer's batch, on the writer thread. 0 when written, -EIO to retry. */
+static int write_once(sink *s)
 {
     char err[512];
     PGconn *pg;
 
-    if (s->b.n == 0)
-        return 0;
-    if ((pg = pg_connected(s)) == NULL)
+    if ((pg = pg_connect_slot(s, &s->wpg)) == NULL)
         return -EIO;
-    if (pg_write_batch(pg, s->cfg.kafka_topic, &s->b, produce_dead, s, err, sizeof(err)) != 0) {
-        LOG_WARN("pg", "batch of %zu not written, will retry: %s", s->b.n, err);
+    if (pg_write_batch(pg, s->cfg.kafka_topic, &s->wb, produce_dead, s, err, sizeof(err)) != 0) {
+        LOG_WARN("pg", "batch of %zu not written: %s", s->wb.n, err);
         return -EIO;
     }
-    LOG_DEBUG("sink", "wrote batch records=%zu rows=%zu", s->b.n, s->b.rows);
-    batch_clear(&s->b);
+    LOG_DEBUG("sink", "wrote batch records=%zu rows=%zu", s->wb.n, s->wb.rows);
     return 0;
 }
 
-/* Write the pending batch, retrying with back-off while paused; 0, or -1 when stopping first. */
-static int flush(sink *s)
+static void *writer_main(void *arg)
 {
-    long long backoff = 100;
+    sink *s = arg;
 
-    while (flush_once(s) != 0) {
-        set_paused(s, 1);
-        /* Keep serving the group (rebalances) while waiting; paused partitions bring nothing. */
-        long long until = mono_ms() + backoff;
-        while (mono_ms() < until) {
-            if (atomic_load(&s->stop))
-                return -1;
-            rd_kafka_message_t *m = rd_kafka_consumer_poll(s->consumer, 50);
-            if (m) {
-                if (!m->err &&
-                    batch_add(&s->b, m->partition, m->offset, m->key, m->key_len, m->payload, m->len) != 0)
-                    LOG_ERROR("sink", "out of memory");
-                rd_kafka_message_destroy(m);
+    pthread_setname_np(pthread_self(), "sink-writer");
+    pthread_mutex_lock(&s->lock);
+    for (;;) {
+        while (!s->wb_full && !s->writer_quit)
+            pthread_cond_wait(&s->cond, &s->lock);
+        if (!s->wb_full)
+            break;
+        pthread_mutex_unlock(&s->lock);
+
+        long long backoff = 100;
+        while (write_once(s) != 0) {
+            atomic_store(&s->failing, 1);
+            if (atomic_load(&s->one_shot) || atomic_load(&s->stop)) {
+                /* Dropped, not lost: its offsets were not stored, the next reader starts before it. */
+                LOG_WARN("sink", "batch of %zu dropped; it will be read again", s->wb.n);
+                atomic_store(&s->dropped, 1);
+                break;
             }
+            sleep_ms(backoff);
+            backoff = backoff * 2 > s->cfg.pg_retry_max_ms ? s->cfg.pg_retry_max_ms : backoff * 2;
         }
-        backoff = backoff * 2 > s->cfg.pg_retry_max_ms ? s->cfg.pg_retry_max_ms : backoff * 2;
+        batch_clear(&s->wb);
+
+        pthread_mutex_lock(&s->lock);
+        s->wb_full = 0;
+        atomic_store(&s->failing, 0);
+        pthread_cond_broadcast(&s->cond);
     }
-    set_paused(s, 0);
-    return 0;
+    pthread_mutex_unlock(&s->lock);
+    return NULL;
+}
+
+/*
+ * Wait until the writer has finished its batch. While it cannot write,
+ * pause consumption and keep serving the group; with `serve` 0 (inside a
+ * rebalance callback) just wait.
+ */
+static void wait_writer(sink *s, int serve)
+{
+    pthread_mutex_lock(&s->lock);
+    while (s->wb_full) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_nsec += 50 * 1000000L;
+        if (ts.tv_nsec >= 1000000000L) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000L;
+        }
+        pthread_cond_timedwait(&s->cond, &s->lock, &ts);
+        if (!serve || !s->wb_full)
+            continue;
+        pthread_mutex_unlock(&s->lock);
+        if (atomic_load(&s->failing))
+            set_paused(s, 1);
+        /* Rebalances are served here; paused partitions bring nothing, what was fetched joins the batch. */
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(s->consumer, 0);
+        if (m) {
+            if (!m->err &&
+                batch_add(&s->b, m->partition, m->offset, m->key, m->key_len, m->payload, m->len) != 0)
+                LOG_ERROR("sink", "out of memory");
+            rd_kafka_message_destroy(m);
+        }
+        pthread_mutex_lock(&s->lock);
+    }
+    pthread_mutex_unlock(&s->lock);
+}
+
+/* Hand the filled batch to the writer (after the one before it is written). */
+static void submit(sink *s, int serve)
+{
+    wait_writer(s, serve);
+    if (s->b.n == 0)
+        return;
+    pthread_mutex_lock(&s->lock);
+    batch tmp = s->wb; /* empty: cleared by the writer, its memory reused */
+    s->wb = s->b;
+    s->b = tmp;
+    s->wb_full = 1;
+    pthread_cond_broadcast(&s->cond);
+    pthread_mutex_unlock(&s->lock);
+    if (s->paused && !atomic_load(&s->failing))
+        set_paused(s, 0);
+}
+
+/* Write everything we hold, one attempt each (revoke, stop): what fails is read again by the next owner. */
+static void drain_once(sink *s)
+{
+    atomic_store(&s->one_shot, 1);
+    wait_writer(s, 0);
+    /*
+     * Never write past a dropped batch: its offsets were not stored, and a
+     * later batch of the same partitions would store offsets beyond it.
+     */
+    if (atomic_exchange(&s->dropped, 0))
+        batch_clear(&s->b);
+    submit(s, 0);
+    wait_writer(s, 0);
+    atomic_store(&s->dropped, 0);
+    atomic_store(&s->one_shot, 0);
 }
 
 /* On assignment, start each partition where Postgres says its rows end. */
@@ -214,8 +312,7 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err, rd_kafka_topic
     } else {
         /* Write what we have of them once; if that fails, the next owner reads it again from Postgres's
          * offsets. */
-        if (flush_once(s) != 0)
-            batch_clear(&s->b);
+        drain_once(s);
         LOG_INFO("sink", "partitions revoked count=%d", parts->cnt);
         rd_kafka_assign(rk, NULL);
         s->paused = 0;
@@ -261,11 +358,12 @@ static int run(sink *s)
         }
         if (s->b.n &&
             ((long long)s->b.n >= s->cfg.batch_rows || mono_ms() - first_at >= s->cfg.batch_timeout_ms))
-            if (flush(s) != 0)
-                break;
+            submit(s, 1);
+        else if (s->paused && !atomic_load(&s->failing))
+            set_paused(s, 0);
     }
     /* A clean stop writes what it has, once. */
-    flush_once(s);
+    drain_once(s);
     return 0;
 }
 
@@ -278,6 +376,9 @@ int main(int argc, char **argv)
 
     app_block_signals();
     batch_init(&s.b);
+    batch_init(&s.wb);
+    pthread_mutex_init(&s.lock, NULL);
+    pthread_cond_init(&s.cond, NULL);
     if ((rc = app_config_load(&sink_config_program, &s.cfg, argc, argv, &s.cfg.log_level,
                               &s.cfg.log_format)) >= 0) {
         status = rc;
@@ -332,6 +433,12 @@ int main(int argc, char **argv)
         backoff = backoff * 2 > s.cfg.pg_retry_max_ms ? s.cfg.pg_retry_max_ms : backoff * 2;
     }
 
+    if (pthread_create(&s.writer, NULL, writer_main, &s) != 0) {
+        LOG_ERROR("sink", "cannot start the writer thread");
+        goto stopped;
+    }
+    s.writer_started = 1;
+
     rd_kafka_topic_partition_list_t *sub = rd_kafka_topic_partition_list_new(1);
     rd_kafka_topic_partition_list_add(sub, s.cfg.kafka_topic, RD_KAFKA_PARTITION_UA);
     rd_kafka_resp_err_t err = rd_kafka_subscribe(s.consumer, sub);
@@ -349,6 +456,13 @@ stopped:
     status = 0;
 joined:
     atomic_store(&s.stop, 1);
+    if (s.writer_started) {
+        pthread_mutex_lock(&s.lock);
+        s.writer_quit = 1;
+        pthread_cond_broadcast(&s.cond);
+        pthread_mutex_unlock(&s.lock);
+        pthread_join(s.writer, NULL);
+    }
     pthread_kill(sig_thread, SIGTERM);
     pthread_join(sig_thread, NULL);
 out:
@@ -362,7 +476,10 @@ out:
     }
     if (s.pg)
         PQfinish(s.pg);
+    if (s.wpg)
+        PQfinish(s.wpg);
     batch_free(&s.b);
+    batch_free(&s.wb);
     config_free(&sink_config_program, &s.cfg);
     if (status == 0)
         LOG_INFO("sink", "stopped");
