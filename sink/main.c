@@ -18,6 +18,7 @@
 
 #include <libpq-fe.h>
 
+#include "admin.h"
 #include "app.h"
 #include "batch.h"
 #include "kafka.h"
@@ -52,6 +53,8 @@ typedef struct sink {
     atomic_int one_shot; /* a failed attempt drops the batch instead of retrying (revoke, stop) */
     atomic_int dropped;  /* a batch was dropped: every later one holding the same partitions must go too */
     PGconn *wpg;         /* the writer's connection */
+    atomic_int migrated;
+    sink_admin *admin;
 } sink;
 
 static long long mono_ms(void)
@@ -412,6 +415,12 @@ int main(int argc, char **argv)
         goto out;
     }
     s.dlq_topic = rd_kafka_topic_new(s.dlq, s.cfg.dlq_topic, NULL);
+    sink_admin_state ast = {
+        .pg_dsn = s.cfg.pg_dsn, .consumer = s.consumer, .migrated = &s.migrated, .failing = &s.failing};
+    if ((s.admin = sink_admin_start(s.cfg.admin_addr, &ast, errbuf, sizeof(errbuf))) == NULL) {
+        fprintf(stderr, "sink: --admin-addr %s\n", errbuf);
+        goto out;
+    }
     pthread_create(&sig_thread, NULL, signal_main, &s);
 
     LOG_INFO("sink", "started kafka=%s topic=%s group=%s dlq=%s batch_rows=%lld batch_timeout_ms=%lld",
@@ -423,8 +432,10 @@ int main(int argc, char **argv)
     long long backoff = 100;
     for (;;) {
         PGconn *pg = pg_connected(&s);
-        if (pg && migrate(pg, errbuf, sizeof(errbuf)) >= 0)
+        if (pg && migrate(pg, errbuf, sizeof(errbuf)) >= 0) {
+            atomic_store(&s.migrated, 1);
             break;
+        }
         if (pg)
             LOG_WARN("pg", "migration failed, will retry: %s", errbuf);
         if (atomic_load(&s.stop))
@@ -466,6 +477,7 @@ joined:
     pthread_kill(sig_thread, SIGTERM);
     pthread_join(sig_thread, NULL);
 out:
+    sink_admin_stop(s.admin);
     if (s.consumer)
         rd_kafka_destroy(s.consumer);
     if (s.dlq_topic)

@@ -12,6 +12,7 @@ typedef struct sink_config {
     char *kafka_group;
     char *dlq_topic;
     char *pg_dsn;
+    char *admin_addr;
     int64_t batch_rows;
     int64_t batch_timeout_ms;
     int64_t pg_retry_max_ms;
