@@ -16,6 +16,9 @@ typedef struct gateway_config {
     char *gateway_id;
     char *http_addr;
     int64_t http_threads;
+    char *udp_addr;
+    int64_t udp_threads;
+    size_t udp_rcvbuf;
     int64_t producer_threads;
     int64_t queue_capacity;
     int64_t queue_high_water;

@@ -19,6 +19,7 @@
 #include "app.h"
 #include "gateway.h"
 #include "http.h"
+#include "udp.h"
 #include "log.h"
 #include "net.h"
 #include "producer.h"
@@ -73,6 +74,7 @@ int main(int argc, char **argv)
     gateway gw;
     io_thread *io = NULL;
     producer *prod = NULL;
+    udp_front *udp = NULL;
     char errbuf[512], host[256];
     int status = 1, rc, n_io = 0;
 
@@ -171,6 +173,12 @@ int main(int argc, char **argv)
         io[i].started = 1;
     }
 
+    if ((udp = udp_front_start(&gw, cfg.udp_addr, (int)cfg.udp_threads, cfg.udp_rcvbuf, errbuf,
+                               sizeof(errbuf))) == NULL) {
+        fprintf(stderr, "gateway: --udp-addr %s\n", errbuf);
+        goto out;
+    }
+    LOG_INFO("gateway", "udp=%s udp_threads=%lld", cfg.udp_addr, (long long)cfg.udp_threads);
     LOG_INFO(
         "gateway",
         "started id=%s http=%s http_threads=%lld producer_threads=%lld kafka=%s topic=%s queue_capacity=%lld "
@@ -187,6 +195,8 @@ int main(int argc, char **argv)
     atomic_store(&gw.stopping, 1);
     for (int i = 0; i < n_io; i++)
         http_front_stop_accepting(io[i].http);
+    udp_front_stop(udp);
+    udp = NULL;
     wait_in_flight(io, n_io, deadline);
     queue_close(gw.q);
     long long left_ms = deadline - mono_ms();
@@ -196,6 +206,7 @@ int main(int argc, char **argv)
     status = 0;
 
 out:
+    udp_front_stop(udp);
     if (gw.q)
         queue_close(gw.q);
     for (int i = 0; i < n_io; i++)
