@@ -417,23 +417,32 @@ def start_gateway(kafka_bootstrap, gateway_help, tmp_path_factory):
 
 # ---- The real broker, stopped and started under a running stack -----------------
 
-class KafkaBroker:
-    """The local stack's broker, driven by tests/integration/kafka_ctl."""
+class _StackService:
+    """A service of the local stack stopped and started by one of the *_ctl scripts beside this file."""
 
-    CTL = pathlib.Path(__file__).resolve().parent / "kafka_ctl"
-
-    def __init__(self, bootstrap, topics):
-        self.bootstrap = bootstrap
-        self.topics = topics
+    CTL_NAME = None
+    CTL_TIMEOUT = 120
 
     def _ctl(self, action):
         import subprocess
 
-        r = subprocess.run([str(self.CTL), action], capture_output=True, text=True, timeout=180)
-        assert r.returncode == 0, f"kafka_ctl {action} failed ({r.returncode}):\n{r.stdout}{r.stderr}"
+        ctl = pathlib.Path(__file__).resolve().parent / self.CTL_NAME
+        r = subprocess.run([str(ctl), action], capture_output=True, text=True, timeout=self.CTL_TIMEOUT)
+        assert r.returncode == 0, f"{self.CTL_NAME} {action} failed ({r.returncode}):\n{r.stdout}{r.stderr}"
 
     def stop(self):
         self._ctl("stop")
+
+
+class KafkaBroker(_StackService):
+    """The local stack's broker, driven by tests/integration/kafka_ctl."""
+
+    CTL_NAME = "kafka_ctl"
+    CTL_TIMEOUT = 180
+
+    def __init__(self, bootstrap, topics):
+        self.bootstrap = bootstrap
+        self.topics = topics
 
     def start(self):
         """Starts the broker and waits until every topic of the stack has a leader again."""
@@ -543,22 +552,13 @@ def pg_schema(pg_dsn):
     maker.close()
 
 
-class PostgresServer:
+class PostgresServer(_StackService):
     """The local stack's Postgres, driven by tests/integration/pg_ctl."""
 
-    CTL = pathlib.Path(__file__).resolve().parent / "pg_ctl"
+    CTL_NAME = "pg_ctl"
 
     def __init__(self, dsn):
         self.dsn = dsn
-
-    def _ctl(self, action):
-        import subprocess
-
-        r = subprocess.run([str(self.CTL), action], capture_output=True, text=True, timeout=120)
-        assert r.returncode == 0, f"pg_ctl {action} failed ({r.returncode}):\n{r.stdout}{r.stderr}"
-
-    def stop(self):
-        self._ctl("stop")
 
     def start(self):
         """Starts Postgres and waits until the stack's role can query its database."""
