@@ -8,6 +8,7 @@
 
 #include "config.h"
 #include "event.h"
+#include "metrics.h"
 #include "queue.h"
 
 typedef struct gateway_config {
@@ -16,9 +17,11 @@ typedef struct gateway_config {
     char *gateway_id;
     char *http_addr;
     int64_t http_threads;
+    char *admin_addr;
     char *udp_addr;
     int64_t udp_threads;
     size_t udp_rcvbuf;
+    size_t udp_max_datagram;
     int64_t producer_threads;
     int64_t queue_capacity;
     int64_t queue_high_water;
@@ -44,6 +47,7 @@ typedef struct gateway {
     event_limits lim;
     queue *q;
     atomic_int stopping; /* new requests are refused with 503 */
+    gateway_metrics metrics;
 } gateway;
 
 #endif

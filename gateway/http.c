@@ -104,6 +104,8 @@ static void respond_error(http_front *f, http_request *req, int status, const ch
     else if (extra)
         snprintf(headers, sizeof(headers), "%s", extra);
     LOG_DEBUG("http", "%d %s peer=%s: %s", status, code, req->peer, msg);
+    gateway_metrics_refused(&f->gw->metrics, GW_HTTP, code);
+    gateway_metrics_request(&f->gw->metrics, GW_HTTP, req->started_ns);
     respond_buffer(req, status, headers, b, status >= 500 && status != 503);
     evbuffer_free(b);
 }
@@ -348,13 +350,15 @@ static void wait_done(ack_wait *w)
     if (iw != NULL) {
         http_request *req = iw->req;
         req->user = NULL;
-        if (err == 0)
+        if (err == 0) {
+            gateway_metrics_request(&iw->front->gw->metrics, GW_HTTP, req->started_ns);
             http_respond(req, 200, "application/json", NULL, iw->body, iw->len, 0);
-        else
+        } else {
             respond_error(iw->front, req, 503, "kafka_error", -1, NULL,
                           "Kafka did not take every event: %s; the events may still arrive, a retry with the "
                           "same ids is safe",
                           rd_kafka_err2str((rd_kafka_resp_err_t)err));
+        }
         wait_finish(iw);
     }
     ack_wait_free(w);
@@ -566,8 +570,10 @@ static void ingest(http_front *f, http_request *req, ack_level ack)
         goto out;
     }
     n_msgs = 0; /* the queue has them now */
+    gateway_metrics_events(&gw->metrics, GW_HTTP, batch.n);
 
     if (ack == ACK_ACCEPTED) {
+        gateway_metrics_request(&gw->metrics, GW_HTTP, req->started_ns);
         http_respond(req, 202, "application/json", NULL, ok, ok_len, 0);
         goto out;
     }

@@ -17,6 +17,7 @@
 
 #include "log.h"
 #include "net.h"
+#include "prom.h"
 
 #define MAX_HEADERS 128
 
@@ -104,6 +105,7 @@ static int on_message_begin(http_parser *p)
     c->req.path = NULL;
     c->req.query = NULL;
     c->req.n_headers = 0;
+    c->req.started_ns = prom_now_ns();
     evbuffer_drain(c->req.body, evbuffer_get_length(c->req.body));
     return 0;
 }

@@ -13,6 +13,7 @@
 #define INGEST_HTTP_SERVER_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include <event2/util.h>
 
@@ -34,6 +35,7 @@ typedef struct http_request {
     size_t n_headers;
     struct evbuffer *body; /* the whole body, de-chunked */
     const char *peer;      /* "ip:port" of the client */
+    uint64_t started_ns;   /* CLOCK_MONOTONIC at its first byte */
     void *user;            /* the application's, while it handles the request */
 } http_request;
 

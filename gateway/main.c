@@ -16,6 +16,7 @@
 #include <event2/event.h>
 #include <event2/thread.h>
 
+#include "admin.h"
 #include "app.h"
 #include "gateway.h"
 #include "http.h"
@@ -24,6 +25,7 @@
 #include "net.h"
 #include "producer.h"
 #include "queue.h"
+#include "status.h"
 
 typedef struct io_thread {
     pthread_t tid;
@@ -75,6 +77,8 @@ int main(int argc, char **argv)
     io_thread *io = NULL;
     producer *prod = NULL;
     udp_front *udp = NULL;
+    admin_server *admin = NULL;
+    gateway_status gst;
     char errbuf[512], host[256];
     int status = 1, rc, n_io = 0;
 
@@ -173,12 +177,21 @@ int main(int argc, char **argv)
         io[i].started = 1;
     }
 
-    if ((udp = udp_front_start(&gw, cfg.udp_addr, (int)cfg.udp_threads, cfg.udp_rcvbuf, errbuf,
-                               sizeof(errbuf))) == NULL) {
+    if ((udp = udp_front_start(&gw, errbuf, sizeof(errbuf))) == NULL) {
         fprintf(stderr, "gateway: --udp-addr %s\n", errbuf);
         goto out;
     }
-    LOG_INFO("gateway", "udp=%s udp_threads=%lld", cfg.udp_addr, (long long)cfg.udp_threads);
+    gst = (gateway_status){.gw = &gw, .prod = prod};
+    admin_handlers ah = {.thread_name = "gw-admin",
+                         .not_ready = gateway_status_not_ready,
+                         .metrics = gateway_status_metrics,
+                         .ctx = &gst};
+    if ((admin = admin_start(cfg.admin_addr, &ah, errbuf, sizeof(errbuf))) == NULL) {
+        fprintf(stderr, "gateway: --admin-addr %s\n", errbuf);
+        goto out;
+    }
+    LOG_INFO("gateway", "udp=%s udp_threads=%lld admin=%s", cfg.udp_addr, (long long)cfg.udp_threads,
+             cfg.admin_addr);
     LOG_INFO(
         "gateway",
         "started id=%s http=%s http_threads=%lld producer_threads=%lld kafka=%s topic=%s queue_capacity=%lld "
@@ -207,6 +220,7 @@ int main(int argc, char **argv)
 
 out:
     udp_front_stop(udp);
+    admin_stop(admin);
     if (gw.q)
         queue_close(gw.q);
     for (int i = 0; i < n_io; i++)

@@ -15,10 +15,10 @@
 #include "log.h"
 #include "net.h"
 #include "producer.h"
+#include "prom.h"
 
-/* Datagrams taken per recvmmsg, and the largest one kept whole (the UDP payload limit). */
-#define UDP_BATCH        32
-#define UDP_MAX_DATAGRAM 65535
+/* Datagrams taken per recvmmsg. */
+#define UDP_BATCH 32
 
 typedef struct udp_thread {
     udp_front *u;
@@ -32,8 +32,8 @@ struct udp_front {
     gateway *gw;
     udp_thread *threads;
     int n_threads;
+    size_t max_datagram; /* each receive buffer; a longer datagram is truncated and dropped */
     atomic_int stop;
-    udp_stats stats;
     atomic_llong last_log_ms;
 };
 
@@ -44,18 +44,29 @@ static long long now_ms(void)
     return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-/* Bad datagrams are logged at most once a second, with the counts so far: a flood must not flood the log. */
-static void log_drop(udp_front *u, const char *peer, const char *reason, const char *detail)
+/*
+ * Count a dropped datagram under its reason, and log it at most once a
+ * second with the totals so far: a flood must not flood the log.
+ */
+static void drop(udp_front *u, const char *peer, const char *reason, const char *detail)
 {
+    gateway_metrics *m = &u->gw->metrics;
     long long now = now_ms(), last = atomic_load(&u->last_log_ms);
 
+    gateway_metrics_refused(m, GW_UDP, reason);
     if (now - last < 1000 || !atomic_compare_exchange_strong(&u->last_log_ms, &last, now))
         return;
     LOG_WARN("udp",
-             "dropped datagram peer=%s reason=%s: %s (totals: invalid=%llu truncated=%llu overloaded=%llu)",
-             peer, reason, detail, (unsigned long long)atomic_load(&u->stats.invalid),
-             (unsigned long long)atomic_load(&u->stats.truncated),
-             (unsigned long long)atomic_load(&u->stats.overloaded));
+             "dropped datagram peer=%s reason=%s: %s (dropped so far: invalid=%llu truncated=%llu "
+             "overloaded=%llu)",
+             peer, reason, detail,
+             (unsigned long long)(gateway_metrics_refused_count(m, GW_UDP, GW_R_malformed_json) +
+                                  gateway_metrics_refused_count(m, GW_UDP, GW_R_malformed_protobuf) +
+                                  gateway_metrics_refused_count(m, GW_UDP, GW_R_invalid_event) +
+                                  gateway_metrics_refused_count(m, GW_UDP, GW_R_too_large) +
+                                  gateway_metrics_refused_count(m, GW_UDP, GW_R_empty)),
+             (unsigned long long)gateway_metrics_refused_count(m, GW_UDP, GW_R_truncated),
+             (unsigned long long)gateway_metrics_refused_count(m, GW_UDP, GW_R_overloaded));
 }
 
 static int64_t now_ns(void)
@@ -80,8 +91,7 @@ static void handle(udp_front *u, const unsigned char *buf, size_t len, const cha
     while (p < len && (buf[p] == ' ' || buf[p] == '\t' || buf[p] == '\r' || buf[p] == '\n'))
         p++;
     if (p == len) {
-        atomic_fetch_add(&u->stats.invalid, 1);
-        log_drop(u, peer, "invalid", "empty datagram");
+        drop(u, peer, "empty", "an empty datagram");
         return;
     }
     if (buf[p] == '{') {
@@ -90,8 +100,8 @@ static void handle(udp_front *u, const unsigned char *buf, size_t len, const cha
     } else {
         Ingest__V1__CloudEvent *ce = ingest__v1__cloud_event__unpack(NULL, len, buf);
         if (ce == NULL) {
-            rc =
-                event_error_set(&err, EVENT_ERR_MALFORMED, -1, "", "not JSON, and not a protobuf CloudEvent");
+            rc = event_error_set(&err, "malformed_protobuf", -1, "",
+                                 "not JSON, and not a protobuf CloudEvent");
         } else {
             event *ev = event_batch_add(&b);
             rc = ev ? event_from_proto(ce, ev, &gw->lim, &err) : -ENOMEM;
@@ -102,29 +112,29 @@ static void handle(udp_front *u, const unsigned char *buf, size_t len, const cha
         if ((rc = event_validate(&b.ev[i], &gw->lim, b.n > 1 ? (long)i : -1, &err)) == 0)
             rc = event_assign_id(&b.ev[i]);
     if (rc != 0) {
-        atomic_fetch_add(&u->stats.invalid, 1);
-        log_drop(u, peer, "invalid", rc == -ENOMEM ? "out of memory" : err.message);
+        drop(u, peer, rc == -ENOMEM ? "internal" : err.code, rc == -ENOMEM ? "out of memory" : err.message);
         goto out;
     }
     if (queue_above_high_water(gw->q)) {
-        atomic_fetch_add(&u->stats.overloaded, 1);
-        log_drop(u, peer, "overloaded", "the queue is above its high-water mark");
+        drop(u, peer, "overloaded", "the queue is above its high-water mark");
         goto out;
     }
     if ((msgs = calloc(b.n, sizeof(*msgs))) == NULL)
-        goto out;
+        goto oom;
     int64_t received = now_ns();
     for (; n_msgs < b.n; n_msgs++)
         if ((msgs[n_msgs] = produce_msg_new(&b.ev[n_msgs], received, ENVELOPE_UDP, peer, gw->cfg->gateway_id,
                                             NULL)) == NULL)
-            goto out;
-    if (queue_push_n(gw->q, (void *const *)msgs, n_msgs) != 0) {
-        atomic_fetch_add(&u->stats.overloaded, 1);
-        log_drop(u, peer, "overloaded", "the queue is full");
+            goto oom;
+    if ((rc = queue_push_n(gw->q, (void *const *)msgs, n_msgs)) != 0) {
+        drop(u, peer, rc == -EPIPE ? "shutting_down" : "overloaded", "the queue is full");
         goto out;
     }
-    atomic_fetch_add(&u->stats.events, n_msgs);
+    gateway_metrics_events(&gw->metrics, GW_UDP, n_msgs);
     n_msgs = 0;
+    goto out;
+oom:
+    drop(u, peer, "internal", "out of memory");
 out:
     for (size_t i = 0; i < n_msgs; i++)
         produce_msg_free(msgs[i]);
@@ -139,7 +149,7 @@ static void *udp_main(void *arg)
     struct mmsghdr msgs[UDP_BATCH];
     struct iovec iov[UDP_BATCH];
     struct sockaddr_storage peers[UDP_BATCH];
-    unsigned char *bufs = malloc((size_t)UDP_BATCH * UDP_MAX_DATAGRAM);
+    unsigned char *bufs = malloc((size_t)UDP_BATCH * u->max_datagram);
     char name[16], peer[64];
 
     snprintf(name, sizeof(name), "gw-udp-%d", t->index);
@@ -150,8 +160,8 @@ static void *udp_main(void *arg)
     }
     while (!atomic_load(&u->stop)) {
         for (int i = 0; i < UDP_BATCH; i++) {
-            iov[i].iov_base = bufs + (size_t)i * UDP_MAX_DATAGRAM;
-            iov[i].iov_len = UDP_MAX_DATAGRAM;
+            iov[i].iov_base = bufs + (size_t)i * u->max_datagram;
+            iov[i].iov_len = u->max_datagram;
             memset(&msgs[i].msg_hdr, 0, sizeof(msgs[i].msg_hdr));
             msgs[i].msg_hdr.msg_iov = &iov[i];
             msgs[i].msg_hdr.msg_iovlen = 1;
@@ -165,27 +175,27 @@ static void *udp_main(void *arg)
                 LOG_WARN("udp", "recvmmsg: %s", strerror(errno));
             continue;
         }
-        atomic_fetch_add(&u->stats.datagrams, (unsigned)n);
+        uint64_t received = prom_now_ns();
         for (int i = 0; i < n; i++) {
             net_format((struct sockaddr *)&peers[i], peer, sizeof(peer));
-            if (msgs[i].msg_hdr.msg_flags & MSG_TRUNC) {
-                atomic_fetch_add(&u->stats.truncated, 1);
-                log_drop(u, peer, "truncated", "larger than the receive buffer");
-                continue;
-            }
-            handle(u, iov[i].iov_base, msgs[i].msg_len, peer);
+            if (msgs[i].msg_hdr.msg_flags & MSG_TRUNC)
+                drop(u, peer, "truncated", "larger than --udp-max-datagram");
+            else
+                handle(u, iov[i].iov_base, msgs[i].msg_len, peer);
+            gateway_metrics_request(&u->gw->metrics, GW_UDP, received);
         }
     }
     free(bufs);
     return NULL;
 }
 
-udp_front *udp_front_start(gateway *gw, const char *addr, int threads, size_t rcvbuf, char *err,
-                           size_t errlen)
+udp_front *udp_front_start(gateway *gw, char *err, size_t errlen)
 {
+    const char *addr = gw->cfg->udp_addr;
+    int threads = (int)gw->cfg->udp_threads;
     udp_front *u = calloc(1, sizeof(*u));
     struct timeval tv = {0, 200000};
-    int rb = rcvbuf > (size_t)INT32_MAX ? INT32_MAX : (int)rcvbuf;
+    int rb = gw->cfg->udp_rcvbuf > (size_t)INT32_MAX ? INT32_MAX : (int)gw->cfg->udp_rcvbuf;
 
     if (u == NULL || (u->threads = calloc((size_t)threads, sizeof(*u->threads))) == NULL) {
         snprintf(err, errlen, "out of memory");
@@ -193,6 +203,7 @@ udp_front *udp_front_start(gateway *gw, const char *addr, int threads, size_t rc
         return NULL;
     }
     u->gw = gw;
+    u->max_datagram = gw->cfg->udp_max_datagram;
     /* As for HTTP: a port another process serves is an error, not silently shared. */
     int probe = net_bind(addr, SOCK_DGRAM, 0, err, errlen);
     if (probe < 0)
@@ -235,17 +246,15 @@ void udp_front_stop(udp_front *u)
             pthread_join(u->threads[i].tid, NULL);
         close(u->threads[i].fd);
     }
-    LOG_INFO("udp", "stopped datagrams=%llu events=%llu invalid=%llu truncated=%llu overloaded=%llu",
-             (unsigned long long)atomic_load(&u->stats.datagrams),
-             (unsigned long long)atomic_load(&u->stats.events),
-             (unsigned long long)atomic_load(&u->stats.invalid),
-             (unsigned long long)atomic_load(&u->stats.truncated),
-             (unsigned long long)atomic_load(&u->stats.overloaded));
+    const gateway_metrics *m = &u->gw->metrics;
+    unsigned long long refused = 0;
+    for (int r = 0; r < GW_N_REASONS; r++)
+        refused += gateway_metrics_refused_count(m, GW_UDP, (gw_reason)r);
+    LOG_INFO("udp", "stopped datagrams=%llu events=%llu dropped=%llu truncated=%llu overloaded=%llu",
+             (unsigned long long)atomic_load(&m->requests[GW_UDP]),
+             (unsigned long long)atomic_load(&m->events[GW_UDP]), refused,
+             (unsigned long long)gateway_metrics_refused_count(m, GW_UDP, GW_R_truncated),
+             (unsigned long long)gateway_metrics_refused_count(m, GW_UDP, GW_R_overloaded));
     free(u->threads);
     free(u);
-}
-
-const udp_stats *udp_front_stats(const udp_front *u)
-{
-    return &u->stats;
 }

@@ -19,6 +19,7 @@
 #include <libpq-fe.h>
 
 #include "admin.h"
+#include "status.h"
 #include "app.h"
 #include "batch.h"
 #include "kafka.h"
@@ -54,7 +55,8 @@ typedef struct sink {
     atomic_int dropped;  /* a batch was dropped: every later one holding the same partitions must go too */
     PGconn *wpg;         /* the writer's connection */
     atomic_int migrated;
-    sink_admin *admin;
+    admin_server *admin;
+    sink_status status;
 } sink;
 
 static long long mono_ms(void)
@@ -415,9 +417,10 @@ int main(int argc, char **argv)
         goto out;
     }
     s.dlq_topic = rd_kafka_topic_new(s.dlq, s.cfg.dlq_topic, NULL);
-    sink_admin_state ast = {
+    s.status = (sink_status){
         .pg_dsn = s.cfg.pg_dsn, .consumer = s.consumer, .migrated = &s.migrated, .failing = &s.failing};
-    if ((s.admin = sink_admin_start(s.cfg.admin_addr, &ast, errbuf, sizeof(errbuf))) == NULL) {
+    admin_handlers ah = {.thread_name = "sink-admin", .not_ready = sink_status_not_ready, .ctx = &s.status};
+    if ((s.admin = admin_start(s.cfg.admin_addr, &ah, errbuf, sizeof(errbuf))) == NULL) {
         fprintf(stderr, "sink: --admin-addr %s\n", errbuf);
         goto out;
     }
@@ -477,7 +480,7 @@ joined:
     pthread_kill(sig_thread, SIGTERM);
     pthread_join(sig_thread, NULL);
 out:
-    sink_admin_stop(s.admin);
+    admin_stop(s.admin);
     if (s.consumer)
         rd_kafka_destroy(s.consumer);
     if (s.dlq_topic)

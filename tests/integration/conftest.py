@@ -305,7 +305,26 @@ def free_port():
         return s.getsockname()[1]
 
 
-class Gateway:
+class _Admin:
+    """What both programs serve on their admin port (self.admin_url)."""
+
+    def metrics(self):
+        """/metrics parsed by prometheus_client: {(sample name, frozenset of label items): value}."""
+        import requests
+        from prometheus_client.parser import text_string_to_metric_families
+
+        r = requests.get(self.admin_url + "/metrics", timeout=5)
+        assert r.status_code == 200, r.text
+        assert r.headers["content-type"].startswith("text/plain; version=0.0.4")
+        return {(smp.name, frozenset(smp.labels.items())): smp.value
+                for fam in text_string_to_metric_families(r.text) for smp in fam.samples}
+
+    def metric(self, name, **labels):
+        """One sample's value from /metrics; 0 when the series is not there yet."""
+        return self.metrics().get((name, frozenset(labels.items())), 0)
+
+
+class Gateway(_Admin):
     """A gateway process of our own: its addresses, its log, and a way to stop it."""
 
     def __init__(self, proc, args, addrs, log_path):
@@ -316,6 +335,7 @@ class Gateway:
         self.http_addr = addrs["--http-addr"]
         self.url = "http://" + self.http_addr
         self.events_url = self.url + "/v1/events"
+        self.admin_url = "http://" + addrs["--admin-addr"] if "--admin-addr" in addrs else None
 
     def log(self):
         return self.log_path.read_text(errors="replace")
@@ -607,7 +627,7 @@ def sink_help():
     return r.stdout
 
 
-class Sink:
+class Sink(_Admin):
     """A sink process of our own: its settings, its log, and ways to stop it."""
 
     def __init__(self, proc, args, log_path, admin_addr):

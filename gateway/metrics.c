@@ -1,0 +1,117 @@
+#include "metrics.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include <event2/buffer.h>
+
+#define GW_REASON_NAME(r) #r,
+static const char *const reason_names[GW_N_REASONS] = {GW_REASONS(GW_REASON_NAME)};
+#undef GW_REASON_NAME
+
+static const char *const protocol_names[GW_N_PROTOCOLS] = {"http", "udp", "grpc"};
+
+/*
+ * Which reasons each protocol can give, so a scrape shows them at 0 before
+ * the first one happens (rate() needs the series to exist) without listing
+ * combinations that cannot occur.
+ */
+#define R(r) (1u << GW_R_##r)
+static const unsigned reasons_of[GW_N_PROTOCOLS] = {
+    [GW_HTTP] = R(malformed_json) | R(invalid_event) | R(too_large) | R(too_many_events) |
+                R(unsupported_media_type) | R(unsupported_encoding) | R(bad_encoding) | R(bad_request) |
+                R(headers_too_large) | R(not_found) | R(method_not_allowed) | R(unauthorized) |
+                R(overloaded) | R(shutting_down) | R(ack_timeout) | R(kafka_error) | R(internal),
+    [GW_UDP] = R(malformed_json) | R(malformed_protobuf) | R(invalid_event) | R(too_large) | R(empty) |
+               R(truncated) | R(overloaded) | R(internal),
+    [GW_GRPC] = R(malformed_protobuf) | R(invalid_event) | R(too_large) | R(too_many_events) |
+                R(unauthorized) | R(overloaded) | R(shutting_down) | R(ack_timeout) | R(kafka_error) |
+                R(internal),
+};
+
+gw_reason gw_reason_of(const char *code)
+{
+    for (int r = 0; r < GW_R_other; r++)
+        if (strcmp(code, reason_names[r]) == 0)
+            return (gw_reason)r;
+    return GW_R_other;
+}
+
+const char *gw_reason_name(gw_reason r)
+{
+    return (unsigned)r < GW_N_REASONS ? reason_names[r] : "other";
+}
+
+int gw_reason_is_drop(gw_reason r)
+{
+    return r == GW_R_overloaded || r == GW_R_shutting_down || r == GW_R_ack_timeout ||
+           r == GW_R_kafka_error || r == GW_R_internal;
+}
+
+void gateway_metrics_request(gateway_metrics *m, gw_protocol p, uint64_t started_ns)
+{
+    atomic_fetch_add_explicit(&m->requests[p], 1, memory_order_relaxed);
+    if (started_ns)
+        prom_histogram_observe(&m->latency[p], prom_now_ns() - started_ns);
+}
+
+void gateway_metrics_events(gateway_metrics *m, gw_protocol p, size_t n)
+{
+    atomic_fetch_add_explicit(&m->events[p], n, memory_order_relaxed);
+}
+
+void gateway_metrics_refused(gateway_metrics *m, gw_protocol p, const char *code)
+{
+    atomic_fetch_add_explicit(&m->refused[p][gw_reason_of(code)], 1, memory_order_relaxed);
+}
+
+uint64_t gateway_metrics_refused_count(const gateway_metrics *m, gw_protocol p, gw_reason r)
+{
+    return atomic_load_explicit(&m->refused[p][r], memory_order_relaxed);
+}
+
+static void write_refused(const gateway_metrics *m, struct evbuffer *out, const char *name, int drops)
+{
+    char labels[96];
+
+    for (int p = 0; p < GW_N_PROTOCOLS; p++)
+        for (int r = 0; r < GW_N_REASONS; r++) {
+            uint64_t v = atomic_load_explicit(&m->refused[p][r], memory_order_relaxed);
+            if (gw_reason_is_drop((gw_reason)r) != drops || (v == 0 && !(reasons_of[p] & (1u << r))))
+                continue;
+            snprintf(labels, sizeof(labels), "protocol=\"%s\",reason=\"%s\"", protocol_names[p],
+                     reason_names[r]);
+            prom_sample_u64(out, name, labels, v);
+        }
+}
+
+void gateway_metrics_write(const gateway_metrics *m, struct evbuffer *out)
+{
+    char labels[32];
+
+    prom_family(out, "ingest_requests_total", "counter",
+                "Requests handled: HTTP requests, UDP datagrams, gRPC messages");
+    for (int p = 0; p < GW_N_PROTOCOLS; p++) {
+        snprintf(labels, sizeof(labels), "protocol=\"%s\"", protocol_names[p]);
+        prom_sample_u64(out, "ingest_requests_total", labels,
+                        atomic_load_explicit(&m->requests[p], memory_order_relaxed));
+    }
+    prom_family(out, "ingest_events_received_total", "counter", "Events accepted into the queue for Kafka");
+    for (int p = 0; p < GW_N_PROTOCOLS; p++) {
+        snprintf(labels, sizeof(labels), "protocol=\"%s\"", protocol_names[p]);
+        prom_sample_u64(out, "ingest_events_received_total", labels,
+                        atomic_load_explicit(&m->events[p], memory_order_relaxed));
+    }
+    prom_family(out, "ingest_rejected_total", "counter",
+                "Requests refused for what they hold (bad input, authentication), by reason");
+    write_refused(m, out, "ingest_rejected_total", 0);
+    prom_family(out, "ingest_dropped_total", "counter",
+                "Requests the gateway could not take (overload, shutdown, Kafka), by reason");
+    write_refused(m, out, "ingest_dropped_total", 1);
+    prom_family(out, "ingest_request_duration_seconds", "histogram",
+                "From a request's first byte (UDP: its receipt) to its answer (UDP: its queueing)");
+    for (int p = 0; p < GW_N_PROTOCOLS; p++) {
+        snprintf(labels, sizeof(labels), "protocol=\"%s\"", protocol_names[p]);
+        prom_histogram_write(out, "ingest_request_duration_seconds", labels, &m->latency[p]);
+    }
+}
