@@ -73,6 +73,7 @@ void batch_clear(batch *b)
     }
     b->n = 0;
     b->rows = 0;
+    b->inserted = 0;
     b->copy_len = 0;
 }
 

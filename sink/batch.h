@@ -25,7 +25,8 @@ typedef struct batch {
     size_t n, cap;
     char *copy; /* COPY text, one line per row */
     size_t copy_len, copy_cap;
-    size_t rows; /* records with a row */
+    size_t rows;     /* records with a row */
+    size_t inserted; /* set by pg_write_batch(): rows new to `events` (not there already) */
 } batch;
 
 void batch_init(batch *b);

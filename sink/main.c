@@ -167,6 +167,33 @@ static int write_once(sink *s)
     return 0;
 }
 
+/* A committed batch: count it, and move each of its partitions' next offset on. */
+static void count_written(sink *s, const batch *b, uint64_t started_ns)
+{
+    sink_metrics *m = &s->status.metrics;
+    size_t dead = 0, live = 0;
+
+    for (size_t i = 0; i < b->n; i++) {
+        dead += b->rec[i].dead != NULL;
+        live += b->rec[i].line_len && !b->rec[i].dead;
+    }
+    atomic_fetch_add(&m->batches, 1);
+    atomic_fetch_add(&m->records, b->n);
+    atomic_fetch_add(&m->rows, b->inserted);
+    atomic_fetch_add(&m->duplicates, live > b->inserted ? live - b->inserted : 0);
+    atomic_fetch_add(&m->dead, dead);
+    prom_histogram_observe(&m->batch_duration, prom_now_ns() - started_ns);
+    /* Records of a partition come in offset order: its last one in the batch is its highest. */
+    for (size_t i = b->n; i-- > 0;) {
+        int32_t p = b->rec[i].partition;
+        int seen = 0;
+        for (size_t j = i + 1; j < b->n && !seen; j++)
+            seen = b->rec[j].partition == p;
+        if (!seen)
+            sink_metrics_set_next(m, p, b->rec[i].offset + 1);
+    }
+}
+
 static void *writer_main(void *arg)
 {
     sink *s = arg;
@@ -181,7 +208,10 @@ static void *writer_main(void *arg)
         pthread_mutex_unlock(&s->lock);
 
         long long backoff = 100;
-        while (write_once(s) != 0) {
+        uint64_t started = prom_now_ns();
+        int rc;
+        while ((rc = write_once(s)) != 0) {
+            atomic_fetch_add(&s->status.metrics.failures, 1);
             atomic_store(&s->failing, 1);
             if (atomic_load(&s->one_shot) || atomic_load(&s->stop)) {
                 /* Dropped, not lost: its offsets were not stored, the next reader starts before it. */
@@ -192,6 +222,8 @@ static void *writer_main(void *arg)
             sleep_ms(backoff);
             backoff = backoff * 2 > s->cfg.pg_retry_max_ms ? s->cfg.pg_retry_max_ms : backoff * 2;
         }
+        if (rc == 0)
+            count_written(s, &s->wb, started);
         batch_clear(&s->wb);
 
         pthread_mutex_lock(&s->lock);
@@ -301,6 +333,7 @@ static void on_assign(sink *s, rd_kafka_topic_partition_list_t *parts)
         parts->elems[i].offset = next[p] >= 0 ? next[p] : RD_KAFKA_OFFSET_BEGINNING;
         LOG_INFO("sink", "assigned topic=%s partition=%d from_offset=%" PRId64, parts->elems[i].topic, p,
                  next[p]);
+        sink_metrics_set_next(&s->status.metrics, p, next[p] >= 0 ? next[p] : 0);
     }
     free(next);
     rd_kafka_assign(s->consumer, parts);
@@ -319,6 +352,7 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err, rd_kafka_topic
          * offsets. */
         drain_once(s);
         LOG_INFO("sink", "partitions revoked count=%d", parts->cnt);
+        sink_metrics_forget_all(&s->status.metrics);
         rd_kafka_assign(rk, NULL);
         s->paused = 0;
     }
@@ -384,6 +418,7 @@ int main(int argc, char **argv)
     batch_init(&s.wb);
     pthread_mutex_init(&s.lock, NULL);
     pthread_cond_init(&s.cond, NULL);
+    sink_metrics_init(&s.status.metrics);
     if ((rc = app_config_load(&sink_config_program, &s.cfg, argc, argv, &s.cfg.log_level,
                               &s.cfg.log_format)) >= 0) {
         status = rc;
@@ -417,9 +452,15 @@ int main(int argc, char **argv)
         goto out;
     }
     s.dlq_topic = rd_kafka_topic_new(s.dlq, s.cfg.dlq_topic, NULL);
-    s.status = (sink_status){
-        .pg_dsn = s.cfg.pg_dsn, .consumer = s.consumer, .migrated = &s.migrated, .failing = &s.failing};
-    admin_handlers ah = {.thread_name = "sink-admin", .not_ready = sink_status_not_ready, .ctx = &s.status};
+    s.status.pg_dsn = s.cfg.pg_dsn;
+    s.status.topic = s.cfg.kafka_topic;
+    s.status.consumer = s.consumer;
+    s.status.migrated = &s.migrated;
+    s.status.failing = &s.failing;
+    admin_handlers ah = {.thread_name = "sink-admin",
+                         .not_ready = sink_status_not_ready,
+                         .metrics = sink_status_metrics,
+                         .ctx = &s.status};
     if ((s.admin = admin_start(s.cfg.admin_addr, &ah, errbuf, sizeof(errbuf))) == NULL) {
         fprintf(stderr, "sink: --admin-addr %s\n", errbuf);
         goto out;
@@ -495,6 +536,7 @@ out:
         PQfinish(s.wpg);
     batch_free(&s.b);
     batch_free(&s.wb);
+    sink_metrics_free(&s.status.metrics);
     config_free(&sink_config_program, &s.cfg);
     if (status == 0)
         LOG_INFO("sink", "stopped");

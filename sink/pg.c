@@ -172,7 +172,8 @@ int pg_write_batch(PGconn *pg, const char *topic, batch *b, pg_dead_fn dead, voi
      * refuses fails it; then the batch is written again the careful way: a
      * staging table, split to find refused rows, ON CONFLICT DO NOTHING.
      */
-    int direct = live_rows(b, 0, b->n) ? copy_into(pg, "events", b, 0, b->n, err, errlen) : 0;
+    b->inserted = live_rows(b, 0, b->n);
+    int direct = b->inserted ? copy_into(pg, "events", b, 0, b->n, err, errlen) : 0;
     if (direct < 0)
         goto fail;
     if (direct > 0) {
@@ -185,10 +186,10 @@ int pg_write_batch(PGconn *pg, const char *topic, batch *b, pg_dead_fn dead, voi
             goto fail;
         if (write_range(pg, b, 0, b->n, err, errlen) != 0)
             goto fail;
-        if (expect(
-                PQexec(pg,
-                       "INSERT INTO events SELECT * FROM ingest_stage ON CONFLICT (source, id) DO NOTHING"),
-                PGRES_COMMAND_OK, err, errlen) != 0)
+        PGresult *r =
+            PQexec(pg, "INSERT INTO events SELECT * FROM ingest_stage ON CONFLICT (source, id) DO NOTHING");
+        b->inserted = r ? strtoull(PQcmdTuples(r), NULL, 10) : 0;
+        if (expect(r, PGRES_COMMAND_OK, err, errlen) != 0)
             goto fail;
     }
     if (store_offsets(pg, topic, b, err, errlen) != 0)

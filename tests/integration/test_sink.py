@@ -443,6 +443,19 @@ def test_garbage_and_refused_rows_go_to_the_dlq_and_the_rest_of_the_batch_is_wri
         assert (by_offset[1].key(), by_offset[1].value()) == records[1]
         assert (by_offset[3].key(), by_offset[3].value()) == records[3]
         assert end_offsets(kafka_bootstrap, dlq) == {0: 2}, "one dead letter each, no more"
+
+        # The same events again (a redelivery, a client's retry): counted as duplicates, not rows.
+        produce_all(producer(kafka_bootstrap), topic, [records[0], records[4]])
+        wait_until("ingest_offsets to reach 7", lambda: stored_offsets(dsn, topic) == {0: 7}, 30, sinks=[sink])
+        m = sink.metrics()
+        assert m[("ingest_sink_records_total", frozenset())] == 7
+        assert m[("ingest_sink_rows_written_total", frozenset())] == 3
+        assert m[("ingest_sink_duplicates_total", frozenset())] == 2
+        assert m[("ingest_sink_dead_letters_total", frozenset())] == 2
+        assert m[("ingest_sink_batches_total", frozenset())] >= 2
+        assert m[("ingest_sink_batch_duration_seconds_count", frozenset())] == \
+            m[("ingest_sink_batches_total", frozenset())]
+        assert m[("ingest_sink_write_failures_total", frozenset())] == 0
     finally:
         sink.stop()
 
@@ -523,11 +536,21 @@ def test_postgres_failing_for_other_reasons_is_retried_not_dead_lettered(
             wait_until("the sink to meet the refusal", lambda: "permission denied" in sink.log(), 30, sinks=[sink])
             time.sleep(1)
             assert row_count(dsn) == 10 and stored_offsets(dsn, topic) == {0: 10}
+            # Behind by the 10 it cannot write, and counting its failed attempts.
+            lag = {"topic": topic, "partition": "0"}
+            wait_until("lag 10 in /metrics", lambda: sink.metric("ingest_sink_consumer_lag", **lag) == 10, 30,
+                       sinks=[sink])
+            assert sink.metric("ingest_sink_write_failures_total") >= 1
+            assert sink.metric("ingest_sink_rows_written_total") == 10
         finally:
             pg_query(dsn, "grant insert on events to current_user")
         wait_until("all 20 rows", lambda: row_count(dsn) == 20 and caught_up(dsn, kafka_bootstrap, topic), 30,
                    sinks=[sink])
         assert end_offsets(kafka_bootstrap, dlq) == {0: 0}, "rows dead-lettered for Postgres' own failure"
+        wait_until("lag 0", lambda: sink.metric("ingest_sink_consumer_lag", **lag) == 0, 30, sinks=[sink])
+        assert sink.metric("ingest_sink_rows_written_total") == 20
+        assert sink.metric("ingest_sink_records_total") == 20
+        assert sink.metric("ingest_sink_dead_letters_total") == 0
     finally:
         sink.stop()
 
