@@ -47,6 +47,13 @@ static void *io_main(void *arg)
     return NULL;
 }
 
+static void *probe_main(void *arg)
+{
+    pthread_setname_np(pthread_self(), "gw-probe");
+    kafka_probe(producer_handle(arg), 5000);
+    return NULL;
+}
+
 static long long mono_ms(void)
 {
     struct timespec ts;
@@ -77,6 +84,8 @@ int main(int argc, char **argv)
     io_thread *io = NULL;
     producer *prod = NULL;
     udp_front *udp = NULL;
+    pthread_t prober;
+    int probing = 0;
     admin_server *admin = NULL;
     gateway_status gst;
     char errbuf[512], host[256];
@@ -198,7 +207,9 @@ int main(int argc, char **argv)
         "queue_high_water=%lld",
         cfg.gateway_id, cfg.http_addr, (long long)cfg.http_threads, (long long)cfg.producer_threads,
         cfg.kafka_bootstrap, cfg.kafka_topic, (long long)cfg.queue_capacity, (long long)cfg.queue_high_water);
-    kafka_probe(producer_handle(prod), 5000);
+    /* Say at start whether Kafka answers, from a thread: a signal must not wait for the probe. */
+    if (pthread_create(&prober, NULL, probe_main, prod) == 0)
+        probing = 1;
 
     int sig = app_wait_signal();
     long long deadline = mono_ms() + cfg.shutdown_timeout_ms;
@@ -219,6 +230,8 @@ int main(int argc, char **argv)
     status = 0;
 
 out:
+    if (probing)
+        pthread_join(prober, NULL);
     udp_front_stop(udp);
     admin_stop(admin);
     if (gw.q)
