@@ -117,12 +117,19 @@ int main(int argc, char **argv)
         status = 2;
         goto out;
     }
-    struct sockaddr_storage ss;
-    socklen_t sslen;
-    if (net_parse_addr(cfg.http_addr, &ss, &sslen, errbuf, sizeof(errbuf)) != 0) {
-        fprintf(stderr, "gateway: --http-addr %s\n", errbuf);
-        status = 2;
-        goto out;
+    /* Every address is checked before anything starts, so a typo is one clear line and exit status 2. */
+    const struct {
+        const char *flag, *addr;
+    } listeners[] = {
+        {"--http-addr", cfg.http_addr}, {"--udp-addr", cfg.udp_addr}, {"--admin-addr", cfg.admin_addr}};
+    for (size_t i = 0; i < sizeof(listeners) / sizeof(listeners[0]); i++) {
+        struct sockaddr_storage ss;
+        socklen_t sslen;
+        if (net_parse_addr(listeners[i].addr, &ss, &sslen, errbuf, sizeof(errbuf)) != 0) {
+            fprintf(stderr, "gateway: %s %s\n", listeners[i].flag, errbuf);
+            status = 2;
+            goto out;
+        }
     }
     if (cfg.gateway_id[0] == '\0') {
         app_hostname(host, sizeof(host));

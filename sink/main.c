@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -25,6 +26,7 @@
 #include "kafka.h"
 #include "log.h"
 #include "migrate.h"
+#include "net.h"
 #include "pg.h"
 #include "sink.h"
 
@@ -422,6 +424,23 @@ int main(int argc, char **argv)
     if ((rc = app_config_load(&sink_config_program, &s.cfg, argc, argv, &s.cfg.log_level,
                               &s.cfg.log_format)) >= 0) {
         status = rc;
+        goto out;
+    }
+    /* A DSN libpq cannot even parse is a setting's fault: say so now, not as an endless retry. */
+    char *dsn_err = NULL;
+    PQconninfoOption *dsn_opts = PQconninfoParse(s.cfg.pg_dsn, &dsn_err);
+    if (dsn_opts == NULL) {
+        fprintf(stderr, "sink: --pg-dsn: %s", dsn_err ? dsn_err : "cannot be parsed\n");
+        PQfreemem(dsn_err);
+        status = 2;
+        goto out;
+    }
+    PQconninfoFree(dsn_opts);
+    struct sockaddr_storage ss;
+    socklen_t sslen;
+    if (net_parse_addr(s.cfg.admin_addr, &ss, &sslen, errbuf, sizeof(errbuf)) != 0) {
+        fprintf(stderr, "sink: --admin-addr %s\n", errbuf);
+        status = 2;
         goto out;
     }
     char group[256];

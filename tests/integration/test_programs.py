@@ -42,6 +42,11 @@ def test_help_lists_every_setting_with_env_and_default(prog):
     ("gateway", ["--default-ack=maybe"], {}, "--default-ack: 'maybe' is not one of: committed accepted"),
     ("sink", ["--log-format=xml"], {}, "--log-format: 'xml' is not one of"),
     ("sink", ["--kafka.bogus=1"], {}, "--kafka.bogus"),
+    ("gateway", ["--udp-addr=127.0.0.1:99999"], {}, "--udp-addr '127.0.0.1:99999' is not host:port"),
+    ("gateway", [], {"INGEST_ADMIN_ADDR": "admin"}, "--admin-addr 'admin' is not host:port"),
+    ("gateway", ["--udp-max-datagram=100"], {}, "--udp-max-datagram: 100 is out of range 512..65535"),
+    ("sink", ["--pg-dsn=not a dsn"], {}, "--pg-dsn: missing \"=\" after \"not\""),
+    ("sink", ["--admin-addr=:x"], {}, "--admin-addr ':x' is not host:port"),
 ])
 def test_bad_settings_are_refused_naming_the_setting(prog, args, env, message):
     r = run(prog, *args, env=env)
