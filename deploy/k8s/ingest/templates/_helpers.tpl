@@ -97,8 +97,20 @@ and every kafka.properties entry. Takes the root context.
 {{- fail (printf "kafka.properties: %q holds an underscore, which INGEST_KAFKA__* cannot carry" $k) }}
 {{- end }}
 - name: {{ include "ingest.kafkaEnvName" $k }}
-  value: {{ $v | toString | quote }}
+  value: {{ include "ingest.scalar" $v | quote }}
 {{- end }}
+{{- end -}}
+
+{{/*
+A value as the programs read it: YAML numbers reach templates as float64, and
+toString would turn 2000000 into "2e+06"; whole numbers are printed as such.
+*/}}
+{{- define "ingest.scalar" -}}
+{{- if and (kindIs "float64" .) (eq . (float64 (int64 .))) -}}
+{{- int64 . -}}
+{{- else -}}
+{{- toString . -}}
+{{- end -}}
 {{- end -}}
 
 {{/* settings map -> INGEST_* variables; refuses keys the chart already sets. Takes (dict "settings" ... "reserved" ... "what" ...). */}}
@@ -109,7 +121,7 @@ and every kafka.properties entry. Takes the root context.
 {{- fail (printf "%s.settings.%s: set by the chart from other values; use those" $.what $k) }}
 {{- end }}
 - name: {{ $name }}
-  value: {{ $v | toString | quote }}
+  value: {{ include "ingest.scalar" $v | quote }}
 {{- end }}
 {{- end -}}
 
