@@ -310,6 +310,34 @@ postgres_spawn() {
 	fi
 }
 
+# ---- helm and the manifest validator (tests/integration/test_helm.py) --------
+HELM_VERSION=v3.22.0
+TOOLS_BIN=$LOCAL_DIR/bin
+
+# Installs helm with `go install` from the Go module proxy and builds the
+# validator of tests/k8s, both into .local/bin, each only when missing or out
+# of date: a warm run costs a `go version -m` and a checksum. Go's own module
+# and build caches are used, so other checkouts on the machine share them.
+ensure_k8s_tools() {
+	local go want
+	go=$(command -v go || echo /usr/local/go/bin/go)
+	[[ -x "$go" ]] || die "Go (1.24 or later) is needed to install helm and build tests/k8s"
+	mkdir -p "$TOOLS_BIN"
+	if ! "$go" version -m "$TOOLS_BIN/helm" 2>/dev/null | grep -qP "^\tmod\thelm\.sh/helm/v3\t\Q$HELM_VERSION\E\t"; then
+		log "installing helm $HELM_VERSION into .local/bin (go install)"
+		GOBIN=$TOOLS_BIN GOTOOLCHAIN=local GOFLAGS="${GOFLAGS:-} -buildvcs=false" \
+			"$go" install "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
+	fi
+	want=$(cat "$INGEST_ROOT"/tests/k8s/go.mod "$INGEST_ROOT"/tests/k8s/go.sum "$INGEST_ROOT"/tests/k8s/*.go |
+		sha256sum | cut -d' ' -f1)
+	if [[ ! -x "$TOOLS_BIN/k8s-validate" || "$(cat "$TOOLS_BIN/k8s-validate.stamp" 2>/dev/null)" != "$want" ]]; then
+		log "building tests/k8s into .local/bin/k8s-validate"
+		(cd "$INGEST_ROOT/tests/k8s" && GOTOOLCHAIN=local GOFLAGS="${GOFLAGS:-} -buildvcs=false" \
+			"$go" build -o "$TOOLS_BIN/k8s-validate" .)
+		printf '%s\n' "$want" >"$TOOLS_BIN/k8s-validate.stamp"
+	fi
+}
+
 # Prints the last lines of a log, indented, for error messages.
 log_tail() {
 	if [[ -f "$1" ]]; then

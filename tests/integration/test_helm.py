@@ -1,0 +1,511 @@
+"""The Helm chart (deploy/k8s/ingest) and the Dockerfile, without a cluster and without Docker.
+
+helm lints and renders the chart with its default values and with tests/k8s/values-full.yaml (every
+optional part switched the other way); every rendered object goes through tests/k8s's validator,
+which decodes it strictly into its k8s.io/api type. The tests then assert what an operator relies
+on: probes on the admin port, the security context, a drain that finishes before the kubelet kills
+the pod, the Secret behind the Postgres DSN, what the HPA, PDB, Services and ServiceMonitor select.
+The Dockerfile's package lists are checked against deploy/local/lib.sh and against what `ldd` says
+the built programs load.
+
+helm and the validator are in .local/bin: tests/run installs them (ensure_k8s_tools in
+deploy/local/lib.sh). No stack is needed.
+"""
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+CHART = ROOT / "deploy" / "k8s" / "ingest"
+FULL_VALUES = ROOT / "tests" / "k8s" / "values-full.yaml"
+HELM = ROOT / ".local" / "bin" / "helm"
+VALIDATE = ROOT / ".local" / "bin" / "k8s-validate"
+BIN = ROOT / "build" / "release" / "bin"
+DOCKERFILE = ROOT / "Dockerfile"
+
+# A helm built with `go install` assumes Kubernetes 1.20 unless told; a cluster tells `helm install`.
+KUBE = "1.31.0"
+VARIANTS = {"default": [], "full": ["-f", str(FULL_VALUES)]}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def tools():
+    for tool in (HELM, VALIDATE):
+        if not tool.is_file():
+            pytest.fail(f"{tool} missing: run tests/run, or: bash -c 'source deploy/local/lib.sh && "
+                        "ensure_k8s_tools'", pytrace=False)
+
+
+def helm(*args):
+    return subprocess.run([str(HELM), *args], capture_output=True, text=True, timeout=120)
+
+
+def template(*args, kube=KUBE):
+    return helm("template", "rel", str(CHART), "--namespace", "ingest", "--kube-version", kube, *args)
+
+
+def validate(manifest):
+    return subprocess.run([str(VALIDATE)], input=manifest, capture_output=True, text=True, timeout=60)
+
+
+def render(*args):
+    """helm template, every object validated; returns the objects parsed."""
+    r = template(*args)
+    assert r.returncode == 0, r.stderr
+    v = validate(r.stdout)
+    assert v.returncode == 0, v.stderr
+    docs = [d for d in yaml.safe_load_all(r.stdout) if d]
+    assert v.stdout.count("ok ") == len(docs), v.stdout
+    return docs
+
+
+@pytest.fixture(scope="module", params=sorted(VARIANTS))
+def variant(request):
+    return request.param
+
+
+@pytest.fixture(scope="module")
+def docs(variant):
+    return render(*VARIANTS[variant])
+
+
+def of_kind(docs, kind):
+    return {d["metadata"]["name"]: d for d in docs if d["kind"] == kind}
+
+
+def one(docs, kind, name_suffix):
+    found = [d for n, d in of_kind(docs, kind).items() if n.endswith(name_suffix)]
+    assert len(found) == 1, f"{kind} *{name_suffix}: {[d['metadata']['name'] for d in docs]}"
+    return found[0]
+
+
+def container(deploy):
+    (c,) = deploy["spec"]["template"]["spec"]["containers"]
+    return c
+
+
+def env_of(c):
+    return {e["name"]: e for e in c.get("env", [])}
+
+
+def port_number(c, port):
+    """A probe's or Service's port (name or number) as the container port number."""
+    if isinstance(port, int):
+        return port
+    (p,) = [p for p in c["ports"] if p["name"] == port]
+    return p["containerPort"]
+
+
+def addr_port(env, name):
+    return int(env[name]["value"].rpartition(":")[2])
+
+
+def selects(selector, labels):
+    return all(labels.get(k) == v for k, v in selector.items())
+
+
+# ---- helm lint, and the validator itself ---------------------------------------
+
+@pytest.mark.parametrize("name", sorted(VARIANTS))
+def test_lint_strict(name):
+    r = helm("lint", "--strict", str(CHART), "--kube-version", KUBE, *VARIANTS[name])
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "1 chart(s) linted, 0 chart(s) failed" in r.stdout + r.stderr
+    # In lint mode helm reports a template's `fail` and `required` as an INFO line and passes.
+    assert "Fail:" not in r.stdout + r.stderr, r.stdout + r.stderr
+
+
+def test_lint_rejects_values_the_schema_refuses():
+    r = helm("lint", "--strict", str(CHART), "--kube-version", KUBE, "--set", "gatway.replicas=3",
+             "--set", "log.level=loud")
+    assert r.returncode != 0
+    assert "'gatway' not allowed" in r.stdout and "'/log/level'" in r.stdout, r.stdout
+
+
+@pytest.mark.parametrize("edit,message", [
+    # A misspelt field would be dropped silently by kubectl's client-side apply.
+    (lambda d: d["spec"]["template"]["spec"]["containers"][0].update(readynessProbe={}), 'unknown field'),
+    (lambda d: d["spec"]["template"]["spec"]["containers"][0]["resources"]["requests"].update(memory="256mb"),
+     "quantities must match"),
+    (lambda d: d["spec"]["template"]["metadata"]["labels"].update({"app.kubernetes.io/component": "other"}),
+     "does not match template"),
+    (lambda d: d["spec"]["template"]["spec"]["containers"][0]["ports"][0].update(name="a-name-far-too-long"),
+     "ports[0].name"),
+    (lambda d: d.update(apiVersion="extensions/v1beta1"), "unknown apiVersion/kind"),
+])
+def test_validator_rejects_what_the_api_server_would(edit, message):
+    r = template()
+    assert r.returncode == 0, r.stderr
+    docs = [d for d in yaml.safe_load_all(r.stdout) if d]
+    gateway = one(docs, "Deployment", "-gateway")
+    edit(gateway)
+    v = validate(yaml.safe_dump_all(docs))
+    assert v.returncode == 1
+    assert "Deployment/" + gateway["metadata"]["name"] in v.stderr and message in v.stderr, v.stderr
+
+
+def test_validator_checks_servicemonitor_shape():
+    docs = [d for d in yaml.safe_load_all(template("-f", str(FULL_VALUES)).stdout) if d]
+    sm = one(docs, "ServiceMonitor", "")
+    sm["spec"]["endpoints"][0]["intervall"] = "5s"
+    v = validate(yaml.safe_dump_all(docs))
+    assert v.returncode == 1 and 'unknown field "intervall"' in v.stderr, v.stderr
+
+
+def test_validator_refuses_empty_input():
+    assert validate("---\n# nothing\n").returncode == 1
+
+
+# ---- what each rendering holds ---------------------------------------------------
+
+def test_objects_rendered(docs, variant):
+    kinds = sorted(d["kind"] for d in docs)
+    if variant == "default":
+        assert kinds == ["Deployment", "Deployment", "HorizontalPodAutoscaler", "PodDisruptionBudget", "Secret",
+                         "Service", "Service", "Service", "Service", "ServiceAccount"]
+    else:  # existingSecret, no ServiceAccount, no HPA, both PDBs, ServiceMonitor
+        assert kinds == ["Deployment", "Deployment", "PodDisruptionBudget", "PodDisruptionBudget", "Service",
+                         "Service", "Service", "Service", "ServiceMonitor"]
+
+
+@pytest.mark.parametrize("component,admin", [("gateway", 8081), ("sink", 8082)])
+def test_probes_on_admin_port(docs, variant, component, admin):
+    c = container(one(docs, "Deployment", "-" + component))
+    env = env_of(c)
+    listen = addr_port(env, "INGEST_ADMIN_ADDR")
+    if variant == "default":
+        assert listen == admin
+    for probe, path in [("livenessProbe", "/healthz"), ("readinessProbe", "/readyz"), ("startupProbe", "/healthz")]:
+        get = c[probe]["httpGet"]
+        assert get["path"] == path, probe
+        assert port_number(c, get["port"]) == listen, probe
+
+
+def test_security_context(docs):
+    for d in of_kind(docs, "Deployment").values():
+        pod = d["spec"]["template"]["spec"]
+        psc, csc = pod["securityContext"], container(d)["securityContext"]
+        assert psc["runAsNonRoot"] is True and psc["runAsUser"] > 0
+        assert psc["seccompProfile"] == {"type": "RuntimeDefault"}
+        assert csc["readOnlyRootFilesystem"] is True
+        assert csc["allowPrivilegeEscalation"] is False
+        assert csc["capabilities"]["drop"] == ["ALL"]
+        assert pod["automountServiceAccountToken"] is False
+        # The one writable place is an emptyDir.
+        (mount,) = container(d)["volumeMounts"]
+        (vol,) = [v for v in pod["volumes"] if v["name"] == mount["name"]]
+        assert mount["mountPath"] == "/tmp" and "emptyDir" in vol
+
+
+def test_gateway_drains_before_it_is_killed(docs, variant):
+    d = one(docs, "Deployment", "-gateway")
+    c = container(d)
+    shutdown = re.fullmatch(r"(\d+)s", env_of(c)["INGEST_SHUTDOWN_TIMEOUT"]["value"])
+    assert shutdown, env_of(c)["INGEST_SHUTDOWN_TIMEOUT"]
+    pre = c["lifecycle"]["preStop"]
+    if variant == "default":
+        sleep = pre["sleep"]["seconds"]
+    else:
+        assert pre["exec"]["command"][0] == "/bin/sleep"
+        sleep = int(pre["exec"]["command"][1])
+    assert sleep > 0
+    grace = d["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+    assert grace > sleep + int(shutdown.group(1))
+    # A rollout starts a new gateway before it drains an old one.
+    assert d["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+
+
+def test_grace_period_shorter_than_the_drain_is_refused():
+    r = template("--set", "gateway.terminationGracePeriodSeconds=30")
+    assert r.returncode != 0
+    assert "gateway.terminationGracePeriodSeconds (30) must exceed" in r.stderr and "(35)" in r.stderr, r.stderr
+
+
+def test_prestop_sleep_needs_kubernetes_1_30():
+    r = template(kube="1.29.0")
+    assert r.returncode != 0 and "needs Kubernetes 1.30" in r.stderr, r.stderr
+    pre = container(one(render_at("1.29.0", "--set", "gateway.preStop.type=exec"), "Deployment", "-gateway"))
+    assert pre["lifecycle"]["preStop"] == {"exec": {"command": ["/bin/sleep", "5"]}}
+
+
+def render_at(kube, *args):
+    r = template(*args, kube=kube)
+    assert r.returncode == 0, r.stderr
+    assert validate(r.stdout).returncode == 0
+    return [d for d in yaml.safe_load_all(r.stdout) if d]
+
+
+def test_services(docs, variant):
+    gw = one(docs, "Deployment", "-gateway")
+    c = container(gw)
+    env = env_of(c)
+    pod_labels = gw["spec"]["template"]["metadata"]["labels"]
+    tcp = one(docs, "Service", "-gateway")
+    udp = one(docs, "Service", "-gateway-udp")
+    for svc in (tcp, udp, one(docs, "Service", "-gateway-admin")):
+        assert selects(svc["spec"]["selector"], pod_labels), svc["metadata"]["name"]
+    ports = {p["name"]: p for p in tcp["spec"]["ports"]}
+    assert sorted(ports) == ["grpc", "http"]
+    assert all(p["protocol"] == "TCP" for p in ports.values())
+    assert port_number(c, ports["http"]["targetPort"]) == addr_port(env, "INGEST_HTTP_ADDR")
+    assert port_number(c, ports["grpc"]["targetPort"]) == addr_port(env, "INGEST_GRPC_ADDR")
+    (u,) = udp["spec"]["ports"]
+    assert u["protocol"] == "UDP"
+    assert port_number(c, u["targetPort"]) == addr_port(env, "INGEST_UDP_ADDR")
+    (cu,) = [p for p in c["ports"] if p["name"] == u["targetPort"]]
+    assert cu["protocol"] == "UDP"
+    if variant == "default":
+        assert (ports["http"]["port"], ports["grpc"]["port"], u["port"]) == (8080, 50051, 8090)
+    else:
+        assert tcp["spec"]["type"] == "LoadBalancer" and udp["spec"]["type"] == "NodePort"
+    sink = one(docs, "Deployment", "-sink")
+    assert selects(one(docs, "Service", "-sink-admin")["spec"]["selector"],
+                   sink["spec"]["template"]["metadata"]["labels"])
+    assert not selects(tcp["spec"]["selector"], sink["spec"]["template"]["metadata"]["labels"])
+
+
+def test_secrets_come_from_the_secret(docs, variant):
+    sink_env = env_of(container(one(docs, "Deployment", "-sink")))
+    gw_env = env_of(container(one(docs, "Deployment", "-gateway")))
+    ref = sink_env["INGEST_PG_DSN"]["valueFrom"]["secretKeyRef"]
+    assert "value" not in sink_env["INGEST_PG_DSN"]
+    assert "INGEST_PG_DSN" not in gw_env
+    if variant == "default":
+        secret = one(docs, "Secret", "")
+        assert ref == {"name": secret["metadata"]["name"], "key": "pg-dsn"}
+        assert secret["stringData"]["pg-dsn"].startswith("postgresql://")
+        assert "INGEST_AUTH_TOKEN" not in gw_env and "INGEST_KAFKA__SASL_PASSWORD" not in gw_env
+        # The pods roll when the Secret the chart made changes.
+        for d in of_kind(docs, "Deployment").values():
+            assert "checksum/secret" in d["spec"]["template"]["metadata"]["annotations"]
+    else:
+        assert ref == {"name": "ingest-credentials", "key": "pg-dsn"}
+        assert gw_env["INGEST_AUTH_TOKEN"]["valueFrom"]["secretKeyRef"] == {"name": "ingest-credentials",
+                                                                            "key": "auth-token"}
+        for env in (gw_env, sink_env):
+            assert env["INGEST_KAFKA__SASL_PASSWORD"]["valueFrom"]["secretKeyRef"] == {
+                "name": "ingest-credentials", "key": "kafka-sasl-password"}
+    # No secret value in a pod spec.
+    dumped = yaml.safe_dump([d for d in docs if d["kind"] == "Deployment"])
+    assert "postgresql://" not in dumped
+
+
+def test_chart_secret_holds_every_key_it_is_asked_for():
+    docs = render("--set", "kafka.sasl.enabled=true", "--set", "kafka.sasl.username=u",
+                  "--set", "kafka.sasl.password=p", "--set", "gateway.auth.enabled=true",
+                  "--set", "gateway.auth.token=t")
+    assert sorted(one(docs, "Secret", "")["stringData"]) == ["auth-token", "kafka-sasl-password", "pg-dsn"]
+    r = template("--set", "gateway.auth.enabled=true")
+    assert r.returncode != 0 and "gateway.auth.token is required" in r.stderr, r.stderr
+
+
+def test_hpa_targets_the_gateway(docs, variant):
+    gw = one(docs, "Deployment", "-gateway")
+    hpas = of_kind(docs, "HorizontalPodAutoscaler")
+    if variant == "full":
+        assert not hpas and gw["spec"]["replicas"] == 3
+        return
+    (hpa,) = hpas.values()
+    assert hpa["apiVersion"] == "autoscaling/v2"
+    assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment",
+                                             "name": gw["metadata"]["name"]}
+    (metric,) = hpa["spec"]["metrics"]
+    assert metric["resource"]["name"] == "cpu" and metric["resource"]["target"]["type"] == "Utilization"
+    assert 1 <= hpa["spec"]["minReplicas"] <= hpa["spec"]["maxReplicas"]
+    # The HPA owns the count: a replicas field would fight it on every upgrade.
+    assert "replicas" not in gw["spec"]
+    assert container(gw)["resources"]["requests"]["cpu"]
+
+
+def test_hpa_needs_a_cpu_request():
+    r = template("--set", "gateway.resources.requests=null")
+    assert r.returncode != 0 and "gateway.resources.requests.cpu" in r.stderr, r.stderr
+
+
+def test_pdb_selects_its_pods_only(docs):
+    deployments = of_kind(docs, "Deployment")
+    for pdb in of_kind(docs, "PodDisruptionBudget").values():
+        assert pdb["apiVersion"] == "policy/v1"
+        sel = pdb["spec"]["selector"]["matchLabels"]
+        matched = [n for n, d in deployments.items() if selects(sel, d["spec"]["template"]["metadata"]["labels"])]
+        assert matched == [pdb["metadata"]["name"]], (pdb["metadata"]["name"], matched)
+
+
+def test_servicemonitor_only_when_enabled(docs, variant):
+    monitors = of_kind(docs, "ServiceMonitor")
+    if variant == "default":
+        assert not monitors
+        return
+    (sm,) = monitors.values()
+    assert sm["apiVersion"] == "monitoring.coreos.com/v1"
+    assert sm["metadata"]["labels"]["release"] == "prometheus"
+    assert sm["spec"]["namespaceSelector"] == {"matchNames": ["ingest"]}
+    sel = sm["spec"]["selector"]["matchLabels"]
+    scraped = sorted(n for n, s in of_kind(docs, "Service").items() if selects(sel, s["metadata"]["labels"]))
+    assert scraped == ["ingest-prod-gateway-admin", "ingest-prod-sink-admin"]
+    (ep,) = sm["spec"]["endpoints"]
+    assert ep["path"] == "/metrics" and ep["interval"] == "15s"
+    for name in scraped:
+        svc = of_kind(docs, "Service")[name]
+        assert ep["port"] in [p["name"] for p in svc["spec"]["ports"]]
+
+
+def test_sink_replicas_bounded_by_partitions():
+    r = template("--set", "sink.replicas=7")
+    assert r.returncode != 0
+    assert "sink.replicas (7) is above kafka.partitions (6)" in r.stderr, r.stderr
+    docs = render("--set", "sink.replicas=6")
+    assert one(docs, "Deployment", "-sink")["spec"]["replicas"] == 6
+
+
+@pytest.mark.parametrize("prog", ["gateway", "sink"])
+def test_env_names_are_settings_of_the_program(docs, prog):
+    """Every INGEST_* the chart sets is one the program reads (its --help lists them)."""
+    binary = BIN / prog
+    assert binary.is_file(), f"{binary} missing: build Release first (tests/run does)"
+    known = set(re.findall(r"env (INGEST_[A-Z0-9_]+)",
+                           subprocess.run([str(binary), "--help"], capture_output=True, text=True).stdout))
+    assert "INGEST_KAFKA_BOOTSTRAP" in known
+    # The gRPC front end, and its --grpc-addr, come with their own issue.
+    pending = {"INGEST_GRPC_ADDR"} - known if prog == "gateway" else set()
+    names = set(env_of(container(one(docs, "Deployment", "-" + prog))))
+    unknown = {n for n in names if n.startswith("INGEST_") and not n.startswith("INGEST_KAFKA__")} - known - pending
+    assert not unknown
+
+
+def test_values_reach_the_programs():
+    docs = render("-f", str(FULL_VALUES))
+    gw = env_of(container(one(docs, "Deployment", "-gateway")))
+    sink = env_of(container(one(docs, "Deployment", "-sink")))
+    for env in (gw, sink):
+        assert env["INGEST_KAFKA_BOOTSTRAP"]["value"] == "kafka-0.kafka:9093,kafka-1.kafka:9093"
+        assert env["INGEST_KAFKA_TOPIC"]["value"] == "cloudevents"
+        assert env["INGEST_KAFKA__SECURITY_PROTOCOL"]["value"] == "SASL_SSL"
+        assert env["INGEST_KAFKA__MESSAGE_MAX_BYTES"]["value"] == "2000000"
+        assert env["INGEST_LOG_LEVEL"]["value"] == "debug"
+    assert gw["INGEST_QUEUE_CAPACITY"]["value"] == "131072"
+    assert gw["INGEST_HTTP_THREADS"]["value"] == "4"
+    assert sink["INGEST_BATCH_TIMEOUT"]["value"] == "500ms"
+    assert sink["INGEST_KAFKA_GROUP"]["value"] == "ingest-sink-prod"
+    assert sink["INGEST_DLQ_TOPIC"]["value"] == "cloudevents.dlq"
+    assert container(one(docs, "Deployment", "-gateway"))["image"] == "ingest-gateway:1.2.3"
+    assert container(one(docs, "Deployment", "-sink"))["image"] == "ingest-sink:1.2.3"
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--set", "gateway.settings.admin-addr=0.0.0.0:1"], "gateway.settings.admin-addr: set by the chart"),
+    (["--set", "sink.settings.pg-dsn=postgresql://x"], "sink.settings.pg-dsn: set by the chart"),
+    (["--set", "secret.existingSecret=", "--set", "postgres.dsn="], "postgres.dsn is required"),
+    (["--set", "kafka.properties.sasl_oauthbearer=x"], "holds an underscore"),
+])
+def test_bad_values_are_refused(args, message):
+    r = template(*args)
+    assert r.returncode != 0 and message in r.stderr, r.stderr
+
+
+# ---- the Dockerfile ------------------------------------------------------------------
+
+def dockerfile_stages():
+    """{stage: {"from": image or stage, "packages": [apt-get install arguments]}} of the Dockerfile."""
+    text = re.sub(r"\\\n", " ", DOCKERFILE.read_text())
+    stages, current = {}, None
+    for line in text.splitlines():
+        line = line.strip()
+        m = re.match(r"FROM\s+(\S+)\s+AS\s+(\S+)$", line, re.I)
+        if m:
+            current = m.group(2)
+            stages[current] = {"from": m.group(1), "packages": [], "lines": []}
+            continue
+        if current is None or not line or line.startswith("#"):
+            continue
+        stages[current]["lines"].append(line)
+        for cmd in re.split(r"&&|;", line):
+            words = cmd.split()
+            if "apt-get" in words and "install" in words:
+                args = words[words.index("install") + 1:]
+                stages[current]["packages"] += [w for w in args if not w.startswith("-")]
+    return stages
+
+
+def runtime_packages(stages, target):
+    pkgs, stage = [], target
+    while stage in stages:
+        pkgs += stages[stage]["packages"]
+        stage = stages[stage]["from"]
+    return pkgs, stage
+
+
+def lib_sh_packages():
+    m = re.search(r"LOCAL_PACKAGES=\(([^)]*)\)", (ROOT / "deploy" / "local" / "lib.sh").read_text())
+    return m.group(1).split()
+
+
+def test_dockerfile_builds_with_the_packages_of_lib_sh():
+    stages = dockerfile_stages()
+    build = stages["build"]
+    assert build["from"] == "debian:bookworm"
+    wanted = {p for p in lib_sh_packages() if p.endswith("-dev") or p in {
+        "cmake", "ninja-build", "pkg-config", "gcc", "protobuf-c-compiler", "protobuf-compiler"}}
+    assert set(build["packages"]) == wanted
+    assert any("-DCMAKE_BUILD_TYPE=Release" in line and "-G Ninja" in line for line in build["lines"])
+
+
+@pytest.mark.parametrize("prog", ["gateway", "sink"])
+def test_dockerfile_runtime_image(prog):
+    stages = dockerfile_stages()
+    pkgs, base = runtime_packages(stages, prog)
+    assert base == "debian:bookworm-slim"
+    assert not [p for p in pkgs if p.endswith("-dev")]
+    lines = stages[prog]["lines"]
+    assert f"COPY --from=build /src/build/bin/{prog} /usr/local/bin/{prog}" in lines
+    assert f'ENTRYPOINT ["/usr/local/bin/{prog}"]' in lines
+    users = [line.split()[1] for line in lines if line.startswith("USER ")]
+    uid = users[-1].partition(":")[0]
+    assert uid.isdigit() and int(uid) > 0, "the last USER must be a numeric non-root uid (runAsNonRoot)"
+    # The chart runs as that uid.
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    assert values["podSecurityContext"]["runAsUser"] == int(uid)
+
+
+def apt(*args):
+    return subprocess.run(["apt-cache", *args], capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.parametrize("prog", ["gateway", "sink"])
+def test_dockerfile_runtime_packages_cover_what_the_program_loads(prog):
+    """Every shared library `ldd` finds for the built program belongs to a package the image installs,
+    or to one those pull in; and every package named exists in Debian 12."""
+    binary = BIN / prog
+    assert binary.is_file(), f"{binary} missing: build Release first (tests/run does)"
+    pkgs, _ = runtime_packages(dockerfile_stages(), prog)
+    for p in pkgs:
+        r = apt("show", "--no-all-versions", p)
+        assert r.returncode == 0 and f"Package: {p}" in r.stdout, f"{p}: not in apt-cache (apt-get update?)"
+    r = apt("depends", "--recurse", "--no-recommends", "--no-suggests", "--no-conflicts", "--no-breaks",
+            "--no-replaces", "--no-enhances", *pkgs)
+    assert r.returncode == 0, r.stderr
+    closure = {line.strip() for line in r.stdout.splitlines() if line and not line[0].isspace()}
+    ldd = subprocess.run(["ldd", str(binary)], capture_output=True, text=True, check=True).stdout
+    libs = re.findall(r"=> (/\S+)", ldd)
+    assert libs, ldd
+    missing = {}
+    for lib in libs:
+        owner = dpkg_owner(Path(lib).resolve())
+        assert owner, f"{lib}: no Debian package owns it"
+        if owner not in closure:
+            missing[lib] = owner
+    assert not missing, f"{prog} loads libraries whose packages the image lacks: {missing}"
+
+
+def dpkg_owner(path):
+    """The package that owns a library; Debian 12 merged /lib into /usr/lib, dpkg knows either name."""
+    s = str(path)
+    for candidate in (s, s.removeprefix("/usr"), "/usr" + s):
+        r = subprocess.run(["dpkg", "-S", candidate], capture_output=True, text=True)
+        for line in r.stdout.splitlines():
+            if not line.startswith("diversion"):
+                return line.partition(":")[0]
+    return None
