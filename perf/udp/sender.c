@@ -22,15 +22,18 @@
  *              [--format json|proto] [--tag TAG]
  *
  * Prints one line to stdout:
- *   RESULT sent=N errors=N seconds=S rate=X behind_max_us=N bytes=B
+ *   RESULT sent=N errors=N seconds=S rate=X behind_max_us=N bytes=B cpu=C
  * sent: datagrams sendmmsg took; rate: sent over the time the schedule took;
- * behind_max_us: the latest any batch went out after its due time.
+ * behind_max_us: the latest any batch went out after its due time; cpu: the
+ * cores the sender used (on loopback its system time includes the kernel's
+ * receive path up to the receiver's socket buffer).
  */
 #include <errno.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -250,8 +253,12 @@ int main(int argc, char **argv)
     end = mono_ns();
     /* The schedule's length: to when a batch after the last would be due, or later if behind. */
     double secs = (double)((end > due + last_len ? end : due + last_len) - start) / 1e9;
-    printf("RESULT sent=%lld errors=%lld seconds=%.3f rate=%.0f behind_max_us=%lld bytes=%zu\n", sent, errors,
-           secs, sent / secs, (long long)(behind_max / 1000), t.len);
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    double cpu =
+        (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) + (ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
+    printf("RESULT sent=%lld errors=%lld seconds=%.3f rate=%.0f behind_max_us=%lld bytes=%zu cpu=%.2f\n",
+           sent, errors, secs, sent / secs, (long long)(behind_max / 1000), t.len, cpu / secs);
     for (int i = 0; i < n_socks; i++)
         close(fds[i]);
     return 0;
