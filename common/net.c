@@ -67,7 +67,13 @@ int net_bind(const char *addr, int type, int reuseport, char *err, size_t errlen
         snprintf(err, errlen, "%s: socket: %s", addr, strerror(errno));
         return -1;
     }
-    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    /*
+     * TCP: rebind at once over connections in TIME_WAIT. Not UDP, where
+     * SO_REUSEADDR lets two processes bind the same address and silently
+     * split its datagrams (perf/udp found a gateway sharing a port this way).
+     */
+    if (type == SOCK_STREAM)
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
     if (reuseport && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0) {
         snprintf(err, errlen, "%s: SO_REUSEPORT: %s", addr, strerror(errno));
         goto fail;

@@ -1,6 +1,7 @@
 """The two programs as an operator meets them: settings, --help, bad settings, a clean stop."""
 import os
 import signal
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -86,3 +87,29 @@ def test_starts_reaches_kafka_and_stops_cleanly(prog, sig, stack_env):
         if p.poll() is None:
             p.kill()
             p.wait()
+
+
+@pytest.mark.parametrize("flag,kind,opts", [
+    ("--http-addr", socket.SOCK_STREAM, [socket.SO_REUSEADDR]),
+    ("--udp-addr", socket.SOCK_DGRAM, []),
+    # SO_REUSEADDR on UDP would let a second process bind the port and split its datagrams.
+    ("--udp-addr", socket.SOCK_DGRAM, [socket.SO_REUSEADDR]),
+    ("--udp-addr", socket.SOCK_DGRAM, [socket.SO_REUSEADDR, socket.SO_REUSEPORT]),
+    ("--admin-addr", socket.SOCK_STREAM, []),
+])
+def test_a_port_another_process_holds_is_an_error(flag, kind, opts, stack_env):
+    with socket.socket(socket.AF_INET, kind) as held:
+        for o in opts:
+            held.setsockopt(socket.SOL_SOCKET, o, 1)
+        held.bind(("127.0.0.1", 0))
+        if kind == socket.SOCK_STREAM:
+            held.listen()
+        addr = f"127.0.0.1:{held.getsockname()[1]}"
+        flags = {"--http-addr": "127.0.0.1:0", "--udp-addr": "127.0.0.1:0", "--admin-addr": "127.0.0.1:0",
+                 "--grpc-addr": "127.0.0.1:0"}
+        flags[flag] = addr
+        listeners = [f"{k}={v}" for k, v in flags.items() if k != "--grpc-addr" or "--grpc-addr=" in run(
+            "gateway", "--help").stdout]
+        r = run("gateway", *listeners, f"--kafka-bootstrap={stack_env['INGEST_KAFKA_BOOTSTRAP']}")
+        assert r.returncode != 0
+        assert flag in r.stderr and "in use" in r.stderr, r.stderr
