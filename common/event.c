@@ -426,6 +426,13 @@ event *event_batch_add(event_batch *b)
     return &b->ev[b->n++];
 }
 
+void event_batch_reset(event_batch *b)
+{
+    for (size_t i = 0; i < b->n; i++)
+        event_clear(&b->ev[i]);
+    b->n = 0;
+}
+
 void event_batch_clear(event_batch *b)
 {
     for (size_t i = 0; i < b->n; i++)

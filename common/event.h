@@ -136,5 +136,6 @@ void event_batch_init(event_batch *b);
 /* Append a fresh initialized event; NULL on -ENOMEM. */
 event *event_batch_add(event_batch *b);
 void event_batch_clear(event_batch *b); /* clears every event, keeps nothing */
+void event_batch_reset(event_batch *b); /* clears every event, keeps the array for the next request */
 
 #endif

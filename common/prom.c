@@ -36,14 +36,19 @@ void prom_sample_f64(struct evbuffer *out, const char *name, const char *labels,
         evbuffer_add_printf(out, "%s %.9g\n", name, v);
 }
 
-void prom_histogram_observe(prom_histogram *h, uint64_t ns)
+void prom_histogram_observe_n(prom_histogram *h, uint64_t ns, uint64_t n)
 {
     int i = 0;
 
     while (i < PROM_LATENCY_BUCKETS && ns > bucket_ns[i])
         i++;
-    atomic_fetch_add_explicit(&h->bucket[i], 1, memory_order_relaxed);
-    atomic_fetch_add_explicit(&h->sum_ns, ns, memory_order_relaxed);
+    atomic_fetch_add_explicit(&h->bucket[i], n, memory_order_relaxed);
+    atomic_fetch_add_explicit(&h->sum_ns, ns * n, memory_order_relaxed);
+}
+
+void prom_histogram_observe(prom_histogram *h, uint64_t ns)
+{
+    prom_histogram_observe_n(h, ns, 1);
 }
 
 void prom_histogram_write(struct evbuffer *out, const char *name, const char *labels, const prom_histogram *h)

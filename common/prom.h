@@ -35,6 +35,8 @@ typedef struct prom_histogram {
 
 /* Zeroed memory is an empty histogram. Record one duration (any thread). */
 void prom_histogram_observe(prom_histogram *h, uint64_t ns);
+/* n observations of the same duration at once (a batch handled together). */
+void prom_histogram_observe_n(prom_histogram *h, uint64_t ns, uint64_t n);
 
 /* Its _bucket, _sum and _count samples (cumulative buckets, as Prometheus wants). */
 void prom_histogram_write(struct evbuffer *out, const char *name, const char *labels,

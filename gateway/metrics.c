@@ -48,11 +48,16 @@ int gw_reason_is_drop(gw_reason r)
            r == GW_R_kafka_error || r == GW_R_internal;
 }
 
+void gateway_metrics_requests(gateway_metrics *m, gw_protocol p, uint64_t started_ns, size_t n)
+{
+    atomic_fetch_add_explicit(&m->requests[p], n, memory_order_relaxed);
+    if (started_ns)
+        prom_histogram_observe_n(&m->latency[p], prom_now_ns() - started_ns, n);
+}
+
 void gateway_metrics_request(gateway_metrics *m, gw_protocol p, uint64_t started_ns)
 {
-    atomic_fetch_add_explicit(&m->requests[p], 1, memory_order_relaxed);
-    if (started_ns)
-        prom_histogram_observe(&m->latency[p], prom_now_ns() - started_ns);
+    gateway_metrics_requests(m, p, started_ns, 1);
 }
 
 void gateway_metrics_events(gateway_metrics *m, gw_protocol p, size_t n)

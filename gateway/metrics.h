@@ -61,6 +61,8 @@ int gw_reason_is_drop(gw_reason r);
 
 /* One request answered or handled; started_ns from prom_now_ns() (0: no latency sample). */
 void gateway_metrics_request(gateway_metrics *m, gw_protocol p, uint64_t started_ns);
+/* n requests handled together, all started at started_ns. */
+void gateway_metrics_requests(gateway_metrics *m, gw_protocol p, uint64_t started_ns, size_t n);
 /* n events of one request went into the queue. */
 void gateway_metrics_events(gateway_metrics *m, gw_protocol p, size_t n);
 /* One request refused, with its error code. */

@@ -76,70 +76,153 @@ static int64_t now_ns(void)
     return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
 }
 
-/* One datagram: parse, validate all, queue all or none. */
-static void handle(udp_front *u, const unsigned char *buf, size_t len, const char *peer)
+/*
+ * One receive thread's scratch, reused from batch to batch so the steady
+ * state allocates only what travels on (the messages).
+ */
+typedef struct udp_work {
+    event_batch b;      /* one datagram's events */
+    produce_msg **msgs; /* this recvmmsg batch's messages, datagram after datagram */
+    size_t n_msgs, cap_msgs;
+    size_t first[UDP_BATCH + 1];  /* datagram k's messages are msgs[first[k] .. first[k + 1]) */
+    const char *peer[UDP_BATCH];  /* for the log of a datagram dropped at the queue */
+    int n_dgrams;                 /* datagrams with messages waiting in msgs */
+    struct sockaddr_storage last; /* the peer formatted last, and how */
+    socklen_t last_len;
+    char last_peer[64];
+    char peers[UDP_BATCH][64];
+} udp_work;
+
+static int reserve(udp_work *w, size_t more)
+{
+    if (w->n_msgs + more <= w->cap_msgs)
+        return 0;
+    size_t cap = w->cap_msgs ? w->cap_msgs : 64;
+    while (cap < w->n_msgs + more)
+        cap *= 2;
+    produce_msg **m = realloc(w->msgs, cap * sizeof(*m));
+    if (m == NULL)
+        return -ENOMEM;
+    w->msgs = m;
+    w->cap_msgs = cap;
+    return 0;
+}
+
+/*
+ * One datagram: parse and validate all its events, and make their messages
+ * (appended to w->msgs as datagram w->n_dgrams); any fault drops all of it.
+ */
+static void handle(udp_front *u, udp_work *w, const unsigned char *buf, size_t len, const char *peer,
+                   int64_t received)
 {
     gateway *gw = u->gw;
-    event_batch b;
+    event_batch *b = &w->b;
     event_error err;
-    produce_msg **msgs = NULL;
-    size_t n_msgs = 0, p = 0;
+    size_t p = 0, made = 0;
     int rc;
 
-    event_batch_init(&b);
-    memset(&err, 0, sizeof(err));
+    event_batch_reset(b);
     while (p < len && (buf[p] == ' ' || buf[p] == '\t' || buf[p] == '\r' || buf[p] == '\n'))
         p++;
     if (p == len) {
         drop(u, peer, "empty", "an empty datagram");
         return;
     }
+    err.code = NULL;
     if (buf[p] == '{') {
         /* One JSON event is NDJSON of one line. */
-        rc = json_parse_events((const char *)buf, len, JSON_FORM_NDJSON, &gw->lim, &b, &err);
+        rc = json_parse_events((const char *)buf, len, JSON_FORM_NDJSON, &gw->lim, b, &err);
     } else {
         Ingest__V1__CloudEvent *ce = ingest__v1__cloud_event__unpack(NULL, len, buf);
         if (ce == NULL) {
             rc = event_error_set(&err, "malformed_protobuf", -1, "",
                                  "not JSON, and not a protobuf CloudEvent");
         } else {
-            event *ev = event_batch_add(&b);
+            event *ev = event_batch_add(b);
             rc = ev ? event_from_proto(ce, ev, &gw->lim, &err) : -ENOMEM;
             ingest__v1__cloud_event__free_unpacked(ce, NULL);
         }
     }
-    for (size_t i = 0; rc == 0 && i < b.n; i++)
-        if ((rc = event_validate(&b.ev[i], &gw->lim, b.n > 1 ? (long)i : -1, &err)) == 0)
-            rc = event_assign_id(&b.ev[i]);
+    for (size_t i = 0; rc == 0 && i < b->n; i++)
+        if ((rc = event_validate(&b->ev[i], &gw->lim, b->n > 1 ? (long)i : -1, &err)) == 0)
+            rc = event_assign_id(&b->ev[i]);
     if (rc != 0) {
         drop(u, peer, rc == -ENOMEM ? "internal" : err.code, rc == -ENOMEM ? "out of memory" : err.message);
-        goto out;
+        return;
     }
-    if (queue_above_high_water(gw->q)) {
-        drop(u, peer, "overloaded", "the queue is above its high-water mark");
-        goto out;
-    }
-    if ((msgs = calloc(b.n, sizeof(*msgs))) == NULL)
+    if (reserve(w, b->n) != 0)
         goto oom;
-    int64_t received = now_ns();
-    for (; n_msgs < b.n; n_msgs++)
-        if ((msgs[n_msgs] = produce_msg_new(&b.ev[n_msgs], received, ENVELOPE_UDP, peer, gw->cfg->gateway_id,
-                                            NULL)) == NULL)
+    for (; made < b->n; made++)
+        if ((w->msgs[w->n_msgs + made] = produce_msg_new(&b->ev[made], received, ENVELOPE_UDP, peer,
+                                                         gw->cfg->gateway_id, NULL)) == NULL)
             goto oom;
-    if ((rc = queue_push_n(gw->q, (void *const *)msgs, n_msgs)) != 0) {
-        drop(u, peer, rc == -EPIPE ? "shutting_down" : "overloaded", "the queue is full");
-        goto out;
-    }
-    gateway_metrics_events(&gw->metrics, GW_UDP, n_msgs);
-    n_msgs = 0;
-    goto out;
+    w->peer[w->n_dgrams] = peer;
+    w->first[w->n_dgrams] = w->n_msgs;
+    w->n_msgs += made;
+    w->first[++w->n_dgrams] = w->n_msgs;
+    return;
 oom:
+    while (made > 0)
+        produce_msg_free(w->msgs[w->n_msgs + --made]);
     drop(u, peer, "internal", "out of memory");
-out:
-    for (size_t i = 0; i < n_msgs; i++)
-        produce_msg_free(msgs[i]);
-    free(msgs);
-    event_batch_clear(&b);
+}
+
+/* Datagrams [lo, hi) of the batch that the queue did not take: dropped, each under its reason. */
+static void refuse(udp_front *u, udp_work *w, int lo, int hi, int rc)
+{
+    for (int k = lo; k < hi; k++) {
+        for (size_t i = w->first[k]; i < w->first[k + 1]; i++)
+            produce_msg_free(w->msgs[i]);
+        drop(u, w->peer[k], rc == -EPIPE ? "shutting_down" : "overloaded",
+             rc == -EPIPE ? "the gateway is stopping" : "the queue is above its high-water mark");
+    }
+}
+
+/*
+ * Queue what the batch's datagrams made: one push (one lock, at most one
+ * producer wake-up) for the whole batch. Above the high-water mark nothing
+ * is taken; when the queue has room for some but not all, each datagram is
+ * tried alone, so a datagram is still all or nothing.
+ */
+static void flush(udp_front *u, udp_work *w)
+{
+    queue *q = u->gw->q;
+    int rc = -EAGAIN;
+
+    if (w->n_dgrams == 0)
+        return;
+    if (!queue_above_high_water(q))
+        rc = queue_push_n(q, (void *const *)w->msgs, w->n_msgs);
+    if (rc == 0) {
+        gateway_metrics_events(&u->gw->metrics, GW_UDP, w->n_msgs);
+    } else if (rc != -EPIPE && !queue_above_high_water(q)) {
+        /* -EAGAIN (no room for all) or -EINVAL (more than the whole queue holds) */
+        for (int k = 0; k < w->n_dgrams; k++) {
+            size_t n = w->first[k + 1] - w->first[k];
+            if (!queue_above_high_water(q) &&
+                (rc = queue_push_n(q, (void *const *)&w->msgs[w->first[k]], n)) == 0)
+                gateway_metrics_events(&u->gw->metrics, GW_UDP, n);
+            else
+                refuse(u, w, k, k + 1, rc == 0 ? -EAGAIN : rc);
+        }
+    } else {
+        refuse(u, w, 0, w->n_dgrams, rc);
+    }
+    w->n_msgs = 0;
+    w->n_dgrams = 0;
+}
+
+/* "ip:port" of a peer; a sender usually sends many datagrams from one socket, so the last is kept. */
+static const char *peer_name(udp_work *w, int k, const struct sockaddr_storage *sa, socklen_t len)
+{
+    if (len != w->last_len || memcmp(sa, &w->last, len) != 0) {
+        net_format((const struct sockaddr *)sa, w->last_peer, sizeof(w->last_peer));
+        memcpy(&w->last, sa, len);
+        w->last_len = len;
+    }
+    /* The log of a drop at the queue names it after later datagrams were formatted: each keeps a copy. */
+    memcpy(w->peers[k], w->last_peer, sizeof(w->peers[k]));
+    return w->peers[k];
 }
 
 static void *udp_main(void *arg)
@@ -150,14 +233,18 @@ static void *udp_main(void *arg)
     struct iovec iov[UDP_BATCH];
     struct sockaddr_storage peers[UDP_BATCH];
     unsigned char *bufs = malloc((size_t)UDP_BATCH * u->max_datagram);
-    char name[16], peer[64];
+    udp_work *w = calloc(1, sizeof(*w));
+    char name[16];
 
     snprintf(name, sizeof(name), "gw-udp-%d", t->index);
     pthread_setname_np(pthread_self(), name);
-    if (bufs == NULL) {
+    if (bufs == NULL || w == NULL) {
         LOG_ERROR("udp", "out of memory");
+        free(bufs);
+        free(w);
         return NULL;
     }
+    event_batch_init(&w->b);
     while (!atomic_load(&u->stop)) {
         for (int i = 0; i < UDP_BATCH; i++) {
             iov[i].iov_base = bufs + (size_t)i * u->max_datagram;
@@ -175,16 +262,21 @@ static void *udp_main(void *arg)
                 LOG_WARN("udp", "recvmmsg: %s", strerror(errno));
             continue;
         }
-        uint64_t received = prom_now_ns();
+        uint64_t started = prom_now_ns();
+        int64_t received = now_ns();
         for (int i = 0; i < n; i++) {
-            net_format((struct sockaddr *)&peers[i], peer, sizeof(peer));
+            const char *peer = peer_name(w, i, &peers[i], msgs[i].msg_hdr.msg_namelen);
             if (msgs[i].msg_hdr.msg_flags & MSG_TRUNC)
                 drop(u, peer, "truncated", "larger than --udp-max-datagram");
             else
-                handle(u, iov[i].iov_base, msgs[i].msg_len, peer);
-            gateway_metrics_request(&u->gw->metrics, GW_UDP, received);
+                handle(u, w, iov[i].iov_base, msgs[i].msg_len, peer, received);
         }
+        flush(u, w);
+        gateway_metrics_requests(&u->gw->metrics, GW_UDP, started, (size_t)n);
     }
+    event_batch_clear(&w->b);
+    free(w->msgs);
+    free(w);
     free(bufs);
     return NULL;
 }
