@@ -26,6 +26,15 @@ static const config_entry entries[] = {
     {"udp-rcvbuf", CONFIG_BYTES, "4MiB", OFF(udp_rcvbuf),
      "Socket receive buffer of each UDP socket (the kernel caps it at net.core.rmem_max)", 4096, 1073741824,
      NULL},
+    {"grpc-addr", CONFIG_STRING, "0.0.0.0:50051", OFF(grpc_addr),
+     "gRPC listen address (host:port, [ipv6]:port)", 0, 0, NULL},
+    /*
+     * Two: a thread that parses, validates and encodes a 10,000-event batch
+     * (milliseconds) leaves the other polling, so other calls' acks and
+     * small requests are not held up behind it; each call has its own lock.
+     */
+    {"grpc-threads", CONFIG_INT, "2", OFF(grpc_threads),
+     "gRPC completion-queue threads (calls are parsed and answered on them)", 1, 64, NULL},
     {"producer-threads", CONFIG_INT, "1", OFF(producer_threads),
      "Threads handing queued events to librdkafka", 1, 64, NULL},
     {"max-event-bytes", CONFIG_BYTES, "1MiB", OFF(max_event_bytes), "Largest event, attributes and data", 64,
