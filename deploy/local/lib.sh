@@ -13,6 +13,7 @@
 #   .local/kafka/data/  the KRaft broker's storage (formatted once)
 #   .local/pg/data/     the throw-away Postgres cluster (owned by postgres)
 #   .local/venv/        Python virtualenv for tests/integration
+#   .local/bin/grpcurl  gRPC command-line client for tests/integration
 #
 # Knobs, all optional:
 #   INGEST_LOCAL_KAFKA_PORT (9092), INGEST_LOCAL_KAFKA_CONTROLLER_PORT (9093),
@@ -99,6 +100,29 @@ ensure_packages() {
 	export DEBIAN_FRONTEND=noninteractive
 	apt-get update -qq
 	apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+# grpcurl, the independent gRPC client of tests/integration/test_grpc.py:
+# built by `go install` from the Go module proxy into .local/bin, at the
+# version pinned here (rebuilt only when it changes). Needs Go on the
+# machine (PATH or /usr/local/go); Debian's golang-go is too old for it.
+GRPCURL_VERSION=v1.9.4
+GRPCURL_BIN=$LOCAL_DIR/bin/grpcurl
+
+ensure_grpcurl() {
+	local go
+	if [[ -x "$GRPCURL_BIN" && "$(cat "$GRPCURL_BIN.version" 2>/dev/null)" == "$GRPCURL_VERSION" ]]; then
+		return 0
+	fi
+	go=$(command -v go || true)
+	if [[ -z "$go" && -x /usr/local/go/bin/go ]]; then
+		go=/usr/local/go/bin/go
+	fi
+	[[ -n "$go" ]] || die "grpcurl is built with go install, and there is no go on PATH or in /usr/local/go"
+	log "installing grpcurl $GRPCURL_VERSION into .local/bin (go install)"
+	mkdir -p "$LOCAL_DIR/bin"
+	GOBIN="$LOCAL_DIR/bin" "$go" install "github.com/fullstorydev/grpcurl/cmd/grpcurl@$GRPCURL_VERSION"
+	printf '%s\n' "$GRPCURL_VERSION" >"$GRPCURL_BIN.version"
 }
 
 java_bin() {
