@@ -1066,6 +1066,13 @@ grpc_front *grpc_front_start(gateway *gw, const char *addr, int threads, char *e
             goto fail;
         }
     }
+    /* ":port" means every address, as for HTTP and UDP; the core's resolver wants a host: "[::]" is both
+     * families. */
+    char any[64];
+    if (addr[0] == ':' && strlen(addr) < sizeof(any) - 4) {
+        snprintf(any, sizeof(any), "[::]%s", addr);
+        addr = any;
+    }
     grpc_server_credentials *creds = grpc_insecure_server_credentials_create();
     int port = grpc_server_add_http2_port(g->server, addr, creds);
     grpc_server_credentials_release(creds);

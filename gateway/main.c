@@ -115,6 +115,11 @@ int main(int argc, char **argv)
         status = 2;
         goto out;
     }
+    if (net_parse_addr(cfg.grpc_addr, &ss, &sslen, errbuf, sizeof(errbuf)) != 0) {
+        fprintf(stderr, "gateway: --grpc-addr %s\n", errbuf);
+        status = 2;
+        goto out;
+    }
     if (cfg.gateway_id[0] == '\0') {
         app_hostname(host, sizeof(host));
         free(cfg.gateway_id);

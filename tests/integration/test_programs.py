@@ -38,6 +38,8 @@ def test_help_lists_every_setting_with_env_and_default(prog):
     ("gateway", ["--log-level=loud"], {}, "--log-level: 'loud' is not one of"),
     ("gateway", ["--bogus"], {}, "unknown setting '--bogus'"),
     ("gateway", ["--http-addr=nonsense"], {}, "--http-addr 'nonsense' is not host:port"),
+    ("gateway", ["--grpc-addr=nonsense"], {}, "--grpc-addr 'nonsense' is not host:port"),
+    ("gateway", ["--grpc-threads=0"], {}, "--grpc-threads: 0 is out of range"),
     ("gateway", ["--max-event-bytes=2MiB", "--max-request-bytes=1MiB"], {}, "--max-event-bytes (2097152) must not exceed"),
     ("gateway", ["--default-ack=maybe"], {}, "--default-ack: 'maybe' is not one of: committed accepted"),
     ("sink", ["--log-format=xml"], {}, "--log-format: 'xml' is not one of"),
