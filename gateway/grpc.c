@@ -521,8 +521,58 @@ static void push_held(gcall *c)
     c->held_ack = NULL;
 }
 
-/* One PublishRequest (unary, or a stream's next): parse, validate, queue. Under the call's lock. */
-static void handle_request(gcall *c, const uint8_t *data, size_t len)
+/*
+ * One PublishRequest made ready to queue: parsed, validated, encoded. That
+ * is the costly part (milliseconds for a big batch), so a stream does it
+ * without its lock, and the delivery reports of its earlier requests,
+ * which take that lock on librdkafka's one thread, are not held up.
+ */
+typedef struct prepared {
+    int refused; /* the call ends with code and msg */
+    grpc_status_code code;
+    char msg[300];
+    gack *a;            /* the ack with its response; NULL when refused */
+    produce_msg **msgs; /* NULL: nothing to queue (a stream's refused or empty request) */
+    size_t n;
+    int committed;
+} prepared;
+
+static void refuse(prepared *p, grpc_status_code code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void refuse(prepared *p, grpc_status_code code, const char *fmt, ...)
+{
+    va_list ap;
+
+    p->refused = 1;
+    p->code = code;
+    va_start(ap, fmt);
+    vsnprintf(p->msg, sizeof(p->msg), fmt, ap);
+    va_end(ap);
+}
+
+/* Let go of what was prepared and not queued. */
+static void prepared_drop(prepared *p)
+{
+    for (size_t i = 0; p->msgs && i < p->n; i++)
+        produce_msg_free(p->msgs[i]);
+    free(p->msgs);
+    p->msgs = NULL;
+    p->n = 0;
+    if (p->a) {
+        if (p->a->wait) {
+            /* Never queued: no report will come for it. */
+            ack_wait_free(p->a->wait);
+            p->a->wait = NULL;
+            ack_unref(p->a);
+        }
+        ack_unref(p->a);
+        p->a = NULL;
+    }
+}
+
+/* Parse, validate, encode. Reads only what does not change after the call started: no lock needed. */
+static void prepare(gcall *c, const uint8_t *data, size_t len, prepared *p)
 {
     grpc_front *g = c->g;
     const gateway_config *cfg = g->gw->cfg;
@@ -531,138 +581,155 @@ static void handle_request(gcall *c, const uint8_t *data, size_t len)
     event_batch batch;
     grpc_event_errors errs;
     event_error req_err;
-    produce_msg **msgs = NULL;
-    size_t n_msgs = 0;
-    gack *a = NULL;
-    int committed = 1, rc;
+    int rc;
 
+    memset(p, 0, sizeof(*p));
+    p->committed = 1;
     event_batch_init(&batch);
     memset(&errs, 0, sizeof(errs));
     memset(&req_err, 0, sizeof(req_err));
     if (unary && queue_above_high_water(g->gw->q)) {
         /* Admission before parsing: an overloaded gateway should not spend CPU on what it will refuse. */
-        set_final(c, GRPC_STATUS_RESOURCE_EXHAUSTED,
-                  "overloaded: the gateway's queue is above its high-water mark; retry later");
+        refuse(p, GRPC_STATUS_RESOURCE_EXHAUSTED,
+               "overloaded: the gateway's queue is above its high-water mark; retry later");
         goto out;
     }
     if ((req = ingest__v1__publish_request__unpack(NULL, len, data)) == NULL) {
-        set_final(c, GRPC_STATUS_INVALID_ARGUMENT,
-                  "malformed: the message is not an ingest.v1.PublishRequest");
+        refuse(p, GRPC_STATUS_INVALID_ARGUMENT, "malformed: the message is not an ingest.v1.PublishRequest");
         goto out;
     }
     switch (req->ack) {
     case INGEST__V1__ACK_LEVEL__ACK_LEVEL_UNSPECIFIED:
-        committed = strcasecmp(cfg->default_ack, "accepted") != 0;
+        p->committed = strcasecmp(cfg->default_ack, "accepted") != 0;
         break;
-    case INGEST__V1__ACK_LEVEL__ACK_LEVEL_COMMITTED: committed = 1; break;
-    case INGEST__V1__ACK_LEVEL__ACK_LEVEL_ACCEPTED: committed = 0; break;
-    default:
-        set_final(c, GRPC_STATUS_INVALID_ARGUMENT, "ack: %d is not an AckLevel", (int)req->ack);
-        goto out;
+    case INGEST__V1__ACK_LEVEL__ACK_LEVEL_COMMITTED: p->committed = 1; break;
+    case INGEST__V1__ACK_LEVEL__ACK_LEVEL_ACCEPTED: p->committed = 0; break;
+    default: refuse(p, GRPC_STATUS_INVALID_ARGUMENT, "ack: %d is not an AckLevel", (int)req->ack); goto out;
     }
 
     rc = grpc_prot_events(req, &g->gw->lim, &batch, &errs, &req_err);
     if (rc == -ENOMEM)
         goto oom;
     if (rc != 0 && errs.n == 0) {
-        set_final(c, GRPC_STATUS_INVALID_ARGUMENT, "%s: %s", req_err.code, req_err.message);
+        refuse(p, GRPC_STATUS_INVALID_ARGUMENT, "%s: %s", req_err.code, req_err.message);
         goto out;
     }
     if (rc != 0 && unary) {
-        /* The first bad event names the call's status; all of them are in the message's count. */
-        set_final(c, GRPC_STATUS_INVALID_ARGUMENT, "%s: event %u: %s%s", errs.e[0].code, errs.e[0].index,
-                  errs.e[0].message, errs.n > 1 ? " (and other events)" : "");
+        /* The first bad event names the call's status. */
+        refuse(p, GRPC_STATUS_INVALID_ARGUMENT, "%s: event %u: %s%s", errs.e[0].code, errs.e[0].index,
+               errs.e[0].message, errs.n > 1 ? " (and other events)" : "");
         goto out;
     }
     if (rc == 0 && batch.n == 0 && unary) {
-        set_final(c, GRPC_STATUS_INVALID_ARGUMENT, "%s: the request holds no event", EVENT_ERR_INVALID);
+        refuse(p, GRPC_STATUS_INVALID_ARGUMENT, "%s: the request holds no event", EVENT_ERR_INVALID);
         goto out;
     }
-    if ((a = ack_new(c, req->seq)) == NULL)
+    if ((p->a = ack_new(c, req->seq)) == NULL)
         goto oom;
     if (rc != 0 || batch.n == 0) {
         /* A stream's refused request (or an empty one): acknowledged in its turn, with what is wrong. */
-        if (grpc_prot_response(req->seq, NULL, rc ? &errs : NULL, &a->resp, &a->resp_len) != 0)
+        if (grpc_prot_response(req->seq, NULL, rc ? &errs : NULL, &p->a->resp, &p->a->resp_len) != 0)
             goto oom;
-        grpc_ack_fifo_push(&c->acks, &a->a);
-        a = NULL;
         goto out;
     }
-    if (grpc_prot_response(req->seq, &batch, NULL, &a->resp, &a->resp_len) != 0)
+    if (grpc_prot_response(req->seq, &batch, NULL, &p->a->resp, &p->a->resp_len) != 0)
         goto oom;
-    if ((msgs = calloc(batch.n, sizeof(*msgs))) == NULL)
+    if ((p->msgs = calloc(batch.n, sizeof(*p->msgs))) == NULL)
         goto oom;
-    if (committed) {
-        if ((a->wait = ack_wait_new((unsigned)batch.n, NULL, on_delivered, a)) == NULL)
+    if (p->committed) {
+        if ((p->a->wait = ack_wait_new((unsigned)batch.n, NULL, on_delivered, p->a)) == NULL)
             goto oom;
-        atomic_fetch_add(&a->refs, 1);
+        atomic_fetch_add(&p->a->refs, 1);
     }
     int64_t received = now_ns();
-    for (; n_msgs < batch.n; n_msgs++)
-        if ((msgs[n_msgs] = produce_msg_new(&batch.ev[n_msgs], received, ENVELOPE_GRPC, c->peer,
-                                            cfg->gateway_id, a->wait)) == NULL)
+    for (; p->n < batch.n; p->n++)
+        if ((p->msgs[p->n] = produce_msg_new(&batch.ev[p->n], received, ENVELOPE_GRPC, c->peer,
+                                             cfg->gateway_id, p->a->wait)) == NULL)
             goto oom;
-
-    rc = queue_push_n(g->gw->q, (void *const *)msgs, n_msgs);
-    if (rc == -EAGAIN && !unary) {
-        /* Read while there was room, and others took it meanwhile: hold it, read nothing more until it fits.
-         */
-        c->held = msgs;
-        c->held_n = n_msgs;
-        c->held_ack = a;
-        c->held_committed = committed;
-        msgs = NULL;
-        n_msgs = 0;
-        a = NULL;
-        park(c);
-        goto out;
-    }
-    if (rc == -EAGAIN || rc == -EINVAL) {
-        set_final(c, GRPC_STATUS_RESOURCE_EXHAUSTED, "overloaded: the gateway's queue is full; retry later");
-        goto out;
-    }
-    if (rc != 0) {
-        set_final(c, GRPC_STATUS_UNAVAILABLE, "the gateway is shutting down");
-        goto out;
-    }
-    free(msgs);
-    msgs = NULL;
-    n_msgs = 0;
-    queued(c, a, committed); /* a report may come at once: on_delivered waits for this call's lock */
-    a = NULL;
     goto out;
 
 oom:
-    set_final(c, GRPC_STATUS_INTERNAL, "out of memory");
+    prepared_drop(p);
+    refuse(p, GRPC_STATUS_INTERNAL, "out of memory");
 out:
-    for (size_t i = 0; i < n_msgs; i++)
-        produce_msg_free(msgs[i]);
-    free(msgs);
-    if (a) {
-        if (a->wait) {
-            ack_wait_free(a->wait);
-            a->wait = NULL;
-            ack_unref(a);
-        }
-        ack_unref(a);
-    }
     if (req)
         ingest__v1__publish_request__free_unpacked(req, NULL);
     grpc_event_errors_clear(&errs);
     event_batch_clear(&batch);
 }
 
-static void read_buffer(grpc_byte_buffer *bb, void (*fn)(gcall *, const uint8_t *, size_t), gcall *c)
+/* Queue what was prepared, and give its ack its place. Under the call's lock. */
+static void commit(gcall *c, prepared *p)
+{
+    grpc_front *g = c->g;
+    int rc;
+
+    if (p->refused) {
+        set_final(c, p->code, "%s", p->msg);
+        return;
+    }
+    if (c->close_done || c->final_set) {
+        /* The call is ending (cancelled, stopping, an earlier failure): not taken, not acknowledged. */
+        prepared_drop(p);
+        return;
+    }
+    if (p->msgs == NULL) {
+        grpc_ack_fifo_push(&c->acks, &p->a->a);
+        p->a = NULL;
+        return;
+    }
+    rc = queue_push_n(g->gw->q, (void *const *)p->msgs, p->n);
+    if (rc == -EAGAIN && c->m == M_STREAM) {
+        /* Read while there was room, and others took it meanwhile: hold it, read nothing more until it fits.
+         */
+        c->held = p->msgs;
+        c->held_n = p->n;
+        c->held_ack = p->a;
+        c->held_committed = p->committed;
+        p->msgs = NULL;
+        p->n = 0;
+        p->a = NULL;
+        park(c);
+        return;
+    }
+    if (rc != 0) {
+        if (rc == -EPIPE)
+            set_final(c, GRPC_STATUS_UNAVAILABLE, "the gateway is shutting down");
+        else
+            set_final(c, GRPC_STATUS_RESOURCE_EXHAUSTED,
+                      "overloaded: the gateway's queue is full; retry later");
+        prepared_drop(p);
+        return;
+    }
+    free(p->msgs);
+    p->msgs = NULL;
+    p->n = 0;
+    queued(c, p->a, p->committed); /* a report may come at once: on_delivered waits for this call's lock */
+    p->a = NULL;
+}
+
+/* The bytes of a received message, in one slice the caller unrefs. */
+static int message_bytes(grpc_byte_buffer *bb, grpc_slice *out)
 {
     grpc_byte_buffer_reader r;
 
-    if (!grpc_byte_buffer_reader_init(&r, bb)) {
-        set_final(c, GRPC_STATUS_INTERNAL, "cannot read the message");
+    if (!grpc_byte_buffer_reader_init(&r, bb))
+        return -1;
+    *out = grpc_byte_buffer_reader_readall(&r);
+    grpc_byte_buffer_reader_destroy(&r);
+    return 0;
+}
+
+static void prepare_message(gcall *c, grpc_byte_buffer *bb, prepared *p)
+{
+    grpc_slice s;
+
+    if (message_bytes(bb, &s) != 0) {
+        memset(p, 0, sizeof(*p));
+        refuse(p, GRPC_STATUS_INTERNAL, "cannot read the message");
         return;
     }
-    grpc_slice s = grpc_byte_buffer_reader_readall(&r);
-    grpc_byte_buffer_reader_destroy(&r);
-    fn(c, GRPC_SLICE_START_PTR(s), GRPC_SLICE_LENGTH(s));
+    prepare(c, GRPC_SLICE_START_PTR(s), GRPC_SLICE_LENGTH(s), p);
     grpc_slice_unref(s);
 }
 
@@ -845,10 +912,13 @@ static void on_new(gcall *c, int success)
     case M_HEALTH:
         /* Health needs no token: probes carry none. */
         c->read_closed = 1;
-        if (c->payload == NULL)
+        grpc_slice hs;
+        if (c->payload == NULL || message_bytes(c->payload, &hs) != 0) {
             set_final(c, GRPC_STATUS_INVALID_ARGUMENT, "no request message");
-        else
-            read_buffer(c->payload, handle_health, c);
+        } else {
+            handle_health(c, GRPC_SLICE_START_PTR(hs), GRPC_SLICE_LENGTH(hs));
+            grpc_slice_unref(hs);
+        }
         break;
     case M_PUBLISH:
     case M_STREAM:
@@ -862,10 +932,14 @@ static void on_new(gcall *c, int success)
             set_final(c, GRPC_STATUS_UNAVAILABLE, "the gateway is shutting down");
         } else if (c->m == M_PUBLISH) {
             c->read_closed = 1;
-            if (c->payload == NULL)
+            if (c->payload == NULL) {
                 set_final(c, GRPC_STATUS_INVALID_ARGUMENT, "no request message");
-            else
-                read_buffer(c->payload, handle_request, c);
+            } else {
+                /* Under the lock: nothing else can want this call yet. */
+                prepared p;
+                prepare_message(c, c->payload, &p);
+                commit(c, &p);
+            }
         }
         break;
     default: break;
@@ -879,37 +953,60 @@ static void on_new(gcall *c, int success)
     call_unref(c);
 }
 
+/*
+ * A stream's read completed. The request is prepared without the call's
+ * lock; the read stays counted in `ops` (and `reading` set) meanwhile, so
+ * the call can neither finish nor start another read before commit().
+ */
+static void on_read(gcall *c, int success)
+{
+    grpc_byte_buffer *msg;
+    prepared p;
+
+    pthread_mutex_lock(&c->lock);
+    msg = success ? c->recv : NULL;
+    if (c->recv && msg == NULL)
+        grpc_byte_buffer_destroy(c->recv);
+    c->recv = NULL;
+    pthread_mutex_unlock(&c->lock);
+
+    if (msg) {
+        prepare_message(c, msg, &p);
+        grpc_byte_buffer_destroy(msg);
+    }
+
+    pthread_mutex_lock(&c->lock);
+    c->ops--;
+    c->reading = 0;
+    if (msg)
+        commit(c, &p);
+    else
+        c->read_closed = 1; /* the client's half-close, or the call's end */
+    pump(c);
+    maybe_finish(c);
+    pthread_mutex_unlock(&c->lock);
+}
+
 static void on_op(op *o, int success)
 {
     gcall *c = o->call;
 
     call_ref(c);
+    if (o->kind == OP_READ) {
+        on_read(c, success);
+        call_unref(c);
+        return;
+    }
     pthread_mutex_lock(&c->lock);
     c->ops--;
-    switch (o->kind) {
-    case OP_CLOSE:
+    if (o->kind == OP_CLOSE) {
         c->close_done = 1;
         if (c->cancelled)
             LOG_DEBUG("grpc", "%s peer=%s: cancelled (by the client, a deadline or a disconnect)",
                       method_paths[c->m] ? method_paths[c->m] : "?", c->peer);
-        break;
-    case OP_READ:
-        c->reading = 0;
-        if (success && c->recv) {
-            read_buffer(c->recv, handle_request, c);
-        } else {
-            c->read_closed = 1; /* the client's half-close, or the call's end */
-        }
-        if (c->recv) {
-            grpc_byte_buffer_destroy(c->recv);
-            c->recv = NULL;
-        }
-        break;
-    case OP_WRITE:
-        c->writing = 0;
+    } else if (o->kind == OP_WRITE) {
         /* A failed write: the call is going; RECV_CLOSE tells the rest. */
-        break;
-    default: break;
+        c->writing = 0;
     }
     pump(c);
     maybe_finish(c);
