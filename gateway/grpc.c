@@ -447,9 +447,10 @@ static void pump(gcall *c)
             int last = c->acks.n == 0 && c->held_ack == NULL && (c->read_closed || c->final_set);
             start_write(c, a->resp, a->resp_len, 1, last);
             ack_unref(a);
-            return;
-        }
-        if (c->acks.n == 0 && c->held_ack == NULL && (c->final_set || c->read_closed)) {
+            if (last)
+                return;
+            /* And read on meanwhile: reads and writes overlap, one of each. */
+        } else if (c->acks.n == 0 && c->held_ack == NULL && (c->final_set || c->read_closed)) {
             start_write(c, NULL, 0, 0, 1);
             return;
         }
