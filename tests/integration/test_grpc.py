@@ -351,6 +351,13 @@ def test_limits_too_many_events_too_large_event_and_message(auth_gw, pb):
         with pytest.raises(grpc.RpcError) as ei:
             stub.Publish(request(pb, [ce(pb, binary_data=b"x" * 10000)] * 8), timeout=10, metadata=md)
         assert ei.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        # gzip-compressed: the decoded size is what counts.
+        small = request(pb, [ce(pb, binary_data=b"x" * 10000)] * 4)
+        assert stub.Publish(small, timeout=10, metadata=md, compression=grpc.Compression.Gzip).accepted == 4
+        with pytest.raises(grpc.RpcError) as ei:
+            stub.Publish(request(pb, [ce(pb, binary_data=b"x" * 10000)] * 8), timeout=10, metadata=md,
+                         compression=grpc.Compression.Gzip)
+        assert ei.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
         # The gateway goes on serving.
         assert stub.Publish(request(pb, [ce(pb)]), timeout=10, metadata=md).accepted == 1
 
