@@ -687,6 +687,8 @@ static void commit(gcall *c, prepared *p)
         c->held_n = p->n;
         c->held_ack = p->a;
         c->held_committed = p->committed;
+        LOG_DEBUG("grpc", "stream peer=%s: seq %llu held, the queue has no room for its %zu events yet",
+                  c->peer, (unsigned long long)p->a->a.seq, p->n);
         p->msgs = NULL;
         p->n = 0;
         p->a = NULL;
