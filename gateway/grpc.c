@@ -762,15 +762,18 @@ static void handle_health(gcall *c, const uint8_t *data, size_t len)
     grpc__health__v1__health_check_request__free_unpacked(req, NULL);
 }
 
-/* Whether the call's metadata carries `authorization: Bearer <token>`. */
-static int authorized(gcall *c, const char *token)
+/* 0 when the call's metadata carries `authorization: Bearer <token>`; -ENOENT without one; -EACCES when
+ * wrong. */
+static int auth_check(gcall *c, const char *token)
 {
     for (size_t i = 0; i < c->md.count; i++) {
         grpc_slice k = c->md.metadata[i].key, v = c->md.metadata[i].value;
         if (GRPC_SLICE_LENGTH(k) == 13 && memcmp(GRPC_SLICE_START_PTR(k), "authorization", 13) == 0)
-            return grpc_prot_bearer_ok((const char *)GRPC_SLICE_START_PTR(v), GRPC_SLICE_LENGTH(v), token);
+            return grpc_prot_bearer_ok((const char *)GRPC_SLICE_START_PTR(v), GRPC_SLICE_LENGTH(v), token)
+                       ? 0
+                       : -EACCES;
     }
-    return 0;
+    return -ENOENT;
 }
 
 /* --- call life ------------------------------------------------------------------------------------- */
@@ -862,9 +865,21 @@ static void on_new(gcall *c, int success)
     const gateway_config *cfg = g->gw->cfg;
     char *peer;
     grpc_op op;
+    int rc;
 
+    /* Counted live in the same breath as no longer armed: the close never sees both at 0 while this goes on.
+     */
     pthread_mutex_lock(&g->lock);
     g->armed--;
+    if (success) {
+        g->live++;
+        c->active = 1;
+        c->a_prev = NULL;
+        c->a_next = g->a_head;
+        if (g->a_head)
+            g->a_head->a_prev = c;
+        g->a_head = c;
+    }
     pthread_cond_broadcast(&g->change);
     pthread_mutex_unlock(&g->lock);
     if (!success) {
@@ -878,15 +893,6 @@ static void on_new(gcall *c, int success)
     call_ref(c);
     pthread_mutex_lock(&c->lock);
     c->started = 1;
-    pthread_mutex_lock(&g->lock);
-    g->live++;
-    c->active = 1;
-    c->a_prev = NULL;
-    c->a_next = g->a_head;
-    if (g->a_head)
-        g->a_head->a_prev = c;
-    g->a_head = c;
-    pthread_mutex_unlock(&g->lock);
 
     peer = grpc_call_get_peer(c->call);
     grpc_prot_peer(peer, c->peer, sizeof(c->peer));
@@ -925,11 +931,11 @@ static void on_new(gcall *c, int success)
         break;
     case M_PUBLISH:
     case M_STREAM:
-        if (cfg->auth_token[0] != '\0' && !authorized(c, cfg->auth_token)) {
+        if (cfg->auth_token[0] != '\0' && (rc = auth_check(c, cfg->auth_token)) != 0) {
             c->read_closed = 1;
-            set_final(c, GRPC_STATUS_UNAUTHENTICATED,
-                      "an authorization: Bearer token is required, and the one "
-                      "given (if any) is wrong");
+            set_final(c, GRPC_STATUS_UNAUTHENTICATED, "%s",
+                      rc == -ENOENT ? "metadata authorization: Bearer <token> is required"
+                                    : "the bearer token is wrong");
         } else if (atomic_load(&g->gw->stopping)) {
             c->read_closed = 1;
             set_final(c, GRPC_STATUS_UNAVAILABLE, "the gateway is shutting down");
@@ -938,7 +944,7 @@ static void on_new(gcall *c, int success)
             if (c->payload == NULL) {
                 set_final(c, GRPC_STATUS_INVALID_ARGUMENT, "no request message");
             } else {
-                /* Under the lock: nothing else can want this call yet. */
+                /* Under the lock: nothing but the stop can want this call yet, and it can wait. */
                 prepared p;
                 prepare_message(c, c->payload, &p);
                 commit(c, &p);

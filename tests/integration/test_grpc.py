@@ -318,6 +318,7 @@ def test_auth_missing_or_wrong_token_is_unauthenticated(auth_gw, pb, metadata):
         with pytest.raises(grpc.RpcError) as ei:
             stub.Publish(request(pb, [ce(pb)]), timeout=10, metadata=metadata)
         assert ei.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        assert ("required" if metadata is None else "wrong") in ei.value.details()
         with pytest.raises(grpc.RpcError) as ei:
             list(stub.PublishStream(iter([request(pb, [ce(pb)], seq=1)]), timeout=10, metadata=metadata))
         assert ei.value.code() == grpc.StatusCode.UNAUTHENTICATED
