@@ -668,3 +668,30 @@ def test_200_unruly_clients_leave_the_gateway_serving_without_growing(start_gate
     g.proc.send_signal(signal.SIGTERM)
     assert g.proc.wait(timeout=30) == 0
     assert "gRPC calls still open" not in g.log()
+
+
+# ---- the stack's own gateway -------------------------------------------------------
+
+def test_stack_gateway_grpc_end_to_end(grpc_target, events_topic, topic_reader, pb, health_pb2):
+    """The gateway deploy/local/up runs serves gRPC on the address .local/env gives (INGEST_GRPC_ADDR)."""
+    reader = topic_reader(events_topic)
+    mark = reader.mark()
+    eids = [f"it-{uuid.uuid4()}", f"it-{uuid.uuid4()}"]
+    with channel(grpc_target) as ch:
+        stub = pb.ingest_pb2_grpc.IngestStub(ch)
+        resp = stub.Publish(request(pb, [ce(pb, id=eids[0], source="/it/stack/grpc")], seq=1), timeout=30)
+        assert list(resp.ids) == eids[:1]
+        acks = list(stub.PublishStream(iter([request(pb, [ce(pb, id=eids[1], source="/it/stack/grpc")], seq=2)]),
+                                       timeout=30))
+        assert [(a.seq, list(a.ids)) for a in acks] == [(2, eids[1:])]
+    assert health_check(grpc_target, health_pb2).status == health_pb2.HealthCheckResponse.SERVING
+    # The stack's topic has several partitions and other writers: look for ours among what came since.
+    deadline = time.monotonic() + 20
+    found = {}
+    while len(found) < 2:
+        assert time.monotonic() < deadline, f"found only {sorted(found)} of {eids} on {events_topic}"
+        for rec in reader.read_since(mark, reader.count_since(mark)):
+            if rec.event.id in eids:
+                found[rec.event.id] = rec
+    assert all(r.envelope.protocol == pb.envelope_pb2.PROTOCOL_GRPC and r.event.source == "/it/stack/grpc"
+               for r in found.values())
