@@ -85,7 +85,7 @@ struct gcall {
     atomic_int refs;
 
     grpc_call *call;
-    gpr_timespec deadline;
+    gpr_timespec deadline; /* the core enforces it: past it, the call is cancelled and RECV_CLOSE says so */
     grpc_metadata_array md;
     grpc_call_details details; /* M_OTHER only */
     grpc_byte_buffer *payload; /* the unary request, read by the core */
@@ -94,7 +94,7 @@ struct gcall {
     op o_new, o_close, o_read, o_write;
     unsigned ops; /* batches in flight */
     unsigned close_done : 1, reading : 1, writing : 1, read_closed : 1, md_sent : 1, status_sent : 1,
-        finished : 1, started : 1;
+        finished : 1;
     char peer[128];
 
     grpc_ack_fifo acks;
@@ -892,7 +892,6 @@ static void on_new(gcall *c, int success)
 
     call_ref(c);
     pthread_mutex_lock(&c->lock);
-    c->started = 1;
 
     peer = grpc_call_get_peer(c->call);
     grpc_prot_peer(peer, c->peer, sizeof(c->peer));
