@@ -104,25 +104,24 @@ ensure_packages() {
 
 # grpcurl, the independent gRPC client of tests/integration/test_grpc.py:
 # built by `go install` from the Go module proxy into .local/bin, at the
-# version pinned here (rebuilt only when it changes). Needs Go on the
-# machine (PATH or /usr/local/go); Debian's golang-go is too old for it.
+# version pinned here (rebuilt only when the binary's module version
+# differs). Needs Go 1.25 or later on the machine (PATH or /usr/local/go;
+# Debian's golang-go is 1.19); GOTOOLCHAIN=local: no toolchain download.
 GRPCURL_VERSION=v1.9.4
 GRPCURL_BIN=$LOCAL_DIR/bin/grpcurl
 
 ensure_grpcurl() {
 	local go
-	if [[ -x "$GRPCURL_BIN" && "$(cat "$GRPCURL_BIN.version" 2>/dev/null)" == "$GRPCURL_VERSION" ]]; then
+	go=$(command -v go || echo /usr/local/go/bin/go)
+	[[ -x "$go" ]] || die "Go (1.25 or later) is needed to install grpcurl (go install)"
+	if "$go" version -m "$GRPCURL_BIN" 2>/dev/null |
+		grep -qP "^\tmod\tgithub\.com/fullstorydev/grpcurl\t\Q$GRPCURL_VERSION\E\t"; then
 		return 0
 	fi
-	go=$(command -v go || true)
-	if [[ -z "$go" && -x /usr/local/go/bin/go ]]; then
-		go=/usr/local/go/bin/go
-	fi
-	[[ -n "$go" ]] || die "grpcurl is built with go install, and there is no go on PATH or in /usr/local/go"
 	log "installing grpcurl $GRPCURL_VERSION into .local/bin (go install)"
 	mkdir -p "$LOCAL_DIR/bin"
-	GOBIN="$LOCAL_DIR/bin" "$go" install "github.com/fullstorydev/grpcurl/cmd/grpcurl@$GRPCURL_VERSION"
-	printf '%s\n' "$GRPCURL_VERSION" >"$GRPCURL_BIN.version"
+	GOBIN="$LOCAL_DIR/bin" GOTOOLCHAIN=local GOFLAGS="${GOFLAGS:-} -buildvcs=false" \
+		"$go" install "github.com/fullstorydev/grpcurl/cmd/grpcurl@$GRPCURL_VERSION"
 }
 
 java_bin() {
