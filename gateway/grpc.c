@@ -32,6 +32,7 @@
 #include <grpc/grpc_security.h>
 #include <grpc/slice.h>
 #include <grpc/support/alloc.h>
+#include <grpc/support/log.h>
 #include <grpc/support/time.h>
 
 #include "envelope.h"
@@ -1130,6 +1131,23 @@ static void *timer_main(void *arg)
 
 /* --- the front ------------------------------------------------------------------------------------- */
 
+/*
+ * The core's own log lines, in the gateway's format (GRPC_VERBOSITY still
+ * chooses which it writes: errors, by default). Its errors are warnings
+ * here: what matters to an operator the gateway reports itself (a port in
+ * use, a failed call).
+ */
+static void core_log(gpr_log_func_args *a)
+{
+    const char *file = a->file ? strrchr(a->file, '/') : NULL;
+
+    LOG_AT(a->severity == GPR_LOG_SEVERITY_ERROR ? LOG_LEVEL_WARN : LOG_LEVEL_DEBUG, "grpc-core", "%s:%d: %s",
+           file      ? file + 1
+           : a->file ? a->file
+                     : "?",
+           a->line, a->message ? a->message : "");
+}
+
 grpc_front *grpc_front_start(gateway *gw, const char *addr, int threads, char *err, size_t errlen)
 {
     grpc_front *g = calloc(1, sizeof(*g));
@@ -1141,6 +1159,7 @@ grpc_front *grpc_front_start(gateway *gw, const char *addr, int threads, char *e
         snprintf(err, errlen, "out of memory");
         return NULL;
     }
+    gpr_set_log_function(core_log);
     grpc_init();
     g->gw = gw;
     pthread_mutex_init(&g->lock, NULL);
