@@ -222,6 +222,53 @@ def test_stream_100_requests_of_100_events_acked_by_seq(stub, reader, pb):
     assert len({r.envelope.peer for r in recs}) == 1
 
 
+def test_many_concurrent_clients_unary_and_streams(ggw, reader, pb):
+    """50 clients of 20 committed Publish calls and 10 streams of 20 requests at once: every event acked once."""
+    run = uuid.uuid4().hex[:8]
+    errors, ids = [], []
+    lock = threading.Lock()
+
+    def unary_client(k):
+        try:
+            with channel(ggw.target) as ch:
+                stub = pb.ingest_pb2_grpc.IngestStub(ch)
+                for j in range(20):
+                    r = stub.Publish(request(pb, [ce(pb, source=f"/it/grpc/many/{run}/{k}")] * 10, seq=j),
+                                     timeout=60)
+                    assert r.seq == j and r.accepted == 10
+                    with lock:
+                        ids.extend(r.ids)
+        except Exception as e:  # noqa: BLE001 - asserted on below
+            errors.append(repr(e))
+
+    def stream_client(k):
+        try:
+            with channel(ggw.target) as ch:
+                stub = pb.ingest_pb2_grpc.IngestStub(ch)
+                reqs = (request(pb, [ce(pb, source=f"/it/grpc/many/{run}/s{k}")] * 10, seq=j, ack=1 + j % 2)
+                        for j in range(20))
+                acks = list(stub.PublishStream(reqs, timeout=60))
+                assert [a.seq for a in acks] == list(range(20))
+                with lock:
+                    ids.extend(i for a in acks for i in a.ids)
+        except Exception as e:  # noqa: BLE001 - asserted on below
+            errors.append(repr(e))
+
+    mark = reader.mark()
+    threads = [threading.Thread(target=unary_client, args=(k,)) for k in range(50)]
+    threads += [threading.Thread(target=stream_client, args=(k,)) for k in range(10)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not errors, errors[:5]
+    total = 50 * 20 * 10 + 10 * 20 * 10
+    assert len(ids) == total and len(set(ids)) == total
+    recs = reader.read_since(mark, total, timeout=60)
+    assert {r.event.id for r in recs} == set(ids)
+    assert reader.count_since(mark) == total
+
+
 def test_stream_refused_request_gets_per_event_errors_and_the_stream_goes_on(stub, reader, pb):
     run = uuid.uuid4().hex[:8]
     reqs = [request(pb, [ce(pb, id=f"s1-{run}")], seq=1),
