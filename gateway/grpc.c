@@ -78,6 +78,7 @@ typedef struct gack {
 } gack;
 
 #define ACK_TIMED_OUT (-1)
+#define ACK_STOPPED   (-2)
 
 struct gcall {
     grpc_front *g;
@@ -426,18 +427,27 @@ static void pump(gcall *c)
         if (a && a->a.state == GRPC_ACK_FAILED) {
             /* What follows it is not acknowledged: the client resends from this seq. */
             c->final_set = 0;
+            char seq[32] = "";
+            if (c->m == M_STREAM)
+                snprintf(seq, sizeof(seq), "seq %llu: ", (unsigned long long)a->a.seq);
             if (a->err == ACK_TIMED_OUT)
                 set_final(
                     c, GRPC_STATUS_UNAVAILABLE,
-                    "seq %llu: Kafka did not acknowledge within %lld ms; the events may still arrive, a "
-                    "retry with the same ids is safe",
-                    (unsigned long long)a->a.seq, (long long)g->gw->cfg->ack_timeout_ms);
+                    "%sKafka did not acknowledge within %lld ms; the events may still arrive, a retry with "
+                    "the same ids is safe",
+                    seq, (long long)g->gw->cfg->ack_timeout_ms);
+            else if (a->err == ACK_STOPPED)
+                set_final(
+                    c, GRPC_STATUS_UNAVAILABLE,
+                    "%sthe gateway stopped before Kafka acknowledged; the events may still arrive, a retry "
+                    "with the same ids is safe",
+                    seq);
             else
                 set_final(
                     c, GRPC_STATUS_UNAVAILABLE,
-                    "seq %llu: Kafka did not take every event: %s; the events may still arrive, a retry "
-                    "with the same ids is safe",
-                    (unsigned long long)a->a.seq, rd_kafka_err2str((rd_kafka_resp_err_t)a->err));
+                    "%sKafka did not take every event: %s; the events may still arrive, a retry with the "
+                    "same ids is safe",
+                    seq, rd_kafka_err2str((rd_kafka_resp_err_t)a->err));
             ack_unref(a);
             drop_acks(c);
             drop_held(c);
@@ -1236,27 +1246,77 @@ fail:
     return NULL;
 }
 
-void grpc_front_stop_accepting(grpc_front *g)
+/* Calls open now, each with a reference; *n of them. NULL when none (or no memory). */
+static gcall **open_calls(grpc_front *g, size_t *n)
 {
     gcall **open = NULL;
-    size_t n = 0;
+
+    *n = 0;
+    pthread_mutex_lock(&g->lock);
+    for (gcall *c = g->a_head; c; c = c->a_next)
+        (*n)++;
+    if (*n && (open = malloc(*n * sizeof(*open))) != NULL) {
+        *n = 0;
+        for (gcall *c = g->a_head; c; c = c->a_next) {
+            call_ref(c);
+            open[(*n)++] = c;
+        }
+    }
+    pthread_mutex_unlock(&g->lock);
+    if (open == NULL)
+        *n = 0;
+    return open;
+}
+
+/*
+ * The stop's time is up: calls still waiting for Kafka are answered
+ * UNAVAILABLE (their events may yet arrive; a retry with the same ids is
+ * safe) rather than cut off, and get a moment to send it.
+ */
+static void answer_waiting(grpc_front *g, int grace_ms)
+{
+    size_t n;
+    gcall **open = open_calls(g, &n);
+    struct timespec ts;
+
+    for (size_t i = 0; i < n; i++) {
+        gcall *c = open[i];
+        pthread_mutex_lock(&c->lock);
+        for (grpc_ack *a = c->acks.head; a; a = a->next)
+            if (a->state == GRPC_ACK_WAITING) {
+                a->state = GRPC_ACK_FAILED;
+                ((gack *)a)->err = ACK_STOPPED;
+            }
+        pump(c);
+        pthread_mutex_unlock(&c->lock);
+        call_unref(c);
+    }
+    free(open);
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    ts.tv_sec += grace_ms / 1000;
+    ts.tv_nsec += (long)(grace_ms % 1000) * 1000000;
+    if (ts.tv_nsec >= 1000000000) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000;
+    }
+    pthread_mutex_lock(&g->lock);
+    while (g->live > 0)
+        if (pthread_cond_timedwait(&g->change, &g->lock, &ts) != 0)
+            break;
+    pthread_mutex_unlock(&g->lock);
+}
+
+void grpc_front_stop_accepting(grpc_front *g)
+{
+    gcall **open;
+    size_t n;
 
     if (g == NULL || g->server == NULL || atomic_exchange(&g->shutting, 1))
         return;
     grpc_server_shutdown_and_notify(g->server, g->cq, &g->shutdown_op);
     /* Streams blocked in a read hear of the stop only if told: each sends what it owes, then its status. */
-    pthread_mutex_lock(&g->lock);
-    for (gcall *c = g->a_head; c; c = c->a_next)
-        n++;
-    if (n && (open = malloc(n * sizeof(*open))) != NULL) {
-        n = 0;
-        for (gcall *c = g->a_head; c; c = c->a_next) {
-            call_ref(c);
-            open[n++] = c;
-        }
-    }
-    pthread_mutex_unlock(&g->lock);
-    for (size_t i = 0; open && i < n; i++) {
+    open = open_calls(g, &n);
+    for (size_t i = 0; i < n; i++) {
         pthread_mutex_lock(&open[i]->lock);
         pump(open[i]);
         pthread_mutex_unlock(&open[i]->lock);
@@ -1288,6 +1348,8 @@ void grpc_front_close(grpc_front *g)
             atomic_store(&g->shutting, 1);
             grpc_server_shutdown_and_notify(g->server, g->cq, &g->shutdown_op);
         }
+        if (threads_run)
+            answer_waiting(g, 500);
         grpc_server_cancel_all_calls(g->server);
         if (threads_run) {
             pthread_mutex_lock(&g->lock);

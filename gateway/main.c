@@ -64,7 +64,10 @@ static void wait_in_flight(io_thread *io, int n, grpc_front *grpc, long long dea
             if (pending)
                 LOG_WARN("gateway", "stopping with %zu requests still waiting for Kafka", pending);
             if (calls)
-                LOG_WARN("gateway", "stopping with %zu gRPC calls still open; they are cancelled", calls);
+                LOG_WARN("gateway",
+                         "stopping with %zu gRPC calls still open; those waiting for Kafka are answered "
+                         "UNAVAILABLE, the others cancelled",
+                         calls);
             return;
         }
         usleep(20000);

@@ -576,6 +576,37 @@ def test_sigterm_ends_open_streams_unavailable_after_their_acks_and_exits_0(star
     assert g.proc.wait(timeout=30) == 0
 
 
+def test_sigterm_with_calls_waiting_for_kafka_stops_within_the_shutdown_timeout(start_gateway, pb):
+    g = start_gateway(f"--kafka-bootstrap=127.0.0.1:{closed_port()}", "--ack-timeout=60s", "--shutdown-timeout=2s")
+    outcome = []
+    with channel(g.addrs["--grpc-addr"]) as ch:
+        stub = pb.ingest_pb2_grpc.IngestStub(ch)
+
+        def call():
+            try:
+                stub.Publish(request(pb, [ce(pb)]), timeout=60)
+                outcome.append((grpc.StatusCode.OK, ""))
+            except grpc.RpcError as e:
+                outcome.append((e.code(), e.details()))
+
+        t = threading.Thread(target=call)
+        t.start()
+        deadline = time.monotonic() + 10
+        while "grpc=" not in g.log() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.5)  # the call is in, waiting for a broker that never answers
+        start = time.monotonic()
+        g.proc.send_signal(signal.SIGTERM)
+        assert g.proc.wait(timeout=30) == 0
+        # The 5 s Kafka probe at start-up may still be running when the signal comes.
+        assert time.monotonic() - start < 2 + 5 + 3
+        t.join(10)
+    # Not acknowledged, and answered so rather than cut off: the client may retry with the same ids.
+    assert [o[0] for o in outcome] == [grpc.StatusCode.UNAVAILABLE], outcome
+    assert "the gateway stopped before Kafka acknowledged" in outcome[0][1], outcome
+    assert "gRPC calls still open" in g.log()
+
+
 def test_grpc_port_in_use_fails_the_start_naming_the_setting(ggw):
     env = {k: v for k, v in os.environ.items() if not k.startswith("INGEST_")}
     r = subprocess.run([str(GATEWAY_BIN), f"--http-addr=127.0.0.1:{free_port()}",
