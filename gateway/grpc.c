@@ -1068,6 +1068,8 @@ static void *timer_main(void *arg)
 {
     grpc_front *g = arg;
 
+    long long resumed_at = 0;
+
     pthread_setname_np(pthread_self(), "gw-grpc-timer");
     pthread_mutex_lock(&g->lock);
     while (!g->timer_stop) {
@@ -1081,7 +1083,13 @@ static void *timer_main(void *arg)
             *tail = a; /* the list's reference comes along */
             tail = &a->t_next;
         }
-        if (g->p_head && (!queue_above_high_water(g->gw->q) || atomic_load(&g->gw->stopping))) {
+        /*
+         * At most once a poll period: a held request may still not fit below the high-water mark, and
+         * parks again at once.
+         */
+        if (g->p_head && now - resumed_at >= PARK_POLL_MS &&
+            (!queue_above_high_water(g->gw->q) || atomic_load(&g->gw->stopping))) {
+            resumed_at = now;
             /* Linked anew: once unparked, a call may park again (p_next) while this goes through them. */
             for (gcall *c = g->p_head, *next; c; c = next) {
                 next = c->p_next;

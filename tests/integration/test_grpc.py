@@ -536,7 +536,11 @@ def test_stream_request_that_does_not_fit_is_held_not_refused(start_gateway, pb)
         deadline = time.monotonic() + 10
         while not got and time.monotonic() < deadline:
             time.sleep(0.05)
+        cpu = cpu_seconds(g.proc.pid)
         time.sleep(1)  # what must not come: a third ack, or an error
+        # Held is waiting, not spinning: re-trying the push once per poll costs next to nothing (a busy loop
+        # of the timer thread once took a whole core, 1 s of CPU a second).
+        assert cpu_seconds(g.proc.pid) - cpu < 0.5
         assert got in ([1], [1, 2]), got
         g.proc.send_signal(signal.SIGTERM)
         t.join(30)
@@ -665,6 +669,13 @@ def test_stream_that_never_reads_its_acks_is_held_back_and_others_are_served(sta
     g.proc.send_signal(signal.SIGTERM)
     assert g.proc.wait(timeout=30) == 0
     assert "gRPC calls still open" not in g.log()
+
+
+def cpu_seconds(pid):
+    """User and system CPU time the process has used so far."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def rss_kib(pid):
