@@ -454,6 +454,10 @@ def test_deadline_is_honoured_while_waiting_for_kafka(start_gateway, pb, health_
     # The gateway let go of those calls and serves on.
     assert health_check(target, health_pb2).status == health_pb2.HealthCheckResponse.SERVING
     assert g.proc.poll() is None
+    # Past their deadline they are over on the gateway's side too, not left waiting out the 60 s ack timeout.
+    g.proc.send_signal(signal.SIGTERM)
+    assert g.proc.wait(timeout=30) == 0
+    assert "gRPC calls still open" not in g.log(), g.log_tail()
 
 
 def test_overload_is_resource_exhausted_and_streams_are_held_back(start_gateway, pb, health_pb2):
