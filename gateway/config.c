@@ -30,6 +30,15 @@ static const config_entry entries[] = {
      NULL},
     {"udp-max-datagram", CONFIG_BYTES, "65535", OFF(udp_max_datagram),
      "Largest datagram taken whole; a longer one is dropped as truncated", 512, 65535, NULL},
+    {"grpc-addr", CONFIG_STRING, "0.0.0.0:50051", OFF(grpc_addr),
+     "gRPC listen address (host:port, [ipv6]:port)", 0, 0, NULL},
+    /*
+     * Two: a thread that parses, validates and encodes a 10,000-event batch
+     * (milliseconds) leaves the other polling, so other calls' acks and
+     * small requests are not held up behind it; each call has its own lock.
+     */
+    {"grpc-threads", CONFIG_INT, "2", OFF(grpc_threads),
+     "gRPC completion-queue threads (calls are parsed and answered on them)", 1, 64, NULL},
     {"producer-threads", CONFIG_INT, "1", OFF(producer_threads),
      "Threads handing queued events to librdkafka", 1, 64, NULL},
     {"max-event-bytes", CONFIG_BYTES, "1MiB", OFF(max_event_bytes), "Largest event, attributes and data", 64,

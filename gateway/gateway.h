@@ -22,6 +22,8 @@ typedef struct gateway_config {
     int64_t udp_threads;
     size_t udp_rcvbuf;
     size_t udp_max_datagram;
+    char *grpc_addr;
+    int64_t grpc_threads;
     int64_t producer_threads;
     int64_t queue_capacity;
     int64_t queue_high_water;

@@ -19,6 +19,7 @@
 #include "admin.h"
 #include "app.h"
 #include "gateway.h"
+#include "grpc.h"
 #include "http.h"
 #include "udp.h"
 #include "log.h"
@@ -61,16 +62,21 @@ static long long mono_ms(void)
     return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-/* Wait until no request waits for Kafka, or the deadline. */
-static void wait_in_flight(io_thread *io, int n, long long deadline)
+/* Wait until no request waits for Kafka and no gRPC call is open, or the deadline. */
+static void wait_in_flight(io_thread *io, int n, grpc_front *grpc, long long deadline)
 {
     for (;;) {
-        size_t pending = 0;
+        size_t pending = 0, calls = grpc_front_pending(grpc);
         for (int i = 0; i < n; i++)
             pending += io[i].http ? http_front_pending(io[i].http) : 0;
-        if (pending == 0 || mono_ms() >= deadline) {
+        if ((pending == 0 && calls == 0) || mono_ms() >= deadline) {
             if (pending)
                 LOG_WARN("gateway", "stopping with %zu requests still waiting for Kafka", pending);
+            if (calls)
+                LOG_WARN("gateway",
+                         "stopping with %zu gRPC calls still open; those waiting for Kafka are answered "
+                         "UNAVAILABLE, the others cancelled",
+                         calls);
             return;
         }
         usleep(20000);
@@ -88,6 +94,7 @@ int main(int argc, char **argv)
     int probing = 0;
     admin_server *admin = NULL;
     gateway_status gst;
+    grpc_front *grpc = NULL;
     char errbuf[512], host[256];
     int status = 1, rc, n_io = 0;
 
@@ -121,7 +128,11 @@ int main(int argc, char **argv)
     const struct {
         const char *flag, *addr;
     } listeners[] = {
-        {"--http-addr", cfg.http_addr}, {"--udp-addr", cfg.udp_addr}, {"--admin-addr", cfg.admin_addr}};
+        {"--http-addr", cfg.http_addr},
+        {"--udp-addr", cfg.udp_addr},
+        {"--grpc-addr", cfg.grpc_addr},
+        {"--admin-addr", cfg.admin_addr},
+    };
     for (size_t i = 0; i < sizeof(listeners) / sizeof(listeners[0]); i++) {
         struct sockaddr_storage ss;
         socklen_t sslen;
@@ -208,6 +219,12 @@ int main(int argc, char **argv)
     }
     LOG_INFO("gateway", "udp=%s udp_threads=%lld admin=%s", cfg.udp_addr, (long long)cfg.udp_threads,
              cfg.admin_addr);
+    if ((grpc = grpc_front_start(&gw, cfg.grpc_addr, (int)cfg.grpc_threads, errbuf, sizeof(errbuf))) ==
+        NULL) {
+        fprintf(stderr, "gateway: --grpc-addr %s\n", errbuf);
+        goto out;
+    }
+    LOG_INFO("gateway", "grpc=%s grpc_threads=%lld", cfg.grpc_addr, (long long)cfg.grpc_threads);
     LOG_INFO(
         "gateway",
         "started id=%s http=%s http_threads=%lld producer_threads=%lld kafka=%s topic=%s queue_capacity=%lld "
@@ -228,7 +245,8 @@ int main(int argc, char **argv)
         http_front_stop_accepting(io[i].http);
     udp_front_stop(udp);
     udp = NULL;
-    wait_in_flight(io, n_io, deadline);
+    grpc_front_stop_accepting(grpc);
+    wait_in_flight(io, n_io, grpc, deadline);
     queue_close(gw.q);
     long long left_ms = deadline - mono_ms();
     int undelivered = producer_stop(prod, left_ms > 0 ? (int)left_ms : 0);
@@ -251,10 +269,12 @@ out:
     /* Loops stopped: abort what still waits, then let the last delivery reports come and free it all. */
     for (int i = 0; i < n_io; i++)
         http_front_close(io[i].http);
+    grpc_front_close(grpc);
     if (prod) {
         producer_stop(prod, 0);
         producer_free(prod);
     }
+    grpc_front_free(grpc);
     for (int i = 0; i < n_io; i++) {
         http_front_free(io[i].http);
         if (io[i].base)

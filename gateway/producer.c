@@ -69,8 +69,12 @@ void ack_wait_report(ack_wait *w, rd_kafka_resp_err_t err)
         int none = 0;
         atomic_compare_exchange_strong(&w->error, &none, (int)err);
     }
-    if (atomic_fetch_sub(&w->remaining, 1) == 1)
-        inbox_post(w->inbox, w);
+    if (atomic_fetch_sub(&w->remaining, 1) == 1) {
+        if (w->inbox)
+            inbox_post(w->inbox, w);
+        else
+            w->done(w);
+    }
 }
 
 void ack_inbox_drain(ack_inbox *inbox)

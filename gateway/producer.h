@@ -8,6 +8,11 @@
  * librdkafka's thread, atomically; the last one posts it to the inbox of the
  * event loop that made it, which answers the client on its own thread. So
  * no lock is ever taken on loop-owned state, and the loop never blocks.
+ *
+ * A waiter without an event loop (gRPC: the C core's calls are thread-safe
+ * and it polls its own sockets) makes its waits with no inbox: done() then
+ * runs directly on the thread that counts the last report, and the waiter
+ * guards its own state.
  */
 #ifndef INGEST_PRODUCER_H
 #define INGEST_PRODUCER_H
@@ -29,22 +34,25 @@ typedef struct ack_inbox ack_inbox;
 typedef struct ack_wait {
     atomic_uint remaining; /* delivery reports still to come */
     atomic_int error;      /* the first failure's rd_kafka_resp_err_t, or 0 */
-    ack_inbox *inbox;      /* the loop that gets it back */
+    ack_inbox *inbox;      /* the loop that gets it back; NULL: done() runs on the reporting thread */
     struct ack_wait *next; /* inbox link */
-    /* Loop-owned from here on: only the inbox's loop touches these. */
+    /* Loop-owned from here on: only the inbox's loop touches these (or done(), without an inbox). */
     void (*done)(struct ack_wait *w); /* called on the loop when remaining reaches 0 */
     void *ctx;                        /* the waiter's; NULL once it stopped waiting */
 } ack_wait;
 
 /*
  * A wait for n delivery reports, handed back to `inbox`'s loop, where
- * done(w) runs once all have come. done() owns w and frees it with
+ * done(w) runs once all have come. With inbox NULL, done(w) runs at once on
+ * the thread that counts the last report (librdkafka's delivery report
+ * thread, or a producer worker when librdkafka refuses a message): it must
+ * be quick and take only its own locks. done() owns w and frees it with
  * ack_wait_free(). NULL on no memory.
  */
 ack_wait *ack_wait_new(unsigned n, ack_inbox *inbox, void (*done)(ack_wait *w), void *ctx);
 void ack_wait_free(ack_wait *w);
 
-/* Count one delivery report (any thread). Posts w to its inbox on the last. */
+/* Count one delivery report (any thread). On the last, posts w to its inbox, or runs done(w) without one. */
 void ack_wait_report(ack_wait *w, rd_kafka_resp_err_t err);
 
 /*

@@ -13,6 +13,7 @@
 #   .local/kafka/data/  the KRaft broker's storage (formatted once)
 #   .local/pg/data/     the throw-away Postgres cluster (owned by postgres)
 #   .local/venv/        Python virtualenv for tests/integration
+#   .local/bin/grpcurl  gRPC command-line client for tests/integration
 #
 # Knobs, all optional:
 #   INGEST_LOCAL_KAFKA_PORT (9092), INGEST_LOCAL_KAFKA_CONTROLLER_PORT (9093),
@@ -99,6 +100,28 @@ ensure_packages() {
 	export DEBIAN_FRONTEND=noninteractive
 	apt-get update -qq
 	apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+# grpcurl, the independent gRPC client of tests/integration/test_grpc.py:
+# built by `go install` from the Go module proxy into .local/bin, at the
+# version pinned here (rebuilt only when the binary's module version
+# differs). Needs Go 1.25 or later on the machine (PATH or /usr/local/go;
+# Debian's golang-go is 1.19); GOTOOLCHAIN=local: no toolchain download.
+GRPCURL_VERSION=v1.9.4
+GRPCURL_BIN=$LOCAL_DIR/bin/grpcurl
+
+ensure_grpcurl() {
+	local go
+	go=$(command -v go || echo /usr/local/go/bin/go)
+	[[ -x "$go" ]] || die "Go (1.25 or later) is needed to install grpcurl (go install)"
+	if "$go" version -m "$GRPCURL_BIN" 2>/dev/null |
+		grep -qP "^\tmod\tgithub\.com/fullstorydev/grpcurl\t\Q$GRPCURL_VERSION\E\t"; then
+		return 0
+	fi
+	log "installing grpcurl $GRPCURL_VERSION into .local/bin (go install)"
+	mkdir -p "$LOCAL_DIR/bin"
+	GOBIN="$LOCAL_DIR/bin" GOTOOLCHAIN=local GOFLAGS="${GOFLAGS:-} -buildvcs=false" \
+		"$go" install "github.com/fullstorydev/grpcurl/cmd/grpcurl@$GRPCURL_VERSION"
 }
 
 java_bin() {

@@ -39,6 +39,8 @@ def test_help_lists_every_setting_with_env_and_default(prog):
     ("gateway", ["--log-level=loud"], {}, "--log-level: 'loud' is not one of"),
     ("gateway", ["--bogus"], {}, "unknown setting '--bogus'"),
     ("gateway", ["--http-addr=nonsense"], {}, "--http-addr 'nonsense' is not host:port"),
+    ("gateway", ["--grpc-addr=nonsense"], {}, "--grpc-addr 'nonsense' is not host:port"),
+    ("gateway", ["--grpc-threads=0"], {}, "--grpc-threads: 0 is out of range"),
     ("gateway", ["--max-event-bytes=2MiB", "--max-request-bytes=1MiB"], {}, "--max-event-bytes (2097152) must not exceed"),
     ("gateway", ["--default-ack=maybe"], {}, "--default-ack: 'maybe' is not one of: committed accepted"),
     ("sink", ["--log-format=xml"], {}, "--log-format: 'xml' is not one of"),
@@ -62,7 +64,8 @@ def test_starts_reaches_kafka_and_stops_cleanly(prog, sig, stack_env):
     env.update({"INGEST_KAFKA_BOOTSTRAP": stack_env["INGEST_KAFKA_BOOTSTRAP"], "INGEST_PG_DSN": stack_env["INGEST_PG_DSN"],
                 "INGEST_LOG_FORMAT": "json"})
     # Port 0: a private listener, whatever the stack's gateway holds.
-    args = (["--http-addr=127.0.0.1:0", "--http-threads=1", "--udp-addr=127.0.0.1:0"] if prog == "gateway"
+    args = (["--http-addr=127.0.0.1:0", "--http-threads=1", "--udp-addr=127.0.0.1:0", "--grpc-addr=127.0.0.1:0"]
+            if prog == "gateway"
             else ["--admin-addr=127.0.0.1:0"])
     p = subprocess.Popen([str(BIN / prog), *args], env=env, stderr=subprocess.PIPE, text=True)
     try:

@@ -196,6 +196,51 @@ static void test_ack_wait_threads(void **state)
     event_base_free(base);
 }
 
+/*
+ * Without an inbox (gRPC's waits): done() runs once, at once, on the thread
+ * that counted the last report, whichever of the reporters that is, and a
+ * failure among thousands of reports is still the one it sees.
+ */
+static void test_ack_wait_direct_threads(void **state)
+{
+    pthread_t t[REPORTERS];
+    reporter r[REPORTERS];
+    (void)state;
+
+    for (int round = 0; round < 2; round++) {
+        waiter x = {0};
+        ack_wait *w = ack_wait_new(REPORTERS * PER_REPORTER, NULL, done_cb, &x);
+        for (int i = 0; i < REPORTERS; i++) {
+            r[i] = (reporter){.w = w, .fail_at = round == 1 && i == 1 ? PER_REPORTER - 1 : -1};
+            assert_int_equal(pthread_create(&t[i], NULL, report_main, &r[i]), 0);
+        }
+        for (int i = 0; i < REPORTERS; i++)
+            pthread_join(t[i], NULL);
+        /* Every reporter has returned: done() ran already, inside one of them. */
+        assert_int_equal(atomic_load(&x.calls), 1);
+        int on_reporter = 0;
+        for (int i = 0; i < REPORTERS; i++)
+            on_reporter |= pthread_equal(x.thread, t[i]) != 0;
+        assert_true(on_reporter);
+        assert_int_equal(atomic_load(&x.error), round == 0 ? 0 : RD_KAFKA_RESP_ERR__MSG_TIMED_OUT);
+    }
+}
+
+/* A direct wait's done() does not run before its last report, and runs on the caller's thread then. */
+static void test_ack_wait_direct_last_report(void **state)
+{
+    waiter x = {0};
+    (void)state;
+
+    ack_wait *w = ack_wait_new(2, NULL, done_cb, &x);
+    ack_wait_report(w, RD_KAFKA_RESP_ERR_NO_ERROR);
+    assert_int_equal(atomic_load(&x.calls), 0);
+    ack_wait_report(w, RD_KAFKA_RESP_ERR_NO_ERROR);
+    assert_int_equal(atomic_load(&x.calls), 1);
+    assert_true(pthread_equal(x.thread, pthread_self()));
+    assert_int_equal(atomic_load(&x.error), 0);
+}
+
 /* With the loop on its own thread, a report from another thread wakes it, and done() runs there. */
 typedef struct loop_thread {
     struct event_base *base;
@@ -830,6 +875,8 @@ int main(void)
         cmocka_unit_test(test_ack_wait_counting),
         cmocka_unit_test(test_ack_wait_first_error_kept),
         cmocka_unit_test(test_ack_wait_threads),
+        cmocka_unit_test(test_ack_wait_direct_threads),
+        cmocka_unit_test(test_ack_wait_direct_last_report),
         cmocka_unit_test(test_ack_inbox_wakes_loop),
         cmocka_unit_test(test_ack_inbox_order),
         cmocka_unit_test(test_produce_msg_fields),

@@ -1,0 +1,192 @@
+#include "grpc_prot.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "envelope.h"
+
+void grpc_event_errors_clear(grpc_event_errors *errs)
+{
+    free(errs->e);
+    memset(errs, 0, sizeof(*errs));
+}
+
+static int errors_add(grpc_event_errors *errs, size_t index, const event_error *err)
+{
+    if (errs->n == errs->cap) {
+        size_t cap = errs->cap ? errs->cap * 2 : 8;
+        grpc_event_error *e = realloc(errs->e, cap * sizeof(*e));
+        if (e == NULL)
+            return -ENOMEM;
+        errs->e = e;
+        errs->cap = cap;
+    }
+    grpc_event_error *e = &errs->e[errs->n++];
+    e->index = (uint32_t)index;
+    e->code = err->code ? err->code : EVENT_ERR_INVALID;
+    snprintf(e->message, sizeof(e->message), "%s", err->message);
+    return 0;
+}
+
+int grpc_prot_events(const Ingest__V1__PublishRequest *req, const event_limits *lim, event_batch *out,
+                     grpc_event_errors *errs, event_error *req_err)
+{
+    event_error err;
+    int rc;
+
+    if (req->n_events > lim->max_batch_events)
+        return event_error_set(req_err, EVENT_ERR_TOO_MANY, -1, "events",
+                               "%zu events, at most %zu in a request", req->n_events, lim->max_batch_events);
+    /* Every event is checked, so that a stream's client learns all that is wrong with a request at once. */
+    for (size_t i = 0; i < req->n_events; i++) {
+        event *ev = event_batch_add(out);
+        if (ev == NULL)
+            return -ENOMEM;
+        memset(&err, 0, sizeof(err));
+        rc = event_from_proto(req->events[i], ev, lim, &err);
+        if (rc == 0)
+            rc = event_validate(ev, lim, (long)i, &err);
+        if (rc == -ENOMEM)
+            return rc;
+        if (rc != 0 && errors_add(errs, i, &err) != 0)
+            return -ENOMEM;
+    }
+    if (errs->n)
+        return -EINVAL;
+    for (size_t i = 0; i < out->n; i++)
+        if (event_assign_id(&out->ev[i]) != 0)
+            return -ENOMEM;
+    return 0;
+}
+
+int grpc_prot_response(uint64_t seq, const event_batch *accepted, const grpc_event_errors *errs,
+                       uint8_t **out, size_t *out_len)
+{
+    Ingest__V1__PublishResponse r = INGEST__V1__PUBLISH_RESPONSE__INIT;
+    Ingest__V1__EventError *ee = NULL, **eps = NULL;
+    char **ids = NULL;
+    int rc = -ENOMEM;
+
+    r.seq = seq;
+    if (accepted && accepted->n) {
+        if ((ids = malloc(accepted->n * sizeof(*ids))) == NULL)
+            goto out;
+        for (size_t i = 0; i < accepted->n; i++)
+            ids[i] = accepted->ev[i].id;
+        r.accepted = (uint32_t)accepted->n;
+        r.n_ids = accepted->n;
+        r.ids = ids;
+    }
+    if (errs && errs->n) {
+        if ((ee = calloc(errs->n, sizeof(*ee))) == NULL || (eps = malloc(errs->n * sizeof(*eps))) == NULL)
+            goto out;
+        for (size_t i = 0; i < errs->n; i++) {
+            ingest__v1__event_error__init(&ee[i]);
+            ee[i].index = errs->e[i].index;
+            ee[i].code = (char *)errs->e[i].code;
+            ee[i].message = (char *)errs->e[i].message;
+            eps[i] = &ee[i];
+        }
+        r.n_errors = errs->n;
+        r.errors = eps;
+    }
+    size_t len = ingest__v1__publish_response__get_packed_size(&r);
+    /* An empty message packs to nothing; malloc(0) may return NULL. */
+    if ((*out = malloc(len ? len : 1)) == NULL)
+        goto out;
+    *out_len = ingest__v1__publish_response__pack(&r, *out);
+    rc = 0;
+out:
+    free(ids);
+    free(ee);
+    free(eps);
+    return rc;
+}
+
+static int hexval(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    c = (char)tolower((unsigned char)c);
+    return c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+}
+
+void grpc_prot_peer(const char *uri, char *out, size_t size)
+{
+    size_t n = 0;
+    const char *s = uri ? uri : "";
+
+    if (size == 0)
+        return;
+    if (strncmp(s, "ipv4:", 5) == 0 || strncmp(s, "ipv6:", 5) == 0)
+        s += 5;
+    else {
+        snprintf(out, size, "%s", s);
+        return;
+    }
+    /* The C core percent-encodes the brackets of an IPv6 address in the URI. */
+    for (; *s && n + 1 < size; s++) {
+        int hi, lo;
+        if (*s == '%' && (hi = hexval(s[1])) >= 0 && (lo = hexval(s[2])) >= 0) {
+            out[n++] = (char)(hi << 4 | lo);
+            s += 2;
+        } else {
+            out[n++] = *s;
+        }
+    }
+    out[n] = '\0';
+}
+
+int grpc_prot_bearer_ok(const char *value, size_t len, const char *token)
+{
+    size_t tlen = strlen(token);
+    unsigned char diff;
+
+    if (value == NULL || len < 7 || strncasecmp(value, "Bearer ", 7) != 0)
+        return 0;
+    value += 7;
+    len -= 7;
+    diff = (unsigned char)(len != tlen);
+    for (size_t i = 0; i < len; i++)
+        diff |= (unsigned char)(value[i] ^ (tlen ? token[i % tlen] : 0));
+    return diff == 0 && tlen > 0;
+}
+
+void grpc_ack_fifo_init(grpc_ack_fifo *f)
+{
+    f->head = NULL;
+    f->tail = &f->head;
+    f->n = 0;
+}
+
+void grpc_ack_fifo_push(grpc_ack_fifo *f, grpc_ack *a)
+{
+    a->next = NULL;
+    *f->tail = a;
+    f->tail = &a->next;
+    f->n++;
+}
+
+grpc_ack *grpc_ack_fifo_pop(grpc_ack_fifo *f)
+{
+    grpc_ack *a = f->head;
+
+    if (a == NULL)
+        return NULL;
+    if ((f->head = a->next) == NULL)
+        f->tail = &f->head;
+    a->next = NULL;
+    f->n--;
+    return a;
+}
+
+grpc_ack *grpc_ack_fifo_pop_ready(grpc_ack_fifo *f)
+{
+    if (f->head == NULL || f->head->state == GRPC_ACK_WAITING)
+        return NULL;
+    return grpc_ack_fifo_pop(f);
+}
