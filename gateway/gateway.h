@@ -48,7 +48,8 @@ typedef struct gateway {
     const gateway_config *cfg;
     event_limits lim;
     queue *q;
-    atomic_int stopping; /* new requests are refused with 503 */
+    atomic_int stopping;        /* new requests are refused with 503 */
+    atomic_int kafka_reachable; /* 1 when a broker answered the last question (gateway/status.c) */
     gateway_metrics metrics;
 } gateway;
 

@@ -40,6 +40,8 @@
 #include "grpc_prot.h"
 #include "log.h"
 #include "producer.h"
+#include "status.h"
+#include "prom.h"
 
 /* Acks a stream may owe before it stops reading: bounds what a client that never reads them costs. */
 #define STREAM_MAX_ACKS 32
@@ -75,6 +77,7 @@ typedef struct gack {
     int in_timer; /* front lock */
     uint8_t *resp;
     size_t resp_len;
+    uint64_t started_ns; /* the request's arrival, for the latency histogram */
 } gack;
 
 #define ACK_TIMED_OUT (-1)
@@ -380,6 +383,8 @@ static void drop_held(gcall *c)
 {
     if (c->held_ack == NULL)
         return;
+    /* Read, never queued, never acknowledged: the client sends it again. */
+    gateway_metrics_request(&c->g->gw->metrics, GW_GRPC, 0);
     for (size_t i = 0; i < c->held_n; i++)
         produce_msg_free(c->held[i]);
     free(c->held);
@@ -399,8 +404,11 @@ static void drop_acks(gcall *c)
 {
     grpc_ack *a;
 
-    while ((a = grpc_ack_fifo_pop(&c->acks)) != NULL)
+    /* Queued (or refused) but never acknowledged: the call ended first. */
+    while ((a = grpc_ack_fifo_pop(&c->acks)) != NULL) {
+        gateway_metrics_request(&c->g->gw->metrics, GW_GRPC, 0);
         ack_unref((gack *)a);
+    }
 }
 
 /*
@@ -448,6 +456,11 @@ static void pump(gcall *c)
                     "%sKafka did not take every event: %s; the events may still arrive, a retry with the "
                     "same ids is safe",
                     seq, rd_kafka_err2str((rd_kafka_resp_err_t)a->err));
+            gateway_metrics_refused(&g->gw->metrics, GW_GRPC,
+                                    a->err == ACK_TIMED_OUT ? "ack_timeout"
+                                    : a->err == ACK_STOPPED ? "shutting_down"
+                                                            : "kafka_error");
+            gateway_metrics_request(&g->gw->metrics, GW_GRPC, a->started_ns);
             ack_unref(a);
             drop_acks(c);
             drop_held(c);
@@ -456,6 +469,7 @@ static void pump(gcall *c)
         }
         if (a) {
             int last = c->acks.n == 0 && c->held_ack == NULL && (c->read_closed || c->final_set);
+            gateway_metrics_request(&g->gw->metrics, GW_GRPC, a->started_ns);
             start_write(c, a->resp, a->resp_len, 1, last);
             ack_unref(a);
             if (last)
@@ -523,9 +537,11 @@ static void push_held(gcall *c)
     }
     if (rc != 0) {
         set_final(c, GRPC_STATUS_UNAVAILABLE, "the gateway is shutting down");
+        gateway_metrics_refused(&c->g->gw->metrics, GW_GRPC, "shutting_down");
         drop_held(c);
         return;
     }
+    gateway_metrics_events(&c->g->gw->metrics, GW_GRPC, c->held_n);
     free(c->held);
     c->held = NULL;
     c->held_n = 0;
@@ -542,6 +558,9 @@ static void push_held(gcall *c)
 typedef struct prepared {
     int refused; /* the call ends with code and msg */
     grpc_status_code code;
+    const char
+        *reason; /* the metrics' reason when refused, or when a stream's request is acked with errors */
+    uint64_t started_ns; /* when its bytes were read */
     char msg[300];
     gack *a;            /* the ack with its response; NULL when refused */
     produce_msg **msgs; /* NULL: nothing to queue (a stream's refused or empty request) */
@@ -549,15 +568,16 @@ typedef struct prepared {
     int committed;
 } prepared;
 
-static void refuse(prepared *p, grpc_status_code code, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
+static void refuse(prepared *p, grpc_status_code code, const char *reason, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
 
-static void refuse(prepared *p, grpc_status_code code, const char *fmt, ...)
+static void refuse(prepared *p, grpc_status_code code, const char *reason, const char *fmt, ...)
 {
     va_list ap;
 
     p->refused = 1;
     p->code = code;
+    p->reason = reason;
     va_start(ap, fmt);
     vsnprintf(p->msg, sizeof(p->msg), fmt, ap);
     va_end(ap);
@@ -597,17 +617,19 @@ static void prepare(gcall *c, const uint8_t *data, size_t len, prepared *p)
 
     memset(p, 0, sizeof(*p));
     p->committed = 1;
+    p->started_ns = prom_now_ns();
     event_batch_init(&batch);
     memset(&errs, 0, sizeof(errs));
     memset(&req_err, 0, sizeof(req_err));
     if (unary && queue_above_high_water(g->gw->q)) {
         /* Admission before parsing: an overloaded gateway should not spend CPU on what it will refuse. */
-        refuse(p, GRPC_STATUS_RESOURCE_EXHAUSTED,
+        refuse(p, GRPC_STATUS_RESOURCE_EXHAUSTED, "overloaded",
                "overloaded: the gateway's queue is above its high-water mark; retry later");
         goto out;
     }
     if ((req = ingest__v1__publish_request__unpack(NULL, len, data)) == NULL) {
-        refuse(p, GRPC_STATUS_INVALID_ARGUMENT, "malformed: the message is not an ingest.v1.PublishRequest");
+        refuse(p, GRPC_STATUS_INVALID_ARGUMENT, "malformed_protobuf",
+               "malformed: the message is not an ingest.v1.PublishRequest");
         goto out;
     }
     switch (req->ack) {
@@ -616,29 +638,35 @@ static void prepare(gcall *c, const uint8_t *data, size_t len, prepared *p)
         break;
     case INGEST__V1__ACK_LEVEL__ACK_LEVEL_COMMITTED: p->committed = 1; break;
     case INGEST__V1__ACK_LEVEL__ACK_LEVEL_ACCEPTED: p->committed = 0; break;
-    default: refuse(p, GRPC_STATUS_INVALID_ARGUMENT, "ack: %d is not an AckLevel", (int)req->ack); goto out;
+    default:
+        refuse(p, GRPC_STATUS_INVALID_ARGUMENT, "bad_request", "ack: %d is not an AckLevel", (int)req->ack);
+        goto out;
     }
 
     rc = grpc_prot_events(req, &g->gw->lim, &batch, &errs, &req_err);
     if (rc == -ENOMEM)
         goto oom;
     if (rc != 0 && errs.n == 0) {
-        refuse(p, GRPC_STATUS_INVALID_ARGUMENT, "%s: %s", req_err.code, req_err.message);
+        refuse(p, GRPC_STATUS_INVALID_ARGUMENT, req_err.code, "%s: %s", req_err.code, req_err.message);
         goto out;
     }
     if (rc != 0 && unary) {
         /* The first bad event names the call's status. */
-        refuse(p, GRPC_STATUS_INVALID_ARGUMENT, "%s: event %u: %s%s", errs.e[0].code, errs.e[0].index,
-               errs.e[0].message, errs.n > 1 ? " (and other events)" : "");
+        refuse(p, GRPC_STATUS_INVALID_ARGUMENT, errs.e[0].code, "%s: event %u: %s%s", errs.e[0].code,
+               errs.e[0].index, errs.e[0].message, errs.n > 1 ? " (and other events)" : "");
         goto out;
     }
     if (rc == 0 && batch.n == 0 && unary) {
-        refuse(p, GRPC_STATUS_INVALID_ARGUMENT, "%s: the request holds no event", EVENT_ERR_INVALID);
+        refuse(p, GRPC_STATUS_INVALID_ARGUMENT, EVENT_ERR_INVALID, "%s: the request holds no event",
+               EVENT_ERR_INVALID);
         goto out;
     }
     if ((p->a = ack_new(c, req->seq)) == NULL)
         goto oom;
+    p->a->started_ns = p->started_ns;
     if (rc != 0 || batch.n == 0) {
+        if (rc != 0)
+            p->reason = errs.e[0].code;
         /* A stream's refused request (or an empty one): acknowledged in its turn, with what is wrong. */
         if (grpc_prot_response(req->seq, NULL, rc ? &errs : NULL, &p->a->resp, &p->a->resp_len) != 0)
             goto oom;
@@ -662,7 +690,7 @@ static void prepare(gcall *c, const uint8_t *data, size_t len, prepared *p)
 
 oom:
     prepared_drop(p);
-    refuse(p, GRPC_STATUS_INTERNAL, "out of memory");
+    refuse(p, GRPC_STATUS_INTERNAL, "internal", "out of memory");
 out:
     if (req)
         ingest__v1__publish_request__free_unpacked(req, NULL);
@@ -677,15 +705,21 @@ static void commit(gcall *c, prepared *p)
     int rc;
 
     if (p->refused) {
+        gateway_metrics_refused(&g->gw->metrics, GW_GRPC, p->reason ? p->reason : "internal");
+        gateway_metrics_request(&g->gw->metrics, GW_GRPC, p->started_ns);
         set_final(c, p->code, "%s", p->msg);
         return;
     }
     if (c->close_done || c->final_set) {
         /* The call is ending (cancelled, stopping, an earlier failure): not taken, not acknowledged. */
+        gateway_metrics_request(&g->gw->metrics, GW_GRPC, 0);
         prepared_drop(p);
         return;
     }
     if (p->msgs == NULL) {
+        /* A stream's request refused event by event: acked in its turn (counted then), with its errors. */
+        if (p->reason)
+            gateway_metrics_refused(&g->gw->metrics, GW_GRPC, p->reason);
         grpc_ack_fifo_push(&c->acks, &p->a->a);
         p->a = NULL;
         return;
@@ -707,6 +741,8 @@ static void commit(gcall *c, prepared *p)
         return;
     }
     if (rc != 0) {
+        gateway_metrics_refused(&g->gw->metrics, GW_GRPC, rc == -EPIPE ? "shutting_down" : "overloaded");
+        gateway_metrics_request(&g->gw->metrics, GW_GRPC, p->started_ns);
         if (rc == -EPIPE)
             set_final(c, GRPC_STATUS_UNAVAILABLE, "the gateway is shutting down");
         else
@@ -715,6 +751,7 @@ static void commit(gcall *c, prepared *p)
         prepared_drop(p);
         return;
     }
+    gateway_metrics_events(&g->gw->metrics, GW_GRPC, p->n);
     free(p->msgs);
     p->msgs = NULL;
     p->n = 0;
@@ -740,14 +777,14 @@ static void prepare_message(gcall *c, grpc_byte_buffer *bb, prepared *p)
 
     if (message_bytes(bb, &s) != 0) {
         memset(p, 0, sizeof(*p));
-        refuse(p, GRPC_STATUS_INTERNAL, "cannot read the message");
+        refuse(p, GRPC_STATUS_INTERNAL, "internal", "cannot read the message");
         return;
     }
     prepare(c, GRPC_SLICE_START_PTR(s), GRPC_SLICE_LENGTH(s), p);
     grpc_slice_unref(s);
 }
 
-/* Health/Check: SERVING unless stopping or above the high-water mark. */
+/* Health/Check: SERVING while the gateway is ready (gateway/status.h), as /readyz says. */
 static void handle_health(gcall *c, const uint8_t *data, size_t len)
 {
     Grpc__Health__V1__HealthCheckRequest *req =
@@ -763,7 +800,7 @@ static void handle_health(gcall *c, const uint8_t *data, size_t len)
     if (req->service[0] != '\0' && strcmp(req->service, "ingest.v1.Ingest") != 0) {
         set_final(c, GRPC_STATUS_NOT_FOUND, "unknown service '%.100s'", req->service);
     } else {
-        int ready = !atomic_load(&gw->stopping) && !queue_above_high_water(gw->q);
+        int ready = gateway_not_ready(gw) == NULL;
         resp.status = ready ? GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING
                             : GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__NOT_SERVING;
         size_t n = grpc__health__v1__health_check_response__pack(&resp, buf);
@@ -943,11 +980,16 @@ static void on_new(gcall *c, int success)
     case M_STREAM:
         if (cfg->auth_token[0] != '\0' && (rc = auth_check(c, cfg->auth_token)) != 0) {
             c->read_closed = 1;
+            /* Refused before any message: counted as one request, the call. */
+            gateway_metrics_refused(&g->gw->metrics, GW_GRPC, "unauthorized");
+            gateway_metrics_request(&g->gw->metrics, GW_GRPC, 0);
             set_final(c, GRPC_STATUS_UNAUTHENTICATED, "%s",
                       rc == -ENOENT ? "metadata authorization: Bearer <token> is required"
                                     : "the bearer token is wrong");
         } else if (atomic_load(&g->gw->stopping)) {
             c->read_closed = 1;
+            gateway_metrics_refused(&g->gw->metrics, GW_GRPC, "shutting_down");
+            gateway_metrics_request(&g->gw->metrics, GW_GRPC, 0);
             set_final(c, GRPC_STATUS_UNAVAILABLE, "the gateway is shutting down");
         } else if (c->m == M_PUBLISH) {
             c->read_closed = 1;

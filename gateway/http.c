@@ -31,6 +31,7 @@ struct http_front {
     ack_inbox *inbox;
     gateway *gw;
     atomic_size_t pending;
+    struct ingest_wait *waiting; /* every request waiting for Kafka, for the stop */
 };
 
 /* A request waiting for its delivery reports. */
@@ -41,6 +42,7 @@ typedef struct ingest_wait {
     struct event *timer;
     char *body; /* the success answer, rendered before queueing */
     size_t len;
+    struct ingest_wait *prev, *next; /* on front->waiting */
 } ingest_wait;
 
 typedef enum ack_level { ACK_COMMITTED, ACK_ACCEPTED } ack_level;
@@ -334,6 +336,12 @@ static int parse_binary(const http_request *req, const char *ctype, const char *
 
 static void wait_finish(ingest_wait *iw)
 {
+    if (iw->prev)
+        iw->prev->next = iw->next;
+    else if (iw->front->waiting == iw)
+        iw->front->waiting = iw->next;
+    if (iw->next)
+        iw->next->prev = iw->prev;
     if (iw->timer)
         event_free(iw->timer);
     free(iw->body);
@@ -603,6 +611,10 @@ static void ingest(http_front *f, http_request *req, ack_level ack)
         goto out;
     }
     evtimer_add(iw->timer, &tv);
+    iw->next = f->waiting;
+    if (f->waiting)
+        f->waiting->prev = iw;
+    f->waiting = iw;
     req->user = iw;
     w->ctx = iw; /* reports may all have come already: wait_done runs on this loop, after this returns */
     w = NULL;
@@ -715,6 +727,31 @@ static void stop_accepting_cb(evutil_socket_t fd, short what, void *arg)
 void http_front_stop_accepting(http_front *f)
 {
     event_base_once(f->base, -1, EV_TIMEOUT, stop_accepting_cb, f, NULL);
+}
+
+/* On the loop: the stop's deadline came, answer every request still waiting for Kafka. */
+static void stop_waiting_cb(evutil_socket_t fd, short what, void *arg)
+{
+    http_front *f = arg;
+    (void)fd;
+    (void)what;
+
+    while (f->waiting) {
+        ingest_wait *iw = f->waiting;
+        http_request *req = iw->req;
+        iw->wait->ctx = NULL; /* the wait lives on until its last report; nobody answers then */
+        req->user = NULL;
+        respond_error(
+            f, req, 503, "shutting_down", -1, NULL,
+            "the gateway stopped before Kafka acknowledged; the events may still arrive, a retry with "
+            "the same ids is safe");
+        wait_finish(iw);
+    }
+}
+
+void http_front_stop_waiting(http_front *f)
+{
+    event_base_once(f->base, -1, EV_TIMEOUT, stop_waiting_cb, f, NULL);
 }
 
 size_t http_front_pending(const http_front *f)

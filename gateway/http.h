@@ -24,6 +24,10 @@ http_front *http_front_new(struct event_base *base, evutil_socket_t fd, gateway 
 /* From any thread: stop accepting connections (runs on the front's loop). */
 void http_front_stop_accepting(http_front *f);
 
+/* From any thread: answer every request still waiting for Kafka with 503 shutting_down (the stop's deadline).
+ */
+void http_front_stop_waiting(http_front *f);
+
 /* Requests waiting for Kafka on this front (any thread; approximate). */
 size_t http_front_pending(const http_front *f);
 

@@ -48,13 +48,6 @@ static void *io_main(void *arg)
     return NULL;
 }
 
-static void *probe_main(void *arg)
-{
-    pthread_setname_np(pthread_self(), "gw-probe");
-    kafka_probe(producer_handle(arg), 5000);
-    return NULL;
-}
-
 static long long mono_ms(void)
 {
     struct timespec ts;
@@ -70,8 +63,23 @@ static void wait_in_flight(io_thread *io, int n, grpc_front *grpc, long long dea
         for (int i = 0; i < n; i++)
             pending += io[i].http ? http_front_pending(io[i].http) : 0;
         if ((pending == 0 && calls == 0) || mono_ms() >= deadline) {
-            if (pending)
-                LOG_WARN("gateway", "stopping with %zu requests still waiting for Kafka", pending);
+            if (pending) {
+                /* Answered, not cut off: 503, the events may still arrive. A moment for the answers to go. */
+                LOG_WARN("gateway", "stopping with %zu requests still waiting for Kafka; answering them 503",
+                         pending);
+                for (int i = 0; i < n; i++)
+                    if (io[i].http)
+                        http_front_stop_waiting(io[i].http);
+                for (int t = 0; t < 25; t++) {
+                    size_t left = 0;
+                    for (int i = 0; i < n; i++)
+                        left += io[i].http ? http_front_pending(io[i].http) : 0;
+                    if (left == 0)
+                        break;
+                    usleep(20000);
+                }
+                usleep(50000);
+            }
             if (calls)
                 LOG_WARN("gateway",
                          "stopping with %zu gRPC calls still open; those waiting for Kafka are answered "
@@ -90,10 +98,8 @@ int main(int argc, char **argv)
     io_thread *io = NULL;
     producer *prod = NULL;
     udp_front *udp = NULL;
-    pthread_t prober;
-    int probing = 0;
     admin_server *admin = NULL;
-    gateway_status gst;
+    gateway_status gst = {0};
     grpc_front *grpc = NULL;
     char errbuf[512], host[256];
     int status = 1, rc, n_io = 0;
@@ -166,6 +172,14 @@ int main(int argc, char **argv)
         status = 2;
         goto out;
     }
+    /*
+     * Readiness follows Kafka from here on: asked once now (a second at
+     * most, so /readyz and Health/Check are right from the first request),
+     * then once a second by a thread, so no probe ever waits on the network.
+     */
+    gst.gw = &gw;
+    gst.prod = prod;
+    gateway_status_watch(&gst, 1000);
     /* Loops are woken from the delivery report thread: libevent must know about threads. */
     evthread_use_pthreads();
     if ((io = calloc((size_t)cfg.http_threads, sizeof(*io))) == NULL)
@@ -208,7 +222,6 @@ int main(int argc, char **argv)
         fprintf(stderr, "gateway: --udp-addr %s\n", errbuf);
         goto out;
     }
-    gst = (gateway_status){.gw = &gw, .prod = prod};
     admin_handlers ah = {.thread_name = "gw-admin",
                          .not_ready = gateway_status_not_ready,
                          .metrics = gateway_status_metrics,
@@ -231,9 +244,6 @@ int main(int argc, char **argv)
         "queue_high_water=%lld",
         cfg.gateway_id, cfg.http_addr, (long long)cfg.http_threads, (long long)cfg.producer_threads,
         cfg.kafka_bootstrap, cfg.kafka_topic, (long long)cfg.queue_capacity, (long long)cfg.queue_high_water);
-    /* Say at start whether Kafka answers, from a thread: a signal must not wait for the probe. */
-    if (pthread_create(&prober, NULL, probe_main, prod) == 0)
-        probing = 1;
 
     int sig = app_wait_signal();
     long long deadline = mono_ms() + cfg.shutdown_timeout_ms;
@@ -255,8 +265,7 @@ int main(int argc, char **argv)
     status = 0;
 
 out:
-    if (probing)
-        pthread_join(prober, NULL);
+    gateway_status_unwatch(&gst);
     udp_front_stop(udp);
     admin_stop(admin);
     if (gw.q)

@@ -25,8 +25,8 @@ static const unsigned reasons_of[GW_N_PROTOCOLS] = {
     [GW_UDP] = R(malformed_json) | R(malformed_protobuf) | R(invalid_event) | R(too_large) | R(empty) |
                R(truncated) | R(overloaded) | R(internal),
     [GW_GRPC] = R(malformed_protobuf) | R(invalid_event) | R(too_large) | R(too_many_events) |
-                R(unauthorized) | R(overloaded) | R(shutting_down) | R(ack_timeout) | R(kafka_error) |
-                R(internal),
+                R(bad_request) | R(unauthorized) | R(overloaded) | R(shutting_down) | R(ack_timeout) |
+                R(kafka_error) | R(internal),
 };
 
 gw_reason gw_reason_of(const char *code)

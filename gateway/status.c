@@ -2,22 +2,88 @@
 
 #include <event2/buffer.h>
 
+#include <unistd.h>
+
+#include "log.h"
 #include "prom.h"
+
+/*
+ * The brokers the cluster has when one answers a metadata request for no
+ * topic (no data path work) within timeout_ms; 0 when none does.
+ */
+static int kafka_answers(producer *prod, int timeout_ms)
+{
+    const struct rd_kafka_metadata *md = NULL;
+    int brokers;
+
+    if (rd_kafka_metadata(producer_handle(prod), 0, NULL, &md, timeout_ms) != RD_KAFKA_RESP_ERR_NO_ERROR)
+        return 0;
+    brokers = md->broker_cnt > 0 ? md->broker_cnt : 1;
+    rd_kafka_metadata_destroy(md);
+    return brokers;
+}
+
+static void set_reachable(gateway_status *st, int brokers)
+{
+    int ok = brokers > 0;
+
+    if (atomic_exchange(&st->gw->kafka_reachable, ok) != ok) {
+        if (ok)
+            LOG_INFO("kafka", "reachable brokers=%d", brokers);
+        else
+            LOG_WARN("kafka", "not reachable: the gateway reports not ready");
+    }
+}
+
+static void *watch_main(void *arg)
+{
+    gateway_status *st = arg;
+
+    pthread_setname_np(pthread_self(), "gw-kafka-watch");
+    while (!atomic_load(&st->quit)) {
+        /* A second between questions, in steps short enough for a quick stop. */
+        for (int i = 0; i < 10 && !atomic_load(&st->quit); i++)
+            usleep(100000);
+        if (!atomic_load(&st->quit))
+            set_reachable(st, kafka_answers(st->prod, 1000));
+    }
+    return NULL;
+}
+
+int gateway_status_watch(gateway_status *st, int timeout_ms)
+{
+    atomic_init(&st->quit, 0);
+    atomic_store(&st->gw->kafka_reachable, -1);
+    set_reachable(st, kafka_answers(st->prod, timeout_ms));
+    if (pthread_create(&st->watcher, NULL, watch_main, st) != 0)
+        return -1;
+    st->watching = 1;
+    return 0;
+}
+
+void gateway_status_unwatch(gateway_status *st)
+{
+    if (!st->watching)
+        return;
+    atomic_store(&st->quit, 1);
+    pthread_join(st->watcher, NULL);
+    st->watching = 0;
+}
+
+const char *gateway_not_ready(gateway *gw)
+{
+    if (atomic_load(&gw->stopping))
+        return "shutting down";
+    if (queue_above_high_water(gw->q))
+        return "the queue is above its high-water mark";
+    if (atomic_load(&gw->kafka_reachable) != 1)
+        return "Kafka not reachable";
+    return NULL;
+}
 
 const char *gateway_status_not_ready(void *arg)
 {
-    gateway_status *st = arg;
-    const struct rd_kafka_metadata *md = NULL;
-
-    if (atomic_load(&st->gw->stopping))
-        return "shutting down";
-    if (queue_above_high_water(st->gw->q))
-        return "the queue is above its high-water mark";
-    /* A metadata request for no topic: answered by any broker that is up, without touching the data path. */
-    if (rd_kafka_metadata(producer_handle(st->prod), 0, NULL, &md, 2000) != RD_KAFKA_RESP_ERR_NO_ERROR)
-        return "Kafka not reachable";
-    rd_kafka_metadata_destroy(md);
-    return NULL;
+    return gateway_not_ready(((gateway_status *)arg)->gw);
 }
 
 void gateway_status_metrics(void *arg, struct evbuffer *out)

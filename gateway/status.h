@@ -1,10 +1,16 @@
 /*
- * What the gateway reports on its admin port (common/admin.h): ready while
- * it is not stopping, its queue is below the high-water mark and Kafka
- * answers; and its metrics (gateway/metrics.h, the queue, the producer).
+ * What the gateway reports: readiness, for the admin port's /readyz and
+ * gRPC's Health/Check alike, and its metrics for /metrics.
+ *
+ * Ready while it is not stopping, its queue is below the high-water mark and
+ * Kafka answers. Kafka is asked by a watcher thread once a second, so that a
+ * probe never waits on the network (a Health/Check runs on a gRPC thread).
  */
 #ifndef INGEST_GATEWAY_STATUS_H
 #define INGEST_GATEWAY_STATUS_H
+
+#include <pthread.h>
+#include <stdatomic.h>
 
 #include "gateway.h"
 #include "producer.h"
@@ -12,12 +18,25 @@
 typedef struct gateway_status {
     gateway *gw;
     producer *prod;
+    pthread_t watcher;
+    int watching;
+    atomic_int quit;
 } gateway_status;
 
-/* Why the gateway is not ready, or NULL: an admin_handlers.not_ready for a gateway_status. */
-const char *gateway_status_not_ready(void *gateway_status);
+/*
+ * Ask Kafka once now (at most timeout_ms), then keep asking from a thread.
+ * gw->kafka_reachable follows; transitions are logged. 0, or -1 when the
+ * thread cannot start (the first answer still stands).
+ */
+int gateway_status_watch(gateway_status *st, int timeout_ms);
+/* Stop the watcher. No-op when it never started. */
+void gateway_status_unwatch(gateway_status *st);
 
-/* Everything /metrics shows: an admin_handlers.metrics for a gateway_status. */
+/* Why the gateway is not ready, or NULL. Never blocks. */
+const char *gateway_not_ready(gateway *gw);
+
+/* admin_handlers.not_ready and .metrics for a gateway_status. */
+const char *gateway_status_not_ready(void *gateway_status);
 void gateway_status_metrics(void *gateway_status, struct evbuffer *out);
 
 #endif

@@ -381,7 +381,7 @@ def start_gateway(kafka_bootstrap, gateway_help, tmp_path_factory):
     env, the stack's Kafka (unless flags name --kafka-bootstrap), and a free
     port on 127.0.0.1 for every listener the build has (--http-addr,
     --udp-addr, --grpc-addr, --admin-addr) that flags do not set. Returns
-    once the HTTP port accepts connections. Every gateway started is stopped
+    once the gateway logged that it started (every listener up). Every gateway started is stopped
     at the session's end at the latest; Gateway.stop() stops one sooner.
     """
     import socket
@@ -419,11 +419,11 @@ def start_gateway(kafka_bootstrap, gateway_help, tmp_path_factory):
         while True:
             if proc.poll() is not None:
                 pytest.fail(f"gateway {flags} exited with {proc.returncode}:\n{gw.log_tail()}", pytrace=False)
-            try:
+            # Listening sockets exist before their threads serve them: the log line says all are up.
+            log = gw.log()
+            if 'msg="started' in log or '"msg":"started' in log:
                 socket.create_connection((host, port), timeout=1).close()
                 return gw
-            except OSError:
-                pass
             if time.monotonic() > deadline:
                 gw.stop()
                 pytest.fail(f"gateway {flags}: nothing listens on {addrs['--http-addr']} after "

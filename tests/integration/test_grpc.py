@@ -301,6 +301,42 @@ def test_stream_malformed_request_ends_it_invalid_argument_after_earlier_acks(gg
     assert ei.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
 
+# ---- metrics -----------------------------------------------------------------
+
+def test_metrics_count_grpc_messages_events_and_refusals(start_gateway, make_topic, pb):
+    g = start_gateway(f"--kafka-topic={make_topic('grpc-metrics')}", "--auth-token=t0k")
+    md = [("authorization", "Bearer t0k")]
+    before = g.metrics()
+
+    def delta(name, **labels):
+        key = (name, frozenset({"protocol": "grpc", **labels}.items()))
+        return g.metrics().get(key, 0) - before.get(key, 0)
+
+    with channel(g.addrs["--grpc-addr"]) as ch:
+        stub = pb.ingest_pb2_grpc.IngestStub(ch)
+        stub.Publish(request(pb, [ce(pb), ce(pb), ce(pb)]), timeout=30, metadata=md)      # 1 message, 3 events
+        with pytest.raises(grpc.RpcError):
+            stub.Publish(request(pb, [ce(pb), ce(pb, source="")]), timeout=30, metadata=md)  # invalid_event
+        with pytest.raises(grpc.RpcError):
+            ch.unary_unary("/ingest.v1.Ingest/Publish")(b"\xff\xff", timeout=10, metadata=md)  # malformed
+        with pytest.raises(grpc.RpcError) as ei:
+            stub.Publish(request(pb, [ce(pb)]), timeout=30)                                   # no token
+        assert ei.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        reqs = [request(pb, [ce(pb)], seq=1), request(pb, [ce(pb, type="")], seq=2),
+                request(pb, [ce(pb), ce(pb)], seq=3, ack=pb.ingest_pb2.ACK_LEVEL_ACCEPTED)]
+        assert [a.seq for a in stub.PublishStream(iter(reqs), timeout=30, metadata=md)] == [1, 2, 3]
+
+    assert delta("ingest_requests_total") == 7
+    assert delta("ingest_events_received_total") == 6
+    assert delta("ingest_rejected_total", reason="invalid_event") == 2
+    assert delta("ingest_rejected_total", reason="malformed_protobuf") == 1
+    assert delta("ingest_rejected_total", reason="unauthorized") == 1
+    # Answered messages are timed; the call refused before any message was read is not.
+    assert delta("ingest_request_duration_seconds_count") == 6
+    assert g.metric("ingest_requests_total", protocol="http") == 0
+    g.stop()
+
+
 # ---- health, grpcurl -------------------------------------------------------------
 
 def test_health_check_serving(ggw, health_pb2):
@@ -451,8 +487,10 @@ def test_deadline_is_honoured_while_waiting_for_kafka(start_gateway, pb, health_
                 call()
             assert ei.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
             assert time.monotonic() - start < 5
-    # The gateway let go of those calls and serves on.
-    assert health_check(target, health_pb2).status == health_pb2.HealthCheckResponse.SERVING
+    # The gateway let go of those calls and serves on; not ready, since no broker answers (as /readyz says).
+    assert health_check(target, health_pb2).status == health_pb2.HealthCheckResponse.NOT_SERVING
+    r = __import__("requests").get(g.admin_url + "/readyz", timeout=10)
+    assert (r.status_code, r.text) == (503, "not ready: Kafka not reachable\n")
     assert g.proc.poll() is None
     # Past their deadline they are over on the gateway's side too, not left waiting out the 60 s ack timeout.
     g.proc.send_signal(signal.SIGTERM)
@@ -489,6 +527,7 @@ def test_overload_is_resource_exhausted_and_streams_are_held_back(start_gateway,
             assert time.monotonic() - start < 3
 
         assert health_check(target, health_pb2).status == health_pb2.HealthCheckResponse.NOT_SERVING
+        assert g.metric("ingest_dropped_total", protocol="grpc", reason="overloaded") == 3
 
         # A stream is not refused: it is not read, so it sees only its own deadline, never RESOURCE_EXHAUSTED.
         sent = []

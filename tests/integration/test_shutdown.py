@@ -103,15 +103,22 @@ def test_not_ready_while_stopping(start_gateway, make_topic):
     closed.bind(("127.0.0.1", 0))
     dead = f"127.0.0.1:{closed.getsockname()[1]}"
     closed.close()
-    g = start_gateway(f"--kafka-bootstrap={dead}", "--ack-timeout=4s", "--shutdown-timeout=3s")
-    t = threading.Thread(target=lambda: requests.post(
+    g = start_gateway(f"--kafka-bootstrap={dead}", "--ack-timeout=10s", "--shutdown-timeout=2s")
+    answers = []
+    t = threading.Thread(target=lambda: answers.append(requests.post(
         g.events_url, data='{"source":"/it/s","type":"t"}', timeout=15,
-        headers={"Content-Type": "application/cloudevents+json"}), daemon=True)
+        headers={"Content-Type": "application/cloudevents+json"})), daemon=True)
     t.start()
     time.sleep(0.5)
+    started = time.monotonic()
     g.proc.send_signal(signal.SIGTERM)
     time.sleep(0.3)
     r = requests.get(g.admin_url + "/readyz", timeout=5)
     assert (r.status_code, r.text) == (503, "not ready: shutting down\n")
     assert g.proc.wait(timeout=15) == 0
+    assert time.monotonic() - started < 2 + 1.5
     t.join(timeout=15)
+    # Still waiting for Kafka at the stop's deadline: answered 503 (retry elsewhere), not cut off.
+    (r,) = answers
+    assert r.status_code == 503 and r.json()["error"]["code"] == "shutting_down", r.text
+    assert "Retry-After" in r.headers
