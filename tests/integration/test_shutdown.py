@@ -2,7 +2,8 @@
 what is in flight, drains its queue into Kafka and exits 0 within its
 shutdown timeout, and every event it acknowledged is in Kafka.
 
-Acknowledged means: HTTP 200 (committed) or 202 (accepted), and for UDP every
+Acknowledged means: HTTP 200 (committed) or 202 (accepted), a gRPC ack or Publish
+answer (committed or accepted), and for UDP every
 event the gateway's own stop line counts as queued (events=N): UDP has no
 answer, so the gateway's count is what it promised to deliver.
 """
@@ -14,6 +15,7 @@ import threading
 import time
 import uuid
 
+import grpc
 import requests
 
 
@@ -50,7 +52,46 @@ def udp_sender(g, run, sent, stop):
             time.sleep(0.0005)
 
 
-def test_sigterm_under_load_loses_nothing_acknowledged(start_gateway, make_topic, topic_reader):
+def grpc_stream_sender(g, pb, ack, run, acked, stop):
+    """One PublishStream of 10-event requests; every acked request's ids count as acknowledged."""
+    def requests_():
+        seq = 0
+        while not stop.is_set():
+            seq += 1
+            events = [pb.cloudevent_pb2.CloudEvent(id=f"{run}-grpc-{ack}-{seq}-{i}", source="/it/shutdown", type="t")
+                      for i in range(10)]
+            yield pb.ingest_pb2.PublishRequest(seq=seq, events=events, ack=ack)
+            time.sleep(0.002)
+
+    with grpc.insecure_channel(g.addrs["--grpc-addr"]) as ch:
+        stub = pb.ingest_pb2_grpc.IngestStub(ch)
+        try:
+            for resp in stub.PublishStream(requests_(), timeout=60):
+                assert resp.accepted == len(resp.ids) == 10, resp
+                acked.update(resp.ids)
+        except grpc.RpcError as e:
+            # The stop ends the stream UNAVAILABLE after the acks it owes; a closed port refuses the rest.
+            assert e.code() == grpc.StatusCode.UNAVAILABLE, e
+
+
+def grpc_unary_sender(g, pb, run, acked, stop):
+    with grpc.insecure_channel(g.addrs["--grpc-addr"]) as ch:
+        stub = pb.ingest_pb2_grpc.IngestStub(ch)
+        i = 0
+        while not stop.is_set():
+            i += 1
+            eid = f"{run}-grpc-unary-{i}"
+            try:
+                resp = stub.Publish(pb.ingest_pb2.PublishRequest(events=[pb.cloudevent_pb2.CloudEvent(
+                    id=eid, source="/it/shutdown", type="t")]), timeout=15)
+            except grpc.RpcError as e:
+                assert e.code() == grpc.StatusCode.UNAVAILABLE, e
+                return
+            assert list(resp.ids) == [eid]
+            acked.add(eid)
+
+
+def test_sigterm_under_load_loses_nothing_acknowledged(start_gateway, make_topic, topic_reader, pb):
     topic = make_topic("shutdown", partitions=3)
     reader = topic_reader(topic)
     mark = reader.mark()
@@ -60,10 +101,13 @@ def test_sigterm_under_load_loses_nothing_acknowledged(start_gateway, make_topic
     threads = [threading.Thread(target=http_sender, args=(g, ack, run, acked, stop), daemon=True)
                for ack in ("committed", "accepted", "committed", "accepted")]
     threads.append(threading.Thread(target=udp_sender, args=(g, run, udp_sent, stop), daemon=True))
+    for ack in (pb.ingest_pb2.ACK_LEVEL_COMMITTED, pb.ingest_pb2.ACK_LEVEL_ACCEPTED):
+        threads.append(threading.Thread(target=grpc_stream_sender, args=(g, pb, ack, run, acked, stop), daemon=True))
+    threads.append(threading.Thread(target=grpc_unary_sender, args=(g, pb, run, acked, stop), daemon=True))
     for t in threads:
         t.start()
     deadline = time.monotonic() + 10
-    while len(acked) < 300:  # steady traffic on every sender before the signal
+    while len(acked) < 300 or not any("-grpc-" in i for i in list(acked)):  # steady traffic before the signal
         assert time.monotonic() < deadline, f"only {len(acked)} acknowledged"
         time.sleep(0.05)
 
@@ -89,7 +133,9 @@ def test_sigterm_under_load_loses_nothing_acknowledged(start_gateway, make_topic
     recs = reader.read_since(mark, total, timeout=30)
     ids = {r.envelope.event.id for r in recs}
     missing = acked - ids
-    assert not missing, f"{len(missing)} acknowledged HTTP events missing, e.g. {sorted(missing)[:5]}"
+    assert not missing, f"{len(missing)} acknowledged events missing, e.g. {sorted(missing)[:5]}"
+    for kind in ("-http-committed-", "-http-accepted-", "-grpc-1-", "-grpc-2-", "-grpc-unary-"):
+        assert any(kind in i for i in acked), f"no {kind} event was acknowledged: the test proves nothing for it"
     udp_ids = {i for i in ids if "-udp-" in i}
     assert len(udp_ids) == udp_events, (len(udp_ids), udp_events)
     assert udp_ids <= set(udp_sent)
