@@ -46,10 +46,25 @@ def closed_port():
         return s.getsockname()[1]  # nothing listens once the socket is closed
 
 
-def test_broker_stopped_gives_503_then_recovers_without_restart(start_gateway, make_topic, topic_reader,
-                                                                kafka_broker):
+def readyz(program):
+    r = requests.get(program.admin_url + "/readyz", timeout=10)
+    return r.status_code, r.text
+
+
+def wait_readyz(program, want, timeout=90):
+    deadline = time.monotonic() + timeout
+    while (got := readyz(program)) != want:
+        assert time.monotonic() < deadline, f"/readyz is {got}, not {want}, after {timeout}s"
+        time.sleep(0.5)
+
+
+def test_broker_stopped_gives_503_then_recovers_without_restart(start_gateway, start_sink, make_topic,
+                                                                topic_reader, pg_schema, kafka_broker):
     topic = make_topic("failures")
     gw = start_gateway(f"--kafka-topic={topic}", f"--ack-timeout={ACK_TIMEOUT_S}s")
+    sink = start_sink(f"--kafka-topic={topic}", f"--pg-dsn={pg_schema[1]}")
+    wait_readyz(gw, (200, "ready\n"), 30)
+    wait_readyz(sink, (200, "ready\n"), 30)
     reader = topic_reader(topic)
     mark = reader.mark()
     # Warm: the producer knows the topic and has its idempotence id.
@@ -69,6 +84,14 @@ def test_broker_stopped_gives_503_then_recovers_without_restart(start_gateway, m
         r = post(gw.events_url, queued, ack="accepted", timeout=10)
         assert r.status_code == 202, r.text
         assert r.json() == {"accepted": 1, "ids": [queued]}
+
+        assert gw.metric("ingest_dropped_total", protocol="http", reason="ack_timeout") == 1
+        assert gw.metric("ingest_events_received_total", protocol="http") == 3
+
+        # Both programs say why they are not ready, and stay alive (liveness is not readiness).
+        wait_readyz(gw, (503, "not ready: Kafka not reachable\n"), 30)
+        wait_readyz(sink, (503, "not ready: Kafka not reachable\n"), 30)
+        assert requests.get(gw.admin_url + "/healthz", timeout=5).status_code == 200
     finally:
         kafka_broker.start()
 
@@ -86,6 +109,9 @@ def test_broker_stopped_gives_503_then_recovers_without_restart(start_gateway, m
         time.sleep(1)
     assert gw.proc.poll() is None
     assert r.json() == {"accepted": 1, "ids": [after]}
+    wait_readyz(gw, (200, "ready\n"))
+    wait_readyz(sink, (200, "ready\n"))
+    assert sink.alive()
 
     # What was accepted while Kafka was away was delivered once it came back.
     recs = reader.read_since(mark, reader.count_since(mark))
