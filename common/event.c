@@ -382,11 +382,13 @@ int event_validate(event *ev, const event_limits *lim, long index, event_error *
                                lim->max_extensions);
     for (size_t i = 0; i < ev->n_ext; i++) {
         const char *v = ev->ext[i].value;
-        char field[64];
-        ext_field(field, sizeof(field), ev->ext[i].name, strlen(ev->ext[i].name));
-        if (!utf8_valid(v, strlen(v)) || has_control(v))
+        if (!utf8_valid(v, strlen(v)) || has_control(v)) {
+            /* The field's name is formatted only for the error (perf/grpc: 1.5% of the gateway). */
+            char field[64];
+            ext_field(field, sizeof(field), ev->ext[i].name, strlen(ev->ext[i].name));
             return event_error_set(err, EVENT_ERR_INVALID, index, field,
                                    "%s: not valid UTF-8 or contains control characters", field);
+        }
     }
     if ((ev->data_kind == EVENT_DATA_JSON || ev->data_kind == EVENT_DATA_TEXT) &&
         !utf8_valid((const char *)ev->data, ev->data_len))
