@@ -656,7 +656,7 @@ def test_sigterm_with_calls_waiting_for_kafka_stops_within_the_shutdown_timeout(
 
 def test_grpc_port_in_use_fails_the_start_naming_the_setting(ggw):
     env = {k: v for k, v in os.environ.items() if not k.startswith("INGEST_")}
-    r = subprocess.run([str(GATEWAY_BIN), f"--http-addr=127.0.0.1:{free_port()}",
+    r = subprocess.run([str(GATEWAY_BIN), f"--http-addr=127.0.0.1:{free_port()}", "--admin-addr=127.0.0.1:0",
                         f"--udp-addr=127.0.0.1:{free_port()}", f"--grpc-addr={ggw.target}",
                         "--kafka-bootstrap=127.0.0.1:1", "--shutdown-timeout=1s"],
                        env=env, capture_output=True, text=True, timeout=30)

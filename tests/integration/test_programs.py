@@ -64,7 +64,8 @@ def test_starts_reaches_kafka_and_stops_cleanly(prog, sig, stack_env):
     env.update({"INGEST_KAFKA_BOOTSTRAP": stack_env["INGEST_KAFKA_BOOTSTRAP"], "INGEST_PG_DSN": stack_env["INGEST_PG_DSN"],
                 "INGEST_LOG_FORMAT": "json"})
     # Port 0: a private listener, whatever the stack's gateway holds.
-    args = (["--http-addr=127.0.0.1:0", "--http-threads=1", "--udp-addr=127.0.0.1:0", "--grpc-addr=127.0.0.1:0"]
+    args = (["--http-addr=127.0.0.1:0", "--http-threads=1", "--udp-addr=127.0.0.1:0", "--grpc-addr=127.0.0.1:0",
+             "--admin-addr=127.0.0.1:0"]
             if prog == "gateway"
             else ["--admin-addr=127.0.0.1:0"])
     p = subprocess.Popen([str(BIN / prog), *args], env=env, stderr=subprocess.PIPE, text=True)
