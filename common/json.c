@@ -519,6 +519,27 @@ static size_t compact(const char *in, size_t len, char *out)
     return n;
 }
 
+/*
+ * Past the closing quote of the string whose opening quote is at p (valid
+ * JSON: it is closed). memchr-speed search for each quote, instead of a
+ * byte at a time (perf/udp: the byte loop was ~60% of build_event): a quote
+ * is escaped when an odd run of backslashes precedes it.
+ */
+static size_t string_end(const char *s, size_t p)
+{
+    const char *q = s + p + 1;
+
+    for (;;) {
+        q = rawmemchr(q, '"');
+        size_t bs = 0;
+        while (q[-1 - (ptrdiff_t)bs] == '\\')
+            bs++;
+        if (bs % 2 == 0)
+            return (size_t)(q - s) + 1;
+        q++;
+    }
+}
+
 /* Where the value at p (valid JSON, checked by json_scan) ends. */
 static size_t value_end(const char *s, size_t p)
 {
@@ -526,12 +547,7 @@ static size_t value_end(const char *s, size_t p)
 
     do {
         switch (s[p]) {
-        case '"':
-            for (p++; s[p] != '"'; p++)
-                if (s[p] == '\\')
-                    p++;
-            p++;
-            break;
+        case '"': p = string_end(s, p); break;
         case '{':
         case '[': depth++, p++; break;
         case '}':

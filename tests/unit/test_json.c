@@ -397,6 +397,26 @@ static void test_extensions(void **state)
     expect_bad(&(bad){doc, 0, EV, INV, -1, "extensions.x64"});
 }
 
+/* Strings are skipped by quote search: a quote ends a string only after an even run of backslashes. */
+static void test_backslash_runs(void **state)
+{
+    event_batch b;
+    event *ev;
+    (void)state;
+
+    ev = one("{\"a\":\"\",\"b\":\"x\\\\\",\"c\":\"\\\\\\\"q\\\\\",\"d\":\"\\\"\\\"\","
+             "\"data\":{\"k\":\"v\\\\\",\"l\":[\"\\\"]\",\"}\"]},\"e\":\"end\"}",
+             &b);
+    assert_string_equal(ext(ev, "a"), "");
+    assert_string_equal(ext(ev, "b"), "x\\");
+    assert_string_equal(ext(ev, "c"), "\\\"q\\");
+    assert_string_equal(ext(ev, "d"), "\"\"");
+    assert_string_equal(ext(ev, "e"), "end");
+    assert_int_equal(ev->data_kind, EVENT_DATA_JSON);
+    assert_string_equal((const char *)ev->data, "{\"k\":\"v\\\\\",\"l\":[\"\\\"]\",\"}\"]}");
+    event_batch_clear(&b);
+}
+
 static void test_nul(void **state)
 {
     (void)state;
@@ -873,6 +893,7 @@ int main(void)
         cmocka_unit_test(test_data_kinds),
         cmocka_unit_test(test_attribute_types),
         cmocka_unit_test(test_extensions),
+        cmocka_unit_test(test_backslash_runs),
         cmocka_unit_test(test_nul),
         cmocka_unit_test(test_bad_catalogue),
         cmocka_unit_test(test_messages),
