@@ -123,3 +123,33 @@ void net_format(const struct sockaddr *sa, char *buf, size_t size)
         snprintf(buf, size, "unknown");
     }
 }
+
+static int hexval(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+size_t net_percent_decode(const char *s, char *out, size_t size)
+{
+    size_t n = 0;
+    int hi, lo;
+
+    if (size == 0)
+        return 0;
+    for (; *s && n + 1 < size; s++) {
+        if (*s == '%' && (hi = hexval(s[1])) >= 0 && (lo = hexval(s[2])) >= 0) {
+            out[n++] = (char)(hi << 4 | lo);
+            s += 2;
+        } else {
+            out[n++] = *s;
+        }
+    }
+    out[n] = '\0';
+    return n;
+}

@@ -13,8 +13,9 @@ int net_parse_addr(const char *addr, struct sockaddr_storage *ss, socklen_t *len
 
 /*
  * A non-blocking socket of `type` (SOCK_STREAM listens, SOCK_DGRAM is just
- * bound) on `addr`, with SO_REUSEADDR, and SO_REUSEPORT when asked so that
- * several threads can each have their own. The fd, or -1 with a message.
+ * bound) on `addr`, with SO_REUSEADDR for TCP only, and SO_REUSEPORT when
+ * asked so that several threads can each have their own. The fd, or -1
+ * with a message.
  */
 int net_bind(const char *addr, int type, int reuseport, char *err, size_t errlen);
 
@@ -23,5 +24,12 @@ int net_local_port(int fd);
 
 /* "ip:port", or "[ip6]:port", of a peer. */
 void net_format(const struct sockaddr *sa, char *buf, size_t size);
+
+/*
+ * Percent-decode `s` (%XX, either case; a '%' not followed by two hex digits
+ * stays as it is) into `out` of `size` bytes, NUL-terminated, cut to fit.
+ * Returns the decoded length. Used for ce-* header values and gRPC peers.
+ */
+size_t net_percent_decode(const char *s, char *out, size_t size);
 
 #endif

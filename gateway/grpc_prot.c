@@ -1,6 +1,5 @@
 #include "grpc_prot.h"
 
-#include <ctype.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -8,6 +7,7 @@
 #include <strings.h>
 
 #include "envelope.h"
+#include "net.h"
 
 void grpc_event_errors_clear(grpc_event_errors *errs)
 {
@@ -107,38 +107,18 @@ out:
     return rc;
 }
 
-static int hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    c = (char)tolower((unsigned char)c);
-    return c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
-}
-
 void grpc_prot_peer(const char *uri, char *out, size_t size)
 {
-    size_t n = 0;
     const char *s = uri ? uri : "";
 
     if (size == 0)
         return;
-    if (strncmp(s, "ipv4:", 5) == 0 || strncmp(s, "ipv6:", 5) == 0)
-        s += 5;
-    else {
+    if (strncmp(s, "ipv4:", 5) != 0 && strncmp(s, "ipv6:", 5) != 0) {
         snprintf(out, size, "%s", s);
         return;
     }
     /* The C core percent-encodes the brackets of an IPv6 address in the URI. */
-    for (; *s && n + 1 < size; s++) {
-        int hi, lo;
-        if (*s == '%' && (hi = hexval(s[1])) >= 0 && (lo = hexval(s[2])) >= 0) {
-            out[n++] = (char)(hi << 4 | lo);
-            s += 2;
-        } else {
-            out[n++] = *s;
-        }
-    }
-    out[n] = '\0';
+    net_percent_decode(s + 5, out, size);
 }
 
 int grpc_prot_bearer_ok(const char *value, size_t len, const char *token)

@@ -23,6 +23,7 @@
 #include "http_server.h"
 #include "json.h"
 #include "log.h"
+#include "net.h"
 #include "producer.h"
 
 struct http_front {
@@ -263,32 +264,6 @@ static void media_type(const char *ct, char *out, size_t size, int *charset_ok)
     }
 }
 
-static int hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    c = (char)tolower((unsigned char)c);
-    return c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
-}
-
-/* Percent-decode a ce-* header value (CloudEvents HTTP binding, 3.1.3.2) into out; returns the length. */
-static size_t percent_decode(const char *s, char *out)
-{
-    size_t n = 0;
-
-    for (; *s; s++) {
-        int hi, lo;
-        if (*s == '%' && (hi = hexval(s[1])) >= 0 && (lo = hexval(s[2])) >= 0) {
-            out[n++] = (char)(hi << 4 | lo);
-            s += 2;
-        } else {
-            out[n++] = *s;
-        }
-    }
-    out[n] = '\0';
-    return n;
-}
-
 /* Binary mode: attributes from ce-* headers, the body as data, Content-Type as datacontenttype. */
 static int parse_binary(const http_request *req, const char *ctype, const char *mt, const unsigned char *body,
                         size_t len, const event_limits *lim, event_batch *out, event_error *err)
@@ -305,7 +280,8 @@ static int parse_binary(const http_request *req, const char *ctype, const char *
         char *v = malloc(strlen(h->value) + 1);
         if (v == NULL)
             return -ENOMEM;
-        size_t vlen = percent_decode(h->value, v);
+        /* CloudEvents HTTP binding, 3.1.3.2: ce-* values are percent-encoded. */
+        size_t vlen = net_percent_decode(h->value, v, strlen(h->value) + 1);
         rc = event_set_attr(ev, h->name + 3, strlen(h->name + 3), v, vlen, lim, err);
         free(v);
         if (rc != 0)

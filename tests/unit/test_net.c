@@ -366,15 +366,36 @@ static void test_parse_format_round_trip(void **state)
     }
 }
 
+static void test_percent_decode(void **state)
+{
+    char out[16];
+    (void)state;
+
+    assert_int_equal(net_percent_decode("a%20b%2fc%2F", out, sizeof(out)), 6);
+    assert_string_equal(out, "a b/c/");
+    /* A '%' without two hex digits stays as it is. */
+    assert_int_equal(net_percent_decode("100%", out, sizeof(out)), 4);
+    assert_string_equal(out, "100%");
+    assert_int_equal(net_percent_decode("%zz%4", out, sizeof(out)), 5);
+    assert_string_equal(out, "%zz%4");
+    assert_int_equal(net_percent_decode("%5B::1%5D:443", out, sizeof(out)), 9);
+    assert_string_equal(out, "[::1]:443");
+    /* Cut to fit, always terminated. */
+    assert_int_equal(net_percent_decode("abcdef", out, 4), 3);
+    assert_string_equal(out, "abc");
+    assert_int_equal(net_percent_decode("abc", out, 0), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_parse_good),  cmocka_unit_test(test_parse_bad),
-        cmocka_unit_test(test_bind_tcp_v4), cmocka_unit_test(test_bind_tcp_v6),
-        cmocka_unit_test(test_bind_udp_v4), cmocka_unit_test(test_bind_udp_v6),
-        cmocka_unit_test(test_bind_in_use), cmocka_unit_test(test_bind_bad_address),
-        cmocka_unit_test(test_reuseport),   cmocka_unit_test(test_local_port_errors),
-        cmocka_unit_test(test_format),      cmocka_unit_test(test_parse_format_round_trip),
+        cmocka_unit_test(test_parse_good),     cmocka_unit_test(test_parse_bad),
+        cmocka_unit_test(test_bind_tcp_v4),    cmocka_unit_test(test_bind_tcp_v6),
+        cmocka_unit_test(test_bind_udp_v4),    cmocka_unit_test(test_bind_udp_v6),
+        cmocka_unit_test(test_bind_in_use),    cmocka_unit_test(test_bind_bad_address),
+        cmocka_unit_test(test_reuseport),      cmocka_unit_test(test_local_port_errors),
+        cmocka_unit_test(test_format),         cmocka_unit_test(test_parse_format_round_trip),
+        cmocka_unit_test(test_percent_decode),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
