@@ -60,7 +60,7 @@
 #include "event.h"
 #include "ingest/v1/cloudevent.pb-c.h"
 #include "ingest/v1/ingest.pb-c.h"
-#include "json.h"
+#include "events_file.h"
 
 #define MAX_WINDOW 64
 #define MAX_CONNS  64
@@ -150,30 +150,6 @@ static void note_error(const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(L.first_error, sizeof(L.first_error), fmt, ap);
     va_end(ap);
-}
-
-static char *read_file(const char *path, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    char *buf = NULL;
-    long size;
-
-    if (!f)
-        return NULL;
-    if (fseek(f, 0, SEEK_END) != 0 || (size = ftell(f)) < 0 || fseek(f, 0, SEEK_SET) != 0)
-        goto out;
-    if ((buf = malloc((size_t)size + 1)) == NULL)
-        goto out;
-    if (fread(buf, 1, (size_t)size, f) != (size_t)size) {
-        free(buf);
-        buf = NULL;
-        goto out;
-    }
-    buf[size] = '\0';
-    *len = (size_t)size;
-out:
-    fclose(f);
-    return buf;
 }
 
 /* --- the requests ---------------------------------------------------------------------------------- */
@@ -595,11 +571,10 @@ int main(int argc, char **argv)
     const char *addr = NULL, *events_path = NULL, *mode = "stream", *ack = "committed";
     int calls = 8, conns = 4;
     double warmup = 2, duration = 10, drain = 30;
-    char *text = NULL;
-    size_t text_len = 0, event_bytes = 0;
+    char errbuf[512];
+    size_t event_bytes = 0;
     event_limits lim;
     event_batch evs;
-    event_error err;
     grpc_channel *ch[MAX_CONNS];
     lcall *cs = NULL;
 
@@ -652,12 +627,8 @@ int main(int argc, char **argv)
 
     event_limits_default(&lim);
     event_batch_init(&evs);
-    if ((text = read_file(events_path, &text_len)) == NULL) {
-        fprintf(stderr, "grpc_load: cannot read %s: %s\n", events_path, strerror(errno));
-        return 1;
-    }
-    if (json_parse_events(text, text_len, JSON_FORM_NDJSON, &lim, &evs, &err) != 0 || evs.n == 0) {
-        fprintf(stderr, "grpc_load: %s: %s\n", events_path, evs.n ? err.message : "no events");
+    if (perf_load_events(events_path, &lim, &evs, errbuf, sizeof(errbuf)) != 0) {
+        fprintf(stderr, "grpc_load: %s\n", errbuf);
         return 1;
     }
     if (make_bodies(&evs, &event_bytes) != 0) {

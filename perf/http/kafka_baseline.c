@@ -31,7 +31,7 @@
 #include "app.h"
 #include "envelope.h"
 #include "event.h"
-#include "json.h"
+#include "events_file.h"
 #include "kafka.h"
 
 #define MAX_PROPS 32
@@ -67,30 +67,6 @@ static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaqu
     }
     if (c->failed++ == 0)
         snprintf(c->first_error, sizeof(c->first_error), "%s", rd_kafka_err2str(m->err));
-}
-
-static char *read_file(const char *path, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    char *buf = NULL;
-    long size;
-
-    if (!f)
-        return NULL;
-    if (fseek(f, 0, SEEK_END) != 0 || (size = ftell(f)) < 0 || fseek(f, 0, SEEK_SET) != 0)
-        goto out;
-    if ((buf = malloc((size_t)size + 1)) == NULL)
-        goto out;
-    if (fread(buf, 1, (size_t)size, f) != (size_t)size) {
-        free(buf);
-        buf = NULL;
-        goto out;
-    }
-    buf[size] = '\0';
-    *len = (size_t)size;
-out:
-    fclose(f);
-    return buf;
 }
 
 static void usage(const char *argv0)
@@ -140,7 +116,7 @@ int main(int argc, char **argv)
     const char *events_path = NULL, *topic = NULL, *bootstrap = "127.0.0.1:9092";
     double duration = 10;
     uint64_t max_count = UINT64_MAX, produced = 0, bytes = 0;
-    char *keys[MAX_PROPS], *values[MAX_PROPS], *text = NULL, errbuf[512], host[256];
+    char *keys[MAX_PROPS], *values[MAX_PROPS], errbuf[512], host[256];
     config_props props = {keys, values, 0};
     event_limits lim;
     event_batch batch;
@@ -150,7 +126,6 @@ int main(int argc, char **argv)
     rd_kafka_conf_t *conf = NULL;
     rd_kafka_t *rk = NULL;
     rd_kafka_topic_t *rkt = NULL;
-    size_t text_len = 0;
     int status = 1;
 
     event_limits_default(&lim);
@@ -183,12 +158,8 @@ int main(int argc, char **argv)
         return 2;
     }
 
-    if ((text = read_file(events_path, &text_len)) == NULL) {
-        fprintf(stderr, "kafka_baseline: cannot read %s: %s\n", events_path, strerror(errno));
-        goto out;
-    }
-    if (json_parse_events(text, text_len, JSON_FORM_NDJSON, &lim, &batch, &err) != 0 || batch.n == 0) {
-        fprintf(stderr, "kafka_baseline: %s: %s\n", events_path, batch.n ? err.message : "no events");
+    if (perf_load_events(events_path, &lim, &batch, errbuf, sizeof(errbuf)) != 0) {
+        fprintf(stderr, "kafka_baseline: %s\n", errbuf);
         goto out;
     }
     for (size_t i = 0; i < batch.n; i++) {
@@ -258,6 +229,5 @@ out:
     if (conf)
         rd_kafka_conf_destroy(conf);
     event_batch_clear(&batch);
-    free(text);
     return status;
 }

@@ -47,7 +47,8 @@
 #define SUBJ_DIGITS 3
 #define MAX_DGRAM   2048
 
-/* Placeholders the template is built with, found again in the encoded bytes. */
+/* Marker bytes written into the template where the id and subject go, located again in the encoded datagram.
+ */
 #define ID_MARK   "##########"
 #define SUBJ_MARK "@@@"
 
@@ -68,7 +69,7 @@ static int64_t mono_ns(void)
     return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
 }
 
-/* Finds the placeholders once; -1 if the encoding split or repeated them. */
+/* Locates the markers once; -1 if the encoding split or lost them. */
 static int tmpl_mark(tmpl *t)
 {
     unsigned char *id = memmem(t->buf, t->len, ID_MARK, ID_DIGITS);
