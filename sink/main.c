@@ -185,15 +185,10 @@ static void count_written(sink *s, const batch *b, uint64_t started_ns)
     atomic_fetch_add(&m->duplicates, live > b->inserted ? live - b->inserted : 0);
     atomic_fetch_add(&m->dead, dead);
     prom_histogram_observe(&m->batch_duration, prom_now_ns() - started_ns);
-    /* Records of a partition come in offset order: its last one in the batch is its highest. */
-    for (size_t i = b->n; i-- > 0;) {
-        int32_t p = b->rec[i].partition;
-        int seen = 0;
-        for (size_t j = i + 1; j < b->n && !seen; j++)
-            seen = b->rec[j].partition == p;
-        if (!seen)
-            sink_metrics_set_next(m, p, b->rec[i].offset + 1);
-    }
+    /* A partition's records come in offset order: the end of each run of them moves its offset on. */
+    for (size_t i = 0; i < b->n; i++)
+        if (i + 1 == b->n || b->rec[i + 1].partition != b->rec[i].partition)
+            sink_metrics_set_next(m, b->rec[i].partition, b->rec[i].offset + 1);
 }
 
 static void *writer_main(void *arg)
