@@ -32,6 +32,14 @@ typedef struct envelope_meta {
  */
 int envelope_encode(const event *ev, const envelope_meta *meta, uint8_t **out, size_t *out_len);
 
+/*
+ * The same in two steps, for a caller that places the bytes itself:
+ * envelope_size() gives the Envelope's exact length (0 when the event has no
+ * id, source or type), envelope_write() writes that many bytes to `out`.
+ */
+size_t envelope_size(const event *ev, const envelope_meta *meta);
+void envelope_write(const event *ev, const envelope_meta *meta, uint8_t *out);
+
 /* Decode an Envelope; NULL when the bytes are not one. Free with envelope_free(). */
 Ingest__V1__Envelope *envelope_decode(const uint8_t *buf, size_t len);
 void envelope_free(Ingest__V1__Envelope *env);
@@ -55,8 +63,13 @@ char *envelope_attr_text(const Ingest__V1__CloudEvent__CloudEventAttributeValue 
 /* The Kafka key: the `partitionkey` extension, else `subject`, else `source`. */
 const char *event_kafka_key(const event *ev);
 
-/* Format ns since the epoch as RFC 3339 UTC with nanoseconds into buf[40]. */
-void rfc3339_format(int64_t unix_nanos, char *buf, size_t size);
+/*
+ * Format seconds since the epoch and nanoseconds as RFC 3339 UTC into buf[48]:
+ * "2026-11-26T10:00:00.123456789Z", the fraction left out when 0. Outside
+ * years 1 to 9999, or nanoseconds outside [0, 1e9), a text saying so, which
+ * rfc3339_parse() refuses.
+ */
+void rfc3339_format(int64_t sec, int32_t nsec, char *buf, size_t size);
 
 /* Standard base64 with padding; out must hold 4*ceil(len/3)+1 bytes. Returns the length. */
 size_t base64_encode(const unsigned char *in, size_t len, char *out);

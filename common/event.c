@@ -260,7 +260,7 @@ static int64_t days_from_civil(int64_t y, int m, int d)
     return era * 146097 + doe - 719468;
 }
 
-int rfc3339_parse(const char *s, int64_t *unix_nanos)
+int rfc3339_parse(const char *s, int64_t *unix_sec, int32_t *unix_nsec)
 {
     static const int mdays[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
     int y, mo, d, h, mi, sec, oh = 0, om = 0;
@@ -308,7 +308,8 @@ int rfc3339_parse(const char *s, int64_t *unix_nanos)
     int64_t t = days_from_civil(y, mo, d) * 86400 + h * 3600 + mi * 60 + sec - (oh * 3600 + om * 60);
     if (t < -62135596800LL || t > 253402300799LL + 86400)
         return -EINVAL;
-    *unix_nanos = t * 1000000000LL + frac;
+    *unix_sec = t;
+    *unix_nsec = (int32_t)frac;
     return 0;
 }
 
@@ -373,8 +374,9 @@ int event_validate(event *ev, const event_limits *lim, long index, event_error *
             return event_error_set(err, EVENT_ERR_INVALID, index, "dataschema",
                                    "dataschema: must be an absolute URI");
     }
-    ev->time_unix_nanos = 0;
-    if (ev->time && rfc3339_parse(ev->time, &ev->time_unix_nanos) != 0)
+    ev->time_sec = 0;
+    ev->time_nsec = 0;
+    if (ev->time && rfc3339_parse(ev->time, &ev->time_sec, &ev->time_nsec) != 0)
         return event_error_set(err, EVENT_ERR_INVALID, index, "time",
                                "time: not an RFC 3339 timestamp: \"%.40s\"", ev->time);
     if (ev->n_ext > lim->max_extensions)

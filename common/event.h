@@ -61,8 +61,13 @@ typedef struct event {
     unsigned char *data; /* owned; NUL-terminated for convenience */
     size_t data_len;
 
-    /* Set by event_validate(): `time` as nanoseconds since the epoch. */
-    int64_t time_unix_nanos;
+    /*
+     * Set by event_validate(): `time` as seconds since the epoch and nanoseconds
+     * in [0, 1e9), as a protobuf Timestamp holds it. Not one int64 of
+     * nanoseconds: that reaches only 1677 to 2262, and RFC 3339 years 1 to 9999.
+     */
+    int64_t time_sec;
+    int32_t time_nsec;
 } event;
 
 /* Why an event or a request was refused. */
@@ -101,7 +106,7 @@ void event_set_data(event *ev, event_data_kind kind, unsigned char *data, size_t
 /*
  * Check every rule of the contract: required source and type (non-empty, at
  * most 1024 bytes, valid UTF-8), specversion "1.0" when given, RFC 3339 time,
- * extension names and count, the per-event size limit. Sets time_unix_nanos.
+ * extension names and count, the per-event size limit. Sets time_sec and time_nsec.
  * Returns 0 or -EINVAL with err filled (index set to `index`).
  */
 int event_validate(event *ev, const event_limits *lim, long index, event_error *err);
@@ -122,8 +127,8 @@ int media_type_is_json(const char *ct);
 /* True when `s` (len bytes) is well-formed UTF-8 (no overlongs, no surrogates). */
 int utf8_valid(const char *s, size_t len);
 
-/* Parse RFC 3339 into ns since the epoch. 0 or -EINVAL. */
-int rfc3339_parse(const char *s, int64_t *unix_nanos);
+/* Parse RFC 3339 (years 1 to 9999) into seconds since the epoch and nanoseconds in [0, 1e9). 0 or -EINVAL. */
+int rfc3339_parse(const char *s, int64_t *sec, int32_t *nsec);
 
 /* A growable array of events: one request's worth. */
 typedef struct event_batch {

@@ -92,12 +92,12 @@ static void json_string(out *o, const char *s)
     raw(o, "\"", 1);
 }
 
-static void timestamp(out *o, int64_t unix_nanos)
+static void timestamp(out *o, int64_t sec, int32_t nsec)
 {
-    char ts[48];
+    char ts[64];
 
     /* timestamptz keeps microseconds. */
-    rfc3339_format(unix_nanos - unix_nanos % 1000, ts, sizeof(ts));
+    rfc3339_format(sec, nsec - nsec % 1000, ts, sizeof(ts));
     raw(o, ts, strlen(ts));
 }
 
@@ -170,7 +170,7 @@ int row_append(const uint8_t *value, size_t len, int32_t partition, int64_t offs
     const Ingest__V1__CloudEvent__CloudEventAttributeValue *t = attr(ce, "time");
     if (t && t->attr_case == INGEST__V1__CLOUD_EVENT__CLOUD_EVENT_ATTRIBUTE_VALUE__ATTR_CE_TIMESTAMP &&
         t->ce_timestamp)
-        timestamp(&o, t->ce_timestamp->seconds * 1000000000LL + t->ce_timestamp->nanos);
+        timestamp(&o, t->ce_timestamp->seconds, t->ce_timestamp->nanos);
     else
         field_str(&o, t ? attr_str(ce, "time") : NULL);
     sep(&o);
@@ -231,8 +231,15 @@ int row_append(const uint8_t *value, size_t len, int32_t partition, int64_t offs
     sep(&o);
     field_str(&o, env->gateway_id);
     sep(&o);
-    if (env->received_unix_nanos)
-        timestamp(&o, env->received_unix_nanos);
+    if (env->received_unix_nanos) {
+        /* Floor division: nanoseconds stay in [0, 1e9) before 1970 too. */
+        int64_t sec = env->received_unix_nanos / 1000000000LL, nsec = env->received_unix_nanos % 1000000000LL;
+        if (nsec < 0) {
+            sec--;
+            nsec += 1000000000LL;
+        }
+        timestamp(&o, sec, (int32_t)nsec);
+    }
     else
         raw(&o, "\\N", 2);
     snprintf(num, sizeof(num), "\t%" PRId32 "\t%" PRId64 "\n", partition, offset);

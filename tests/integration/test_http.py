@@ -207,6 +207,10 @@ def test_structured_event_every_attribute_reaches_kafka(gw, reader):
     "1996-12-19T16:39:57-08:00",
     "2024-02-29T00:00:00.000000001z",
     "2024-06-01t12:00:00Z",
+    # RFC 3339's whole range: int64 nanoseconds (1677 to 2262) once overflowed here.
+    "0001-01-01T00:00:00Z",
+    "1500-06-01T00:00:00.5Z",
+    "9999-12-31T23:59:59.999999999Z",
 ])
 def test_time_becomes_a_timestamp(send, time_text):
     eid = new_id()

@@ -55,7 +55,10 @@ def test_json_ndjson_and_protobuf_datagrams_reach_kafka(ugw, ureader, pb):
     run = uuid.uuid4().hex[:8]
     mark = ureader.mark()
     before = ugw.metrics()
-    ce = pb.cloudevent_pb2.CloudEvent(id=f"p-{run}", source="/udp/pb", type="t.pb", binary_data=b"\x00\x01")
+    # Year 1, as a Timestamp: far past int64 nanoseconds, once an overflow on this path.
+    ce = pb.cloudevent_pb2.CloudEvent(id=f"p-{run}", source="/udp/pb", type="t.pb", binary_data=b"\x00\x01",
+                                      attributes={"time": _attr(pb, ce_timestamp={"seconds": -62135596800,
+                                                                                  "nanos": 5})})
     peer = send(ugw.udp,
                 json.dumps({"specversion": "1.0", "source": "/udp/json", "type": "t.json", "id": f"j-{run}",
                             "data": {"n": 1}}).encode(),
@@ -72,6 +75,8 @@ def test_json_ndjson_and_protobuf_datagrams_reach_kafka(ugw, ureader, pb):
     assert json.loads(recs[f"j-{run}"].envelope.event.text_data) == {"n": 1}
     assert recs[f"n2-{run}"].envelope.event.attributes["tenant"].ce_string == "acme"
     assert recs[f"p-{run}"].envelope.event.binary_data == b"\x00\x01"
+    t = recs[f"p-{run}"].envelope.event.attributes["time"].ce_timestamp
+    assert (t.seconds, t.nanos) == (-62135596800, 5)
     assert recs[f"p-{run}"].key == b"/udp/pb"
     after = ugw.metrics()
     udp = frozenset({("protocol", "udp")})
@@ -112,6 +117,12 @@ BAD = [
      lambda pb: _pb(pb, id="x", source="/udp/bad", type="t", spec_version="2.0")),
     ("protobuf with proto_data", "invalid_event",
      lambda pb: _pb(pb, id="x", source="/udp/bad", type="t", proto_data={"type_url": "x/y", "value": b"z"})),
+    ("protobuf time after year 9999", "invalid_event",
+     lambda pb: _pb(pb, id="x", source="/udp/bad", type="t",
+                    attributes={"time": _attr(pb, ce_timestamp={"seconds": 253402300800})})),
+    ("protobuf time with negative nanos", "invalid_event",
+     lambda pb: _pb(pb, id="x", source="/udp/bad", type="t",
+                    attributes={"time": _attr(pb, ce_timestamp={"seconds": 1, "nanos": -1})})),
     ("protobuf with a bad extension name", "invalid_event",
      lambda pb: _pb(pb, id="x", source="/udp/bad", type="t", attributes={"Bad": _attr(pb, ce_string="v")})),
     ("event over --max-event-bytes", "too_large",
