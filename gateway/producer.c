@@ -139,37 +139,37 @@ produce_msg *produce_msg_new(const event *ev, int64_t received_unix_nanos, int p
                           .protocol = (envelope_protocol)protocol,
                           .peer = peer,
                           .gateway_id = gateway_id};
-    if (ev->id == NULL || ev->source == NULL || ev->type == NULL)
-        return NULL;
+    size_t vlen = envelope_size(ev, &meta);
+    if (vlen == 0)
+        return NULL; /* no id, source or type */
     const char *key = event_kafka_key(ev);
-    size_t klen = strlen(key) + 1, ilen = strlen(ev->id) + 1, slen = strlen(ev->source) + 1,
-           tlen = strlen(ev->type) + 1;
-    produce_msg *m = malloc(sizeof(*m) + klen + ilen + slen + tlen);
+    size_t klen = strlen(key), ilen = strlen(ev->id), slen = strlen(ev->source), tlen = strlen(ev->type);
+    produce_msg *m = malloc(sizeof(*m) + klen + ilen + slen + tlen + 4 + vlen);
     char *p;
 
     if (m == NULL)
         return NULL;
-    if (envelope_encode(ev, &meta, &m->value, &m->value_len) != 0) {
-        free(m);
-        return NULL;
-    }
     m->wait = wait;
     p = m->strings;
-    m->key = memcpy(p, key, klen);
-    p += klen;
-    m->ce_id = memcpy(p, ev->id, ilen);
-    p += ilen;
-    m->ce_source = memcpy(p, ev->source, slen);
-    p += slen;
-    m->ce_type = memcpy(p, ev->type, tlen);
+#define PLACE(field, src, len)                                                                               \
+    do {                                                                                                     \
+        m->field = memcpy(p, src, len + 1);                                                                  \
+        m->field##_len = len;                                                                                \
+        p += len + 1;                                                                                        \
+    } while (0)
+    PLACE(key, key, klen);
+    PLACE(ce_id, ev->id, ilen);
+    PLACE(ce_source, ev->source, slen);
+    PLACE(ce_type, ev->type, tlen);
+#undef PLACE
+    m->value = (uint8_t *)p;
+    m->value_len = vlen;
+    envelope_write(ev, &meta, m->value);
     return m;
 }
 
 void produce_msg_free(produce_msg *m)
 {
-    if (m == NULL)
-        return;
-    free(m->value);
     free(m);
 }
 
@@ -208,16 +208,16 @@ static void produce_one(producer *p, produce_msg *m)
 {
     for (;;) {
         rd_kafka_headers_t *hdrs = rd_kafka_headers_new(4);
-        rd_kafka_header_add(hdrs, "ce_id", -1, m->ce_id, -1);
-        rd_kafka_header_add(hdrs, "ce_source", -1, m->ce_source, -1);
-        rd_kafka_header_add(hdrs, "ce_type", -1, m->ce_type, -1);
-        rd_kafka_header_add(hdrs, "content-type", -1, "application/x-protobuf", -1);
+        rd_kafka_header_add(hdrs, "ce_id", 5, m->ce_id, (ssize_t)m->ce_id_len);
+        rd_kafka_header_add(hdrs, "ce_source", 9, m->ce_source, (ssize_t)m->ce_source_len);
+        rd_kafka_header_add(hdrs, "ce_type", 7, m->ce_type, (ssize_t)m->ce_type_len);
+        rd_kafka_header_add(hdrs, "content-type", 12, "application/x-protobuf", 22);
+        /* Copied: librdkafka keeps value and key in its own message, one allocation. */
         rd_kafka_resp_err_t err = rd_kafka_producev(
-            p->rk, RD_KAFKA_V_RKT(p->topic), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_FREE),
-            RD_KAFKA_V_VALUE(m->value, m->value_len), RD_KAFKA_V_KEY(m->key, strlen(m->key)),
+            p->rk, RD_KAFKA_V_RKT(p->topic), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+            RD_KAFKA_V_VALUE(m->value, m->value_len), RD_KAFKA_V_KEY(m->key, m->key_len),
             RD_KAFKA_V_HEADERS(hdrs), RD_KAFKA_V_OPAQUE(m->wait), RD_KAFKA_V_END);
         if (err == RD_KAFKA_RESP_ERR_NO_ERROR) {
-            m->value = NULL; /* librdkafka frees it after delivery */
             atomic_fetch_add_explicit(&p->stats.produced, 1, memory_order_relaxed);
             break;
         }

@@ -66,16 +66,19 @@ void ack_inbox_free(ack_inbox *inbox);
 void ack_inbox_drain(ack_inbox *inbox);
 
 /*
- * One Kafka record on its way: what the queue carries. The Envelope (value)
- * goes to librdkafka without a copy; key and headers are copied by it.
+ * One Kafka record on its way: what the queue carries. One allocation holds
+ * it all (the struct, key and header values, then the Envelope), freed once
+ * librdkafka has copied what it keeps: a message costs the front end one
+ * malloc, and nothing of it is freed on librdkafka's threads.
  */
 typedef struct produce_msg {
     ack_wait *wait; /* NULL when nobody waits (ack=accepted) */
-    uint8_t *value; /* malloc'd Envelope, owned until handed to librdkafka */
+    uint8_t *value; /* the Envelope, inside this allocation */
     size_t value_len;
     const char *key;
     const char *ce_id, *ce_source, *ce_type;
-    char strings[]; /* key and header values live here */
+    size_t key_len, ce_id_len, ce_source_len, ce_type_len;
+    char strings[]; /* key and header values, then the Envelope */
 } produce_msg;
 
 /*
