@@ -40,30 +40,59 @@ void event_init(event *ev)
     memset(ev, 0, sizeof(*ev));
 }
 
+/* Free a member unless it lives in the event's block. */
+static void release(const event *ev, void *p)
+{
+    if (p != NULL && !((char *)p >= ev->store && (char *)p < ev->store + ev->store_cap))
+        free(p);
+}
+
 void event_clear(event *ev)
 {
     if (ev == NULL)
         return;
-    free(ev->id);
-    free(ev->source);
-    free(ev->specversion);
-    free(ev->type);
-    free(ev->subject);
-    free(ev->time);
-    free(ev->datacontenttype);
-    free(ev->dataschema);
+    release(ev, ev->id);
+    release(ev, ev->source);
+    release(ev, ev->specversion);
+    release(ev, ev->type);
+    release(ev, ev->subject);
+    release(ev, ev->time);
+    release(ev, ev->datacontenttype);
+    release(ev, ev->dataschema);
     for (size_t i = 0; i < ev->n_ext; i++) {
-        free(ev->ext[i].name);
-        free(ev->ext[i].value);
+        release(ev, ev->ext[i].name);
+        release(ev, ev->ext[i].value);
     }
     free(ev->ext);
-    free(ev->data);
+    release(ev, ev->data);
+    free(ev->store);
     event_init(ev);
 }
 
-static char *dup_n(const char *s, size_t len)
+int event_reserve(event *ev, size_t bytes)
 {
-    char *p = malloc(len + 1);
+    if (ev->store != NULL || bytes == 0)
+        return 0;
+    if ((ev->store = malloc(bytes)) == NULL)
+        return -ENOMEM;
+    ev->store_len = 0;
+    ev->store_cap = bytes;
+    return 0;
+}
+
+unsigned char *event_alloc(event *ev, size_t len)
+{
+    if (ev->store != NULL && ev->store_cap - ev->store_len >= len) {
+        unsigned char *p = (unsigned char *)ev->store + ev->store_len;
+        ev->store_len += len;
+        return p;
+    }
+    return malloc(len ? len : 1);
+}
+
+static char *dup_n(event *ev, const char *s, size_t len)
+{
+    char *p = (char *)event_alloc(ev, len + 1);
 
     if (p == NULL)
         return NULL;
@@ -115,7 +144,7 @@ int event_set_attr(event *ev, const char *name, size_t name_len, const char *val
             snprintf(field, sizeof(field), "%.*s", (int)name_len, name);
             return event_error_set(err, EVENT_ERR_INVALID, -1, field, "%s: %s", field, why);
         }
-        if ((*slot = dup_n(value, len)) == NULL)
+        if ((*slot = dup_n(ev, value, len)) == NULL)
             return -ENOMEM;
         return 0;
     }
@@ -152,10 +181,10 @@ int event_set_attr(event *ev, const char *name, size_t name_len, const char *val
         ev->cap_ext = cap;
     }
     event_ext *e = &ev->ext[ev->n_ext];
-    if ((e->name = dup_n(name, name_len)) == NULL)
+    if ((e->name = dup_n(ev, name, name_len)) == NULL)
         return -ENOMEM;
-    if ((e->value = dup_n(value, len)) == NULL) {
-        free(e->name);
+    if ((e->value = dup_n(ev, value, len)) == NULL) {
+        release(ev, e->name);
         return -ENOMEM;
     }
     ev->n_ext++;
@@ -164,7 +193,7 @@ int event_set_attr(event *ev, const char *name, size_t name_len, const char *val
 
 void event_set_data(event *ev, event_data_kind kind, unsigned char *data, size_t len)
 {
-    free(ev->data);
+    release(ev, ev->data);
     ev->data_kind = kind;
     ev->data = data;
     ev->data_len = len;
@@ -405,7 +434,7 @@ int event_assign_id(event *ev)
 {
     if (ev->id != NULL)
         return 0;
-    if ((ev->id = malloc(UUID_STR_LEN)) == NULL)
+    if ((ev->id = (char *)event_alloc(ev, UUID_STR_LEN)) == NULL)
         return -ENOMEM;
     uuid_v7(ev->id);
     return 0;

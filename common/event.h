@@ -41,7 +41,9 @@ typedef struct event_ext {
 
 /*
  * One event. Every string is NUL-terminated, owned by the event, and NULL
- * when the attribute is absent. event_clear() frees them all.
+ * when the attribute is absent. event_clear() frees them all. A parser that
+ * knows how many bytes the event's strings take can give it one block for
+ * them all first (event_reserve()), instead of an allocation per attribute.
  */
 typedef struct event {
     char *id;
@@ -68,6 +70,10 @@ typedef struct event {
      */
     int64_t time_sec;
     int32_t time_nsec;
+
+    /* event_reserve()'s block: strings placed in it are not freed one by one. */
+    char *store;
+    size_t store_len, store_cap;
 } event;
 
 /* Why an event or a request was refused. */
@@ -100,7 +106,17 @@ void event_clear(event *ev); /* frees every member; the event may be reused afte
 int event_set_attr(event *ev, const char *name, size_t name_len, const char *value, size_t len,
                    const event_limits *lim, event_error *err);
 
-/* Take ownership of malloc'd data of the given kind. */
+/*
+ * Give the event one block of `bytes` for the strings set from now on (each
+ * takes its length + 1); what does not fit is allocated alone. For an event
+ * without a block yet; 0 or -ENOMEM.
+ */
+int event_reserve(event *ev, size_t bytes);
+
+/* `len` bytes for the event's own use (data, say): from its block while it has room, else malloc'd. */
+unsigned char *event_alloc(event *ev, size_t len);
+
+/* Take ownership of data of the given kind: malloc'd, or from event_alloc(). */
 void event_set_data(event *ev, event_data_kind kind, unsigned char *data, size_t len);
 
 /*

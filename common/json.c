@@ -24,6 +24,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "uuid.h"
+
 /* Nesting levels in one event, the event object included. */
 #define JSON_MAX_DEPTH 128
 /*
@@ -33,6 +35,12 @@
  */
 #define JSON_BYTES_PER_OBJECT 32
 
+/* Working memory of one json_parse_events() call, reused from event to event. */
+typedef struct jtmp {
+    char *p;
+    size_t cap;
+} jtmp;
+
 typedef struct jctx {
     const char *buf;
     size_t len;
@@ -40,6 +48,7 @@ typedef struct jctx {
     event_batch *out;
     event_error *err;
     long line; /* NDJSON: the 1-based line being parsed, for messages; else 0 */
+    jtmp *tmp;
 } jctx;
 
 /* What json_scan() learned about one value. */
@@ -419,15 +428,19 @@ static const char *kind_name(unsigned char first)
     }
 }
 
-static int is_core_attr(const char *name)
+/* One of the context attributes; every member of every event asks, so by length first. */
+static int is_core_attr(const char *name, size_t len)
 {
-    static const char *const core[] = {"specversion", "id",   "source",          "type",
-                                       "subject",     "time", "datacontenttype", "dataschema"};
-
-    for (size_t i = 0; i < sizeof(core) / sizeof(core[0]); i++)
-        if (strcmp(name, core[i]) == 0)
-            return 1;
-    return 0;
+    switch (len) {
+    case 2: return memcmp(name, "id", 2) == 0;
+    case 4: return memcmp(name, "type", 4) == 0 || memcmp(name, "time", 4) == 0;
+    case 6: return memcmp(name, "source", 6) == 0;
+    case 7: return memcmp(name, "subject", 7) == 0;
+    case 10: return memcmp(name, "dataschema", 10) == 0;
+    case 11: return memcmp(name, "specversion", 11) == 0;
+    case 15: return memcmp(name, "datacontenttype", 15) == 0;
+    default: return 0;
+    }
 }
 
 /* Standard alphabet (RFC 4648 section 4); -1 for anything else. */
@@ -625,11 +638,11 @@ static size_t unescape(const char *s, size_t p, char *out, size_t *end)
 }
 
 /* One attribute member: `v` is where its (valid) value starts, `vend` where it ends. */
-static int set_member(const jctx *c, event *ev, const char *name, size_t v, size_t vend, char *scratch,
-                      long index)
+static int set_member(const jctx *c, event *ev, const char *name, size_t nlen, size_t v, size_t vend,
+                      char *scratch, long index)
 {
     const char *s = c->buf;
-    int core = is_core_attr(name);
+    int core = is_core_attr(name, nlen);
     char field[64];
     size_t len, end;
 
@@ -637,11 +650,11 @@ static int set_member(const jctx *c, event *ev, const char *name, size_t v, size
         return 0; /* CloudEvents JSON format 2.2: a null attribute MUST be treated as unset. */
     if (s[v] == '"') {
         len = unescape(s, v, scratch, &end);
-        return locate(c, index, event_set_attr(ev, name, strlen(name), scratch, len, c->lim, c->err));
+        return locate(c, index, event_set_attr(ev, name, nlen, scratch, len, c->lim, c->err));
     }
     if (!core && s[v] != '{' && s[v] != '[')
         /* A number or a boolean: its JSON text, as written. */
-        return locate(c, index, event_set_attr(ev, name, strlen(name), s + v, vend - v, c->lim, c->err));
+        return locate(c, index, event_set_attr(ev, name, nlen, s + v, vend - v, c->lim, c->err));
     /* A wrong type: only now is the field's name worth formatting. */
     if (core)
         snprintf(field, sizeof(field), "%s", name);
@@ -665,8 +678,8 @@ static int build_event(const jctx *c, size_t start, const scan_info *si, long in
     /* Core attributes, data and data_base64 besides the extensions: past that, no need to look. */
     size_t max_members = c->lim->max_extensions + 10, n_names = 0;
     size_t data_at = 0, data_end = 0, b64_at = 0, p;
-    char *scratch = NULL, *names = NULL;
-    size_t *name_off = NULL, names_len = 0;
+    char *scratch, *names;
+    size_t *name_off, names_len = 0;
     event *ev;
     int rc = 0;
 
@@ -678,16 +691,28 @@ static int build_event(const jctx *c, size_t start, const scan_info *si, long in
     if (si->members > max_members)
         return fail(c, EVENT_ERR_INVALID, index, "extensions", "extensions: more than %zu",
                     c->lim->max_extensions);
-    /* Unescaping never grows a string; names are kept to find one given twice. */
-    if ((scratch = malloc(size + 1)) == NULL || (names = malloc(size + 1)) == NULL ||
-        (name_off = malloc((si->members + 1) * sizeof(*name_off))) == NULL) {
-        rc = -ENOMEM;
-        goto out;
+    /*
+     * Working memory, kept from event to event: a scratch string (unescaping
+     * never grows one), and the names so far, to find one given twice.
+     */
+    size_t need = (si->members + 2) * sizeof(size_t) + 2 * (size + 1);
+    if (c->tmp->cap < need) {
+        char *t = realloc(c->tmp->p, need);
+        if (t == NULL)
+            return -ENOMEM;
+        c->tmp->p = t;
+        c->tmp->cap = need;
     }
-    if ((ev = event_batch_add(c->out)) == NULL) {
-        rc = -ENOMEM;
-        goto out;
-    }
+    name_off = (size_t *)(void *)c->tmp->p;
+    names = c->tmp->p + (si->members + 2) * sizeof(size_t);
+    scratch = names + size + 1;
+    /*
+     * The event's strings are parts of its text, each no longer unescaped or
+     * compacted, each taking a NUL where the text had at least a quote: one
+     * block as large as the text, and the id the gateway may give it, holds them.
+     */
+    if ((ev = event_batch_add(c->out)) == NULL || event_reserve(ev, size + UUID_STR_LEN) != 0)
+        return -ENOMEM;
 
     p = skip_ws(c, start + 1, si->end);
     while (s[p] != '}') {
@@ -696,7 +721,7 @@ static int build_event(const jctx *c, size_t start, const scan_info *si, long in
         size_t nlen = unescape(s, p, name, &after_name);
 
         for (size_t i = 0; i < n_names; i++) {
-            if (strcmp(names + name_off[i], name) == 0) {
+            if (name_off[i + 1] - name_off[i] == nlen + 1 && memcmp(names + name_off[i], name, nlen) == 0) {
                 rc = fail(c, EVENT_ERR_INVALID, index, "",
                           "a member name appears twice in the event object: %.40s", name);
                 goto out;
@@ -704,14 +729,15 @@ static int build_event(const jctx *c, size_t start, const scan_info *si, long in
         }
         name_off[n_names++] = names_len;
         names_len += nlen + 1;
+        name_off[n_names] = names_len;
 
         v = skip_ws(c, skip_ws(c, after_name, si->end) + 1, si->end); /* past ':' */
         vend = value_end(s, v);
-        if (strcmp(name, "data") == 0) {
+        if (nlen == 4 && memcmp(name, "data", 4) == 0) {
             data_at = v, data_end = vend;
-        } else if (strcmp(name, "data_base64") == 0) {
+        } else if (nlen == 11 && memcmp(name, "data_base64", 11) == 0) {
             b64_at = v;
-        } else if ((rc = set_member(c, ev, name, v, vend, scratch, index)) != 0) {
+        } else if ((rc = set_member(c, ev, name, nlen, v, vend, scratch, index)) != 0) {
             goto out;
         }
         p = skip_ws(c, vend, si->end);
@@ -734,7 +760,7 @@ static int build_event(const jctx *c, size_t start, const scan_info *si, long in
          * JSON format 3.1): "hello" as text/plain is hello, not its JSON quotes.
          */
         size_t end, n = unescape(s, data_at, scratch, &end);
-        unsigned char *copy = malloc(n + 1);
+        unsigned char *copy = event_alloc(ev, n + 1);
         if (copy == NULL) {
             rc = -ENOMEM;
             goto out;
@@ -742,7 +768,7 @@ static int build_event(const jctx *c, size_t start, const scan_info *si, long in
         memcpy(copy, scratch, n + 1);
         event_set_data(ev, memchr(copy, '\0', n) ? EVENT_DATA_BINARY : EVENT_DATA_TEXT, copy, n);
     } else if (data_at) {
-        unsigned char *copy = malloc(data_end - data_at + 1);
+        unsigned char *copy = event_alloc(ev, data_end - data_at + 1);
         if (copy == NULL) {
             rc = -ENOMEM;
             goto out;
@@ -766,9 +792,6 @@ static int build_event(const jctx *c, size_t start, const scan_info *si, long in
             event_set_data(ev, EVENT_DATA_BINARY, bytes, len);
     }
 out:
-    free(scratch);
-    free(names);
-    free(name_off);
     return rc;
 }
 
@@ -885,7 +908,8 @@ int json_parse_events(const char *buf, size_t len, json_form form, const event_l
 {
     event_limits defaults;
     size_t first = out->n;
-    jctx c = {.buf = buf ? buf : "", .len = buf ? len : 0, .lim = lim, .out = out, .err = err};
+    jtmp tmp = {NULL, 0};
+    jctx c = {.buf = buf ? buf : "", .len = buf ? len : 0, .lim = lim, .out = out, .err = err, .tmp = &tmp};
     size_t p;
     int rc;
 
@@ -913,6 +937,7 @@ int json_parse_events(const char *buf, size_t len, json_form form, const event_l
             event_clear(&out->ev[i]);
         out->n = first;
     }
+    free(tmp.p);
     return rc;
 }
 
