@@ -281,6 +281,26 @@ static void *udp_main(void *arg)
     return NULL;
 }
 
+/*
+ * The socket's receive buffer, as large as asked: past net.core.rmem_max when
+ * the process may (CAP_NET_ADMIN), else as large as that sysctl allows, which
+ * is said once: a buffer smaller than configured loses bursts without a word.
+ */
+static void set_rcvbuf(int fd, int bytes, int first)
+{
+    int got = 0;
+    socklen_t len = sizeof(got);
+
+    if (setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &bytes, sizeof(bytes)) != 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &bytes, sizeof(bytes));
+    /* Linux reports twice what was set (the rest is its bookkeeping). */
+    if (first && getsockopt(fd, SOL_SOCKET, SO_RCVBUF, &got, &len) == 0 && got / 2 < bytes)
+        LOG_WARN("udp",
+                 "receive buffer is %d bytes, not the %d of --udp-rcvbuf: net.core.rmem_max caps it "
+                 "(raise that sysctl, or give the gateway CAP_NET_ADMIN)",
+                 got / 2, bytes);
+}
+
 udp_front *udp_front_start(gateway *gw, char *err, size_t errlen)
 {
     const char *addr = gw->cfg->udp_addr;
@@ -310,7 +330,7 @@ udp_front *udp_front_start(gateway *gw, char *err, size_t errlen)
         /* Blocking with a timeout: the thread sleeps in the kernel, and sees the stop flag 5 times a second.
          */
         int flags = 0;
-        setsockopt(t->fd, SOL_SOCKET, SO_RCVBUF, &rb, sizeof(rb));
+        set_rcvbuf(t->fd, rb, u->n_threads == 0);
         setsockopt(t->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
         flags = fcntl(t->fd, F_GETFL);
         fcntl(t->fd, F_SETFL, flags & ~O_NONBLOCK);

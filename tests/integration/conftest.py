@@ -394,7 +394,8 @@ def start_gateway(kafka_bootstrap, gateway_help, tmp_path_factory):
     def given(flags, name):
         return any(f == name or f.startswith(name + "=") for f in flags)
 
-    def start(*flags, env=None, ready_timeout=20):
+    def start(*flags, env=None, ready_timeout=20, wrap=()):
+        """wrap: a command the gateway runs under (it must exec it), e.g. setpriv."""
         flags = list(flags)
         addrs = {}
         for name in GATEWAY_LISTEN_FLAGS:
@@ -410,7 +411,7 @@ def start_gateway(kafka_bootstrap, gateway_help, tmp_path_factory):
         e.update(env or {})
         log_path = logs / f"gateway-{len(started)}.log"
         with open(log_path, "wb") as log:
-            proc = subprocess.Popen([str(GATEWAY_BIN), *flags], env=e, stdin=subprocess.DEVNULL,
+            proc = subprocess.Popen([*wrap, str(GATEWAY_BIN), *flags], env=e, stdin=subprocess.DEVNULL,
                                     stdout=log, stderr=subprocess.STDOUT)
         gw = Gateway(proc, flags, addrs, log_path)
         started.append(gw)

@@ -5,7 +5,10 @@ reason (read with prometheus_client's parser), and the gateway keeps
 receiving. IPv6 works as IPv4 does.
 """
 import json
+import pathlib
+import re
 import socket
+import subprocess
 import time
 import uuid
 
@@ -210,4 +213,35 @@ def test_overload_drops_are_counted(start_gateway, make_topic):
     assert received + overloaded == 20 and 4 <= received <= 8, (received, overloaded)
     assert "reason=overloaded" in g.log()
     assert g.proc.poll() is None
+    g.stop()
+
+
+def _rcvbuf(port):
+    """The receive buffer the kernel gave the socket on this UDP port (ss's skmem rb), in bytes."""
+    out = subprocess.run(["ss", "-Hulnm", f"sport = :{port}"], capture_output=True, text=True,
+                         check=True).stdout
+    return int(re.search(r"\brb(\d+)", out).group(1))
+
+
+def _rmem_max():
+    return int(pathlib.Path("/proc/sys/net/core/rmem_max").read_text())
+
+
+def test_receive_buffer_past_rmem_max_with_cap_net_admin(start_gateway):
+    # Root here has CAP_NET_ADMIN: the buffer is what --udp-rcvbuf asks, whatever the sysctl says.
+    want = 2 * _rmem_max()
+    g = start_gateway(f"--udp-rcvbuf={want}")
+    assert _rcvbuf(udp_target(g)[1]) == 2 * want  # Linux counts twice what was set
+    assert "receive buffer is" not in g.log()
+    g.stop()
+
+
+def test_receive_buffer_capped_by_rmem_max_is_said(start_gateway):
+    # Without CAP_NET_ADMIN the kernel caps the buffer at net.core.rmem_max, and the gateway says so.
+    want = 2 * _rmem_max()
+    g = start_gateway(f"--udp-rcvbuf={want}", wrap=("setpriv", "--bounding-set=-net_admin", "--"))
+    assert _rcvbuf(udp_target(g)[1]) == 2 * _rmem_max()
+    log = g.log()
+    assert f"receive buffer is {_rmem_max()} bytes, not the {want} of --udp-rcvbuf" in log
+    assert "net.core.rmem_max" in log and log.count("receive buffer is") == 1
     g.stop()
