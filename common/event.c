@@ -430,6 +430,13 @@ int event_validate(event *ev, const event_limits *lim, long index, event_error *
     return 0;
 }
 
+int event_new_id(event *ev)
+{
+    release(ev, ev->id);
+    ev->id = NULL;
+    return event_assign_id(ev);
+}
+
 int event_assign_id(event *ev)
 {
     if (ev->id != NULL)

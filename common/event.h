@@ -130,6 +130,9 @@ int event_validate(event *ev, const event_limits *lim, long index, event_error *
 /* Assign a fresh UUIDv7 id when the event has none. 0 or -ENOMEM. */
 int event_assign_id(event *ev);
 
+/* Replace the event's id, if any, with a fresh UUIDv7 (a benchmark replaying one event). 0 or -ENOMEM. */
+int event_new_id(event *ev);
+
 /* Approximate encoded size of the event, for the per-event limit. */
 size_t event_size(const event *ev);
 

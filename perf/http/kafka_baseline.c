@@ -86,10 +86,8 @@ static rd_kafka_resp_err_t produce_one(rd_kafka_t *rk, rd_kafka_topic_t *rkt, ev
     const char *key;
     rd_kafka_resp_err_t err;
 
-    free(ev->id);
-    ev->id = NULL;
     meta->received_unix_nanos = unix_nanos();
-    if (event_assign_id(ev) != 0 || envelope_encode(ev, meta, &buf, &len) != 0)
+    if (event_new_id(ev) != 0 || envelope_encode(ev, meta, &buf, &len) != 0)
         return RD_KAFKA_RESP_ERR__FAIL;
     key = event_kafka_key(ev);
     for (;;) {

@@ -287,6 +287,54 @@ static void test_batch(void **state)
     event_clear(NULL);
 }
 
+/*
+ * event_reserve(): strings go into the block while it has room, then are
+ * allocated alone; clearing frees each kind rightly (ASan in CI would report
+ * a free of a pointer inside the block, or a leak of one outside it).
+ */
+static void test_store(void **state)
+{
+    event ev;
+    event_error err;
+    (void)state;
+
+    event_init(&ev);
+    assert_int_equal(event_reserve(&ev, 16), 0);
+    assert_int_equal(set(&ev, "source", "/abc", &err), 0); /* 5 bytes: in the block */
+    assert_ptr_equal(ev.source, ev.store);
+    assert_int_equal(set(&ev, "type", "t.long.enough", &err), 0); /* 14: past the 11 left, alone */
+    assert_true(ev.type < ev.store || ev.type >= ev.store + ev.store_cap);
+    assert_int_equal(set(&ev, "x", "123456", &err), 0); /* name 2 + value 7: the 9 still free, then alone */
+    assert_ptr_equal(ev.ext[0].name, ev.store + 5);
+    assert_ptr_equal(ev.ext[0].value, ev.store + 7);
+    assert_int_equal(event_reserve(&ev, 64), 0); /* one block per event: a no-op now */
+    assert_int_equal(ev.store_cap, 16);
+    unsigned char *d = event_alloc(&ev, 2);
+    memcpy(d, "{}", 2);
+    event_set_data(&ev, EVENT_DATA_JSON, d, 2);
+    event_set_data(&ev, EVENT_DATA_JSON, (unsigned char *)strdup("[]"), 2); /* releases the first */
+    assert_int_equal(event_assign_id(&ev), 0);
+    const char *first = ev.id;
+    assert_int_equal(event_new_id(&ev), 0);
+    assert_int_equal(strlen(ev.id), 36);
+    assert_ptr_not_equal(ev.id, first);
+    assert_int_equal(event_validate(&ev, &lim, -1, &err), 0);
+    assert_string_equal(ev.source, "/abc");
+    assert_string_equal(ev.type, "t.long.enough");
+    assert_string_equal(ev.ext[0].value, "123456");
+    event_clear(&ev);
+    assert_null(ev.store);
+
+    /* An id in the block is replaced too. */
+    event_init(&ev);
+    assert_int_equal(event_reserve(&ev, 2 * 37), 0);
+    assert_int_equal(event_assign_id(&ev), 0);
+    assert_ptr_equal(ev.id, ev.store);
+    assert_int_equal(event_new_id(&ev), 0);
+    assert_ptr_equal(ev.id, ev.store + 37);
+    event_clear(&ev);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -294,6 +342,7 @@ int main(void)
         cmocka_unit_test(test_lengths_and_utf8),        cmocka_unit_test(test_utf8),
         cmocka_unit_test(test_specversion_time_schema), cmocka_unit_test(test_set_attr_rules),
         cmocka_unit_test(test_event_size_limit),        cmocka_unit_test(test_batch),
+        cmocka_unit_test(test_store),
     };
     return cmocka_run_group_tests(tests, setup, NULL);
 }
