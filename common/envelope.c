@@ -21,8 +21,8 @@ typedef Ingest__V1__CloudEvent__AttributesEntry AttrEntry;
  */
 
 /* Wire types and tags: (field << 3) | wire type. */
-#define WT_VARINT 0
-#define WT_LEN    2
+#define WT_VARINT      0
+#define WT_LEN         2
 #define TAG(field, wt) ((uint8_t)((field) << 3 | (wt)))
 
 static size_t varint_size(uint64_t v)
@@ -106,7 +106,8 @@ static size_t string_attr_size(const char *key, const char *v)
 /* The CloudEvent message's size (without its own tag and length). */
 static size_t cloud_event_size(const event *ev)
 {
-    size_t n = str_size(strlen(ev->id)) + str_size(strlen(ev->source)) + str_size(3) + str_size(strlen(ev->type));
+    size_t n =
+        str_size(strlen(ev->id)) + str_size(strlen(ev->source)) + str_size(3) + str_size(strlen(ev->type));
 
     if (ev->subject)
         n += string_attr_size("subject", ev->subject);

@@ -213,10 +213,10 @@ static void produce_one(producer *p, produce_msg *m)
         rd_kafka_header_add(hdrs, "ce_type", 7, m->ce_type, (ssize_t)m->ce_type_len);
         rd_kafka_header_add(hdrs, "content-type", 12, "application/x-protobuf", 22);
         /* Copied: librdkafka keeps value and key in its own message, one allocation. */
-        rd_kafka_resp_err_t err = rd_kafka_producev(
-            p->rk, RD_KAFKA_V_RKT(p->topic), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
-            RD_KAFKA_V_VALUE(m->value, m->value_len), RD_KAFKA_V_KEY(m->key, m->key_len),
-            RD_KAFKA_V_HEADERS(hdrs), RD_KAFKA_V_OPAQUE(m->wait), RD_KAFKA_V_END);
+        rd_kafka_resp_err_t err =
+            rd_kafka_producev(p->rk, RD_KAFKA_V_RKT(p->topic), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+                              RD_KAFKA_V_VALUE(m->value, m->value_len), RD_KAFKA_V_KEY(m->key, m->key_len),
+                              RD_KAFKA_V_HEADERS(hdrs), RD_KAFKA_V_OPAQUE(m->wait), RD_KAFKA_V_END);
         if (err == RD_KAFKA_RESP_ERR_NO_ERROR) {
             atomic_fetch_add_explicit(&p->stats.produced, 1, memory_order_relaxed);
             break;

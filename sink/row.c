@@ -239,8 +239,7 @@ int row_append(const uint8_t *value, size_t len, int32_t partition, int64_t offs
             nsec += 1000000000LL;
         }
         timestamp(&o, sec, (int32_t)nsec);
-    }
-    else
+    } else
         raw(&o, "\\N", 2);
     snprintf(num, sizeof(num), "\t%" PRId32 "\t%" PRId64 "\n", partition, offset);
     raw(&o, num, strlen(num));

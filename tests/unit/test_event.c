@@ -338,10 +338,14 @@ static void test_store(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_valid_minimal_and_full),  cmocka_unit_test(test_required_and_empty),
-        cmocka_unit_test(test_lengths_and_utf8),        cmocka_unit_test(test_utf8),
-        cmocka_unit_test(test_specversion_time_schema), cmocka_unit_test(test_set_attr_rules),
-        cmocka_unit_test(test_event_size_limit),        cmocka_unit_test(test_batch),
+        cmocka_unit_test(test_valid_minimal_and_full),
+        cmocka_unit_test(test_required_and_empty),
+        cmocka_unit_test(test_lengths_and_utf8),
+        cmocka_unit_test(test_utf8),
+        cmocka_unit_test(test_specversion_time_schema),
+        cmocka_unit_test(test_set_attr_rules),
+        cmocka_unit_test(test_event_size_limit),
+        cmocka_unit_test(test_batch),
         cmocka_unit_test(test_store),
     };
     return cmocka_run_group_tests(tests, setup, NULL);
