@@ -239,10 +239,23 @@ class TopicReader:
         self.partitions = sorted(md.topics[topic].partitions)
 
     def mark(self):
-        from confluent_kafka import TopicPartition
+        import time
 
-        return {p: self.consumer.get_watermark_offsets(TopicPartition(self.topic, p), timeout=15, cached=False)[1]
-                for p in self.partitions}
+        from confluent_kafka import KafkaError, KafkaException, TopicPartition
+
+        # A topic just made answers "not leader" until its partitions' leaders are known: ask again.
+        retriable = {KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE,
+                     KafkaError.UNKNOWN_TOPIC_OR_PART}
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                return {p: self.consumer.get_watermark_offsets(TopicPartition(self.topic, p), timeout=15,
+                                                               cached=False)[1]
+                        for p in self.partitions}
+            except KafkaException as e:
+                if e.args[0].code() not in retriable or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
 
     def count_since(self, mark):
         now = self.mark()

@@ -85,10 +85,23 @@ def grpc_unary_sender(g, pb, run, acked, stop):
                 resp = stub.Publish(pb.ingest_pb2.PublishRequest(events=[pb.cloudevent_pb2.CloudEvent(
                     id=eid, source="/it/shutdown", type="t")]), timeout=15)
             except grpc.RpcError as e:
-                assert e.code() == grpc.StatusCode.UNAVAILABLE, e
+                # UNAVAILABLE from the gateway; or CANCELLED from the gRPC core (1.51) for a call that
+                # reached the connection after the server's shutdown began, never seen by the gateway
+                # (1 run in ~25): either way nothing of it was acknowledged, and that is checked below.
+                assert e.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED), e
                 return
             assert list(resp.ids) == [eid]
             acked.add(eid)
+
+
+def recording(errors, sender):
+    """sender, run in a thread: what it raises (an assertion on an answer) is kept for the test to fail on."""
+    def run(*args):
+        try:
+            sender(*args)
+        except BaseException as e:
+            errors.append(f"{sender.__name__}: {e!r}")
+    return run
 
 
 def test_sigterm_under_load_loses_nothing_acknowledged(start_gateway, make_topic, topic_reader, pb):
@@ -97,13 +110,16 @@ def test_sigterm_under_load_loses_nothing_acknowledged(start_gateway, make_topic
     mark = reader.mark()
     g = start_gateway(f"--kafka-topic={topic}", "--shutdown-timeout=10s")
     run = uuid.uuid4().hex[:8]
-    acked, udp_sent, stop = set(), [], threading.Event()
-    threads = [threading.Thread(target=http_sender, args=(g, ack, run, acked, stop), daemon=True)
+    acked, udp_sent, stop, errors = set(), [], threading.Event(), []
+    threads = [threading.Thread(target=recording(errors, http_sender), args=(g, ack, run, acked, stop), daemon=True)
                for ack in ("committed", "accepted", "committed", "accepted")]
-    threads.append(threading.Thread(target=udp_sender, args=(g, run, udp_sent, stop), daemon=True))
+    threads.append(threading.Thread(target=recording(errors, udp_sender), args=(g, run, udp_sent, stop),
+                                    daemon=True))
     for ack in (pb.ingest_pb2.ACK_LEVEL_COMMITTED, pb.ingest_pb2.ACK_LEVEL_ACCEPTED):
-        threads.append(threading.Thread(target=grpc_stream_sender, args=(g, pb, ack, run, acked, stop), daemon=True))
-    threads.append(threading.Thread(target=grpc_unary_sender, args=(g, pb, run, acked, stop), daemon=True))
+        threads.append(threading.Thread(target=recording(errors, grpc_stream_sender),
+                                        args=(g, pb, ack, run, acked, stop), daemon=True))
+    threads.append(threading.Thread(target=recording(errors, grpc_unary_sender), args=(g, pb, run, acked, stop),
+                                    daemon=True))
     for t in threads:
         t.start()
     deadline = time.monotonic() + 10
@@ -119,6 +135,8 @@ def test_sigterm_under_load_loses_nothing_acknowledged(start_gateway, make_topic
     for t in threads:
         t.join(timeout=30)
     assert rc == 0, g.log_tail()
+    # Every client saw answers the contract allows (202/200, 503 shutting_down, UNAVAILABLE), nothing else.
+    assert not errors, errors
     assert took < 10 + 2, f"the stop took {took:.1f}s, over its 10s timeout"
 
     log = g.log()
