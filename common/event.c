@@ -225,7 +225,11 @@ int utf8_valid(const char *str, size_t len)
     while (i < len) {
         unsigned char c = s[i];
         if (c < 0x80) {
+            /* Most text is ASCII: eight bytes at a time while no high bit is set. */
+            uint64_t w;
             i++;
+            while (len - i >= 8 && (memcpy(&w, s + i, 8), (w & 0x8080808080808080ULL) == 0))
+                i += 8;
             continue;
         }
         size_t n;

@@ -127,6 +127,23 @@ static int hex4(const unsigned char *s, size_t p, size_t limit, unsigned int *cp
     return 0;
 }
 
+/* Bytes of a 64-bit word: all 0x01, all 0x80. */
+#define ONES  0x0101010101010101ULL
+#define HIGHS 0x8080808080808080ULL
+
+/* Some byte of w is below n (n <= 128; bytes with the high bit set are not counted). */
+static uint64_t has_below(uint64_t w, unsigned n)
+{
+    return (w - ONES * n) & ~w & HIGHS;
+}
+
+/* Some byte of w is a quote, a backslash, a control character, or has its high bit set. */
+static int needs_look(uint64_t w)
+{
+    return ((w & HIGHS) | has_below(w, 0x20) | has_below(w ^ (ONES * '"'), 1) |
+            has_below(w ^ (ONES * '\\'), 1)) != 0;
+}
+
 /* A string at *pp (its opening quote); moves *pp past the closing quote. */
 static int scan_string(const jctx *c, size_t *pp, size_t limit, long index, int *has_nul)
 {
@@ -136,6 +153,13 @@ static int scan_string(const jctx *c, size_t *pp, size_t limit, long index, int 
 
     *has_nul = 0;
     for (;;) {
+        /*
+         * Eight bytes at a time while none needs a look: no quote, backslash,
+         * control character or non-ASCII byte (each handled one by one below).
+         */
+        uint64_t w;
+        while (limit - p >= 8 && (memcpy(&w, s + p, 8), !needs_look(w)))
+            p += 8;
         if (p >= limit)
             return fail(c, EVENT_ERR_MALFORMED, index, "", "truncated JSON: string at byte %zu is not closed",
                         start);
@@ -590,6 +614,16 @@ static size_t value_end(const char *s, size_t p)
 static size_t unescape(const char *s, size_t p, char *out, size_t *end)
 {
     size_t n = 0;
+    const char *q = rawmemchr(s + p + 1, '"');
+
+    /* No backslash before the first quote: that quote closes the string, and the bytes are as written. */
+    if (memchr(s + p + 1, '\\', (size_t)(q - (s + p + 1))) == NULL) {
+        n = (size_t)(q - (s + p + 1));
+        memcpy(out, s + p + 1, n);
+        out[n] = '\0';
+        *end = (size_t)(q - s) + 1;
+        return n;
+    }
 
     for (p++; s[p] != '"'; p++) {
         if (s[p] != '\\') {

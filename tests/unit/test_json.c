@@ -884,6 +884,58 @@ static void test_fuzz(void **state)
     }
 }
 
+/*
+ * Strings are scanned eight bytes at a time while no byte needs a look, and
+ * copied whole when they hold no escape: every kind of byte that needs one
+ * (quote, backslash, control, non-ASCII, bad UTF-8) is put at every offset
+ * of a 24-byte value, itself at every alignment, and must be seen.
+ */
+static void test_string_bytes_at_every_offset(void **state)
+{
+    static const struct {
+        const char *put;  /* written into the JSON at the offset */
+        const char *want; /* the value's byte there, NULL: refused as malformed_json */
+    } kinds[] = {
+        {"\\\"", "\""},
+        {"\\\\", "\\"},
+        {"\\u00e9", "\xc3\xa9"},
+        {"\xc3\xa9", "\xc3\xa9"},
+        {"\xe2\x82\xac", "\xe2\x82\xac"},
+        {"\\/", "/"},
+        {"\x01", NULL},
+        {"\x1f", NULL},
+        {"\xff", NULL},
+        {"\xc3", NULL},
+        {"\xed\xa0\x80", NULL},
+    };
+    (void)state;
+
+    for (size_t k = 0; k < sizeof(kinds) / sizeof(kinds[0]); k++) {
+        for (int pad = 0; pad < 8; pad++) {
+            for (int at = 0; at <= 24; at++) {
+                char json[128], want[64];
+                event_batch b;
+                event_error err;
+                int n =
+                    snprintf(json, sizeof(json), "%*s{\"type\":\"t\",\"source\":\"%.*s%s%.*s\"}", pad, "", at,
+                             "abcdefghijklmnopqrstuvwx", kinds[k].put, 24 - at, "ABCDEFGHIJKLMNOPQRSTUVWX");
+                event_batch_init(&b);
+                int rc = parse_len(json, (size_t)n, JSON_FORM_EVENT, &b, &err);
+                if (kinds[k].want == NULL) {
+                    assert_int_equal(rc, -EINVAL);
+                    assert_string_equal(err.code, EVENT_ERR_MALFORMED);
+                } else {
+                    assert_int_equal(rc, 0);
+                    snprintf(want, sizeof(want), "%.*s%s%.*s", at, "abcdefghijklmnopqrstuvwx", kinds[k].want,
+                             24 - at, "ABCDEFGHIJKLMNOPQRSTUVWX");
+                    assert_string_equal(b.ev[0].source, want);
+                }
+                event_batch_clear(&b);
+            }
+        }
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -903,6 +955,7 @@ int main(void)
         cmocka_unit_test(test_number_fidelity),
         cmocka_unit_test(test_duplicates_in_data),
         cmocka_unit_test(test_fuzz),
+        cmocka_unit_test(test_string_bytes_at_every_offset),
     };
     return cmocka_run_group_tests(tests, setup, NULL);
 }
