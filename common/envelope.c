@@ -428,7 +428,9 @@ int event_from_proto(const CloudEvent *ce, event *ev, const event_limits *lim, e
         unsigned char *d = event_alloc(ev, len + 1);
         if (d == NULL)
             return -ENOMEM;
-        memcpy(d, text ? (const void *)ce->text_data : (const void *)ce->binary_data.data, len);
+        /* protobuf-c gives empty bytes a NULL data, which memcpy must not see even for 0 bytes. */
+        if (len)
+            memcpy(d, text ? (const void *)ce->text_data : (const void *)ce->binary_data.data, len);
         d[len] = '\0';
         event_set_data(ev, text ? EVENT_DATA_TEXT : EVENT_DATA_BINARY, d, len);
         break;
