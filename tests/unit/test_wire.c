@@ -31,7 +31,8 @@ static uint64_t rng_state = 0x9e3779b97f4a7c15ULL;
 
 static uint64_t rnd(void)
 {
-    /* xorshift64*: a fixed seed, the same inputs on every run. */
+    /* xorshift64*: a fixed seed, the same inputs on every run (no two draws unsequenced in one expression).
+     */
     rng_state ^= rng_state >> 12;
     rng_state ^= rng_state << 25;
     rng_state ^= rng_state >> 27;
@@ -187,7 +188,11 @@ static void unknown_field(bytes *out)
     unsigned wt = (unsigned[]){0, 1, 2, 5}[rn(4)];
     put_varint(out, num << 3 | wt);
     switch (wt) {
-    case 0: put_varint(out, rnd() >> rn(64)); break;
+    case 0: {
+        uint64_t v = rnd();
+        put_varint(out, v >> rn(64));
+        break;
+    }
     case 1: put(out, fixed, 8); break;
     case 5: put(out, fixed, 4); break;
     default: {
@@ -409,7 +414,8 @@ static void mutate_and_check(const bytes *base, void (*check)(const uint8_t *, s
         /* A copy of exactly n bytes, so that ASan sees any read past them. */
         uint8_t *t = malloc(n ? n : 1);
         assert_non_null(t);
-        memcpy(t, base->p, n);
+        if (n)
+            memcpy(t, base->p, n);
         check(t, n);
         free(t);
     }
@@ -421,12 +427,16 @@ static void mutate_and_check(const bytes *base, void (*check)(const uint8_t *, s
             size_t at = rn(m.n + 1);
             switch (rn(5)) {
             case 0: /* flip bits */
-                if (m.n)
-                    m.p[rn(m.n)] ^= (uint8_t)(1u << rn(8));
+                if (m.n) {
+                    size_t i = rn(m.n);
+                    m.p[i] ^= (uint8_t)(1u << rn(8));
+                }
                 break;
             case 1: /* a byte set to a value that means something to a parser */
-                if (m.n)
-                    m.p[rn(m.n)] = special[rn(sizeof(special))];
+                if (m.n) {
+                    size_t i = rn(m.n);
+                    m.p[i] = special[rn(sizeof(special))];
+                }
                 break;
             case 2: { /* inserted bytes */
                 uint8_t ins[4];
@@ -464,7 +474,8 @@ static void mutate_and_check(const bytes *base, void (*check)(const uint8_t *, s
         }
         uint8_t *t = malloc(m.n ? m.n : 1);
         assert_non_null(t);
-        memcpy(t, m.p, m.n);
+        if (m.n)
+            memcpy(t, m.p, m.n);
         check(t, m.n);
         free(t);
     }
@@ -486,10 +497,10 @@ static void test_events_agree(void **state)
 {
     (void)state;
     compared = refused_both = einval_both = ok_both = 0;
-    for (int i = 0; i < 1000; i++) {
+    for (int i = 0; i < 2000; i++) {
         bytes b = {0};
         random_event(&b);
-        mutate_and_check(&b, check_event_bytes, 150);
+        mutate_and_check(&b, check_event_bytes, 250);
         free(b.p);
     }
     printf("# CloudEvent: %zu inputs compared: %zu refused by both, %zu the same error, %zu the same event\n",
@@ -501,7 +512,7 @@ static void test_requests_agree(void **state)
 {
     (void)state;
     compared = refused_both = einval_both = ok_both = 0;
-    for (int i = 0; i < 150; i++) {
+    for (int i = 0; i < 400; i++) {
         bytes b = {0};
         size_t n = rn(5);
         for (size_t k = 0; k < n; k++) {
@@ -529,7 +540,7 @@ static void test_requests_agree(void **state)
             }
             free(ev.p);
         }
-        mutate_and_check(&b, check_request_bytes, 150);
+        mutate_and_check(&b, check_request_bytes, 250);
         free(b.p);
     }
     printf(
@@ -564,6 +575,13 @@ static void test_protobuf_c_s_corners(void **state)
         {"a string with a NUL", "\x12\x03\x61\x00\x62\x22\x01t", 8},
         {"an entry without key", "\x2a\x04\x12\x02\x08\x01", 6},
         {"an entry without value", "\x2a\x03\x0a\x01x", 5},
+        {"a boolean as fixed64", "\x2a\x0e\x0a\x01x\x12\x09\x09\x00\x00\x00\x00\x00\x00\x00\x01", 16},
+        {"a boolean as fixed32, all zero", "\x2a\x0a\x0a\x01x\x12\x05\x0d\x00\x00\x00\x00", 12},
+        {"field 0 in a one-byte tag", "\x02\x00", 2},
+        {"field 0 in a two-byte tag", "\x80\x00\x00", 3},
+        {"a length past the end", "\x12\x05/s", 4},
+        {"text_data, then binary_data", "\x3a\x01x\x32\x02\x00\x01", 7},
+        {"proto_data, then text_data", "\x42\x00\x3a\x01x", 5},
     };
     (void)state;
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
@@ -572,10 +590,29 @@ static void test_protobuf_c_s_corners(void **state)
     }
 }
 
+/* A 5-byte length that wraps in 32 bits: protobuf-c reads out of bounds on it; refused here. */
+static void test_length_wrapping_in_32_bits_is_refused(void **state)
+{
+    static const uint8_t b[] = {0x0a, 0xfc, 0xff, 0xff, 0xff, 0x0f, 'x', 'y'};
+    wire_request w;
+    event ev;
+    (void)state;
+
+    event_init(&ev);
+    assert_int_equal(event_from_wire(b, sizeof(b), &ev, &lim_default, NULL), -EBADMSG);
+    /* The same length on a request's events (field 2). */
+    uint8_t r[sizeof(b)];
+    memcpy(r, b, sizeof(b));
+    r[0] = 0x12;
+    assert_int_equal(publish_request_from_wire(r, sizeof(r), &w), -EBADMSG);
+    event_clear(&ev);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_protobuf_c_s_corners),
+        cmocka_unit_test(test_length_wrapping_in_32_bits_is_refused),
         cmocka_unit_test(test_events_agree),
         cmocka_unit_test(test_requests_agree),
     };
