@@ -18,6 +18,7 @@
 #include "wire.h"
 
 #include <errno.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -97,13 +98,17 @@ static int next_field(const uint8_t *buf, size_t end, size_t *pos, wfield *f)
     case WT_LEN: {
         size_t max = rem < 5 ? rem : 5, i = 0;
         uint64_t l = 0;
-        for (;; i++) {
-            if (i == max)
-                return -EBADMSG;
-            l |= (uint64_t)(buf[at + i] & 0x7f) << (7 * i);
-            if (!(buf[at + i] & 0x80))
-                break;
-        }
+        /* Most lengths take one byte. */
+        if (rem > 0 && buf[at] < 0x80)
+            l = buf[at];
+        else
+            for (;; i++) {
+                if (i == max)
+                    return -EBADMSG;
+                l |= (uint64_t)(buf[at + i] & 0x7f) << (7 * i);
+                if (!(buf[at + i] & 0x80))
+                    break;
+            }
         /*
          * protobuf-c keeps the length in 32 bits: one that wraps there makes
          * it read out of bounds. Refused here, as anything past the end is.
@@ -248,7 +253,18 @@ static int check_any(const uint8_t *buf, size_t len)
     return rc;
 }
 
-/* The CloudEvent's fields that are not the attributes map: each as last given. */
+/* One attributes map entry as read: its key (cut at a first NUL) and its value, if it has one. */
+typedef struct ce_entry {
+    const char *key;
+    size_t klen;
+    int has_value;
+    envelope_attr v;
+} ce_entry;
+
+/* Entries kept from the first read for the second; an event with more has the rest read again. */
+#define KEPT_ENTRIES 16
+
+/* The CloudEvent's fields: each as last given, and the first entries of the attributes map. */
 typedef struct ce_scan {
     const char *core[4]; /* id, source, spec_version, type */
     size_t core_len[4];
@@ -256,6 +272,8 @@ typedef struct ce_scan {
     const uint8_t *data;
     size_t data_len;
     size_t text_bytes; /* what the event's strings take, for its block */
+    size_t n_entries;
+    ce_entry entries[KEPT_ENTRIES];
 } ce_scan;
 
 /* Bytes an entry's value takes as text, its NUL included (as event_from_proto() sizes it). */
@@ -272,14 +290,11 @@ static size_t value_text_size(const envelope_attr *v)
 
 static int scan_event(const uint8_t *buf, size_t len, ce_scan *s)
 {
-    const char *key;
-    size_t klen;
-    int has_value;
-    envelope_attr v;
+    ce_entry spare, *e;
     wfield f;
     int rc;
 
-    memset(s, 0, sizeof(*s));
+    memset(s, 0, offsetof(ce_scan, entries));
     FOR_EACH_FIELD(buf, len, pos, f, rc)
     {
         if (f.num < 1 || f.num > 8)
@@ -288,10 +303,13 @@ static int scan_event(const uint8_t *buf, size_t len, ce_scan *s)
             return -EBADMSG;
         switch (f.num) {
         case 5:
-            if (parse_entry(f.p, f.len, &key, &klen, &has_value, &v) != 0)
+            e = s->n_entries < KEPT_ENTRIES ? &s->entries[s->n_entries] : &spare;
+            if (parse_entry(f.p, f.len, &e->key, &e->klen, &e->has_value, &e->v) != 0)
                 return -EBADMSG;
-            if (has_value)
-                s->text_bytes += strnlen(key, klen) + 1 + value_text_size(&v);
+            e->klen = strnlen(e->key, e->klen);
+            if (e->has_value)
+                s->text_bytes += e->klen + 1 + value_text_size(&e->v);
+            s->n_entries++;
             break;
         case 8:
             if (check_any(f.p, f.len) != 0)
@@ -309,6 +327,27 @@ static int scan_event(const uint8_t *buf, size_t len, ce_scan *s)
             break;
         }
     }
+    return rc;
+}
+
+/* An entry into the event, as event_from_proto() adds one. */
+static int add_entry(event *ev, const ce_entry *e, const event_limits *lim, event_error *err)
+{
+    char tbuf[ATTR_TEXT_BUF], *heap;
+    const char *text;
+    size_t tlen = 0;
+    int rc;
+
+    if (!e->has_value || e->v.kind == ATTR_NONE) {
+        char field[sizeof(err->field)];
+        snprintf(field, sizeof(field), "%.*s", (int)e->klen, e->key);
+        return event_error_set(err, EVENT_ERR_INVALID, -1, field, "%.*s: attribute without a value",
+                               (int)e->klen, e->key);
+    }
+    if ((text = envelope_attr_format(&e->v, tbuf, &heap, &tlen)) == NULL)
+        return -ENOMEM;
+    rc = event_set_attr(ev, e->key, e->klen, text, tlen, lim, err);
+    free(heap);
     return rc;
 }
 
@@ -342,31 +381,22 @@ int event_from_wire(const uint8_t *buf, size_t len, event *ev, const event_limit
         if ((rc = event_set_attr(ev, names[i], strlen(names[i]), s.core[i], s.core_len[i], lim, err)) != 0)
             return rc;
     }
-    FOR_EACH_FIELD(buf, len, pos, f, rc)
-    {
-        char tbuf[ATTR_TEXT_BUF], *heap;
-        const char *key, *text;
-        size_t klen, tlen = 0;
-        int has_value;
-        envelope_attr v;
-
-        if (f.num != 5)
-            continue;
-        if (parse_entry(f.p, f.len, &key, &klen, &has_value, &v) != 0)
-            return -EBADMSG; /* cannot happen: scanned above */
-        klen = strnlen(key, klen);
-        if (!has_value || v.kind == ATTR_NONE) {
-            char field[sizeof(err->field)];
-            snprintf(field, sizeof(field), "%.*s", (int)klen, key);
-            return event_error_set(err, EVENT_ERR_INVALID, -1, field, "%.*s: attribute without a value",
-                                   (int)klen, key);
+    for (size_t i = 0; i < s.n_entries && i < KEPT_ENTRIES; i++)
+        if ((rc = add_entry(ev, &s.entries[i], lim, err)) != 0)
+            return rc;
+    if (s.n_entries > KEPT_ENTRIES) {
+        size_t i = 0;
+        FOR_EACH_FIELD(buf, len, pos, f, rc)
+        {
+            ce_entry e;
+            if (f.num != 5 || i++ < KEPT_ENTRIES)
+                continue;
+            if (parse_entry(f.p, f.len, &e.key, &e.klen, &e.has_value, &e.v) != 0)
+                return -EBADMSG; /* cannot happen: read whole above */
+            e.klen = strnlen(e.key, e.klen);
+            if ((rc = add_entry(ev, &e, lim, err)) != 0)
+                return rc;
         }
-        if ((text = envelope_attr_format(&v, tbuf, &heap, &tlen)) == NULL)
-            return -ENOMEM;
-        int set = event_set_attr(ev, key, klen, text, tlen, lim, err);
-        free(heap);
-        if (set != 0)
-            return set;
     }
     switch (s.data_field) {
     case 6:
