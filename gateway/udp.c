@@ -11,12 +11,12 @@
 #include <unistd.h>
 
 #include "envelope.h"
-#include "wire.h"
 #include "json.h"
 #include "log.h"
 #include "net.h"
 #include "producer.h"
 #include "prom.h"
+#include "wire.h"
 
 /* Datagrams taken per recvmmsg. */
 #define UDP_BATCH 32
