@@ -275,63 +275,76 @@ void rfc3339_format(int64_t sec, int32_t nsec, char *buf, size_t size)
         snprintf(buf + n, size - (size_t)n, nsec ? ".%09" PRId32 "Z" : "Z", nsec);
 }
 
-static int owned_case(const AttrValue *v);
-
-/* The canonical string of a typed attribute value; a new malloc'd string, or NULL. */
-static char *attr_string(const AttrValue *v, size_t *len)
+const char *envelope_attr_format(const envelope_attr *v, char buf[ATTR_TEXT_BUF], char **heap, size_t *len)
 {
-    char tmp[48], *s;
-
-    switch (v->attr_case) {
-    case INGEST__V1__CLOUD_EVENT__CLOUD_EVENT_ATTRIBUTE_VALUE__ATTR_CE_BOOLEAN:
-        s = strdup(v->ce_boolean ? "true" : "false");
-        break;
-    case INGEST__V1__CLOUD_EVENT__CLOUD_EVENT_ATTRIBUTE_VALUE__ATTR_CE_INTEGER:
-        snprintf(tmp, sizeof(tmp), "%" PRId32, v->ce_integer);
-        s = strdup(tmp);
-        break;
-    case INGEST__V1__CLOUD_EVENT__CLOUD_EVENT_ATTRIBUTE_VALUE__ATTR_CE_STRING:
-        *len = strlen(v->ce_string);
-        return v->ce_string;
-    case INGEST__V1__CLOUD_EVENT__CLOUD_EVENT_ATTRIBUTE_VALUE__ATTR_CE_URI:
-        *len = strlen(v->ce_uri);
-        return v->ce_uri;
-    case INGEST__V1__CLOUD_EVENT__CLOUD_EVENT_ATTRIBUTE_VALUE__ATTR_CE_URI_REF:
-        *len = strlen(v->ce_uri_ref);
-        return v->ce_uri_ref;
-    case INGEST__V1__CLOUD_EVENT__CLOUD_EVENT_ATTRIBUTE_VALUE__ATTR_CE_BYTES:
-        if ((s = malloc(4 * ((v->ce_bytes.len + 2) / 3) + 1)) == NULL)
+    *heap = NULL;
+    switch (v->kind) {
+    case ATTR_BOOLEAN:
+        *len = (size_t)snprintf(buf, ATTR_TEXT_BUF, "%s", v->boolean ? "true" : "false");
+        return buf;
+    case ATTR_INTEGER: *len = (size_t)snprintf(buf, ATTR_TEXT_BUF, "%" PRId32, v->integer); return buf;
+    case ATTR_STRING:
+    case ATTR_URI:
+    case ATTR_URI_REF:
+        /* protobuf-c's strings end at their first NUL, and so did these. */
+        *len = strnlen(v->str, v->len);
+        return v->str;
+    case ATTR_BYTES:
+        if ((*heap = malloc(4 * ((v->len + 2) / 3) + 1)) == NULL)
             return NULL;
-        *len = base64_encode(v->ce_bytes.data, v->ce_bytes.len, s);
-        return s;
-    case INGEST__V1__CLOUD_EVENT__CLOUD_EVENT_ATTRIBUTE_VALUE__ATTR_CE_TIMESTAMP:
-        if (v->ce_timestamp == NULL)
-            return NULL;
-        rfc3339_format(v->ce_timestamp->seconds, v->ce_timestamp->nanos, tmp, sizeof(tmp));
-        s = strdup(tmp);
-        break;
+        *len = base64_encode((const unsigned char *)v->str, v->len, *heap);
+        return *heap;
+    case ATTR_TIMESTAMP:
+        rfc3339_format(v->sec, v->nsec, buf, ATTR_TEXT_BUF);
+        *len = strlen(buf);
+        return buf;
     default: return NULL;
     }
-    if (s)
-        *len = strlen(s);
-    return s;
 }
 
-char *envelope_attr_text(const AttrValue *v, size_t *len)
+/* protobuf-c's typed value as an envelope_attr; 0, or -1 for a timestamp case without its message. */
+static int attr_of_proto(const AttrValue *a, envelope_attr *v)
 {
-    char *s = attr_string(v, len);
-
-    /* Strings and URIs point into the message: hand out a copy of those too. */
-    if (s && !owned_case(v))
-        s = strndup(s, *len);
-    return s;
+    memset(v, 0, sizeof(*v));
+    v->kind = (int)a->attr_case;
+    switch (a->attr_case) {
+    case INGEST__V1__CLOUD_EVENT__CLOUD_EVENT_ATTRIBUTE_VALUE__ATTR_CE_BOOLEAN:
+        v->boolean = a->ce_boolean;
+        break;
+    case INGEST__V1__CLOUD_EVENT__CLOUD_EVENT_ATTRIBUTE_VALUE__ATTR_CE_INTEGER:
+        v->integer = a->ce_integer;
+        break;
+    case INGEST__V1__CLOUD_EVENT__CLOUD_EVENT_ATTRIBUTE_VALUE__ATTR_CE_STRING:
+        v->str = a->ce_string, v->len = strlen(a->ce_string);
+        break;
+    case INGEST__V1__CLOUD_EVENT__CLOUD_EVENT_ATTRIBUTE_VALUE__ATTR_CE_URI:
+        v->str = a->ce_uri, v->len = strlen(a->ce_uri);
+        break;
+    case INGEST__V1__CLOUD_EVENT__CLOUD_EVENT_ATTRIBUTE_VALUE__ATTR_CE_URI_REF:
+        v->str = a->ce_uri_ref, v->len = strlen(a->ce_uri_ref);
+        break;
+    case INGEST__V1__CLOUD_EVENT__CLOUD_EVENT_ATTRIBUTE_VALUE__ATTR_CE_BYTES:
+        v->str = (const char *)a->ce_bytes.data, v->len = a->ce_bytes.len;
+        break;
+    case INGEST__V1__CLOUD_EVENT__CLOUD_EVENT_ATTRIBUTE_VALUE__ATTR_CE_TIMESTAMP:
+        if (a->ce_timestamp == NULL)
+            return -1;
+        v->sec = a->ce_timestamp->seconds, v->nsec = a->ce_timestamp->nanos;
+        break;
+    default: break;
+    }
+    return 0;
 }
 
-static int owned_case(const AttrValue *v)
+char *envelope_attr_text(const AttrValue *a, size_t *len)
 {
-    return v->attr_case != INGEST__V1__CLOUD_EVENT__CLOUD_EVENT_ATTRIBUTE_VALUE__ATTR_CE_STRING &&
-           v->attr_case != INGEST__V1__CLOUD_EVENT__CLOUD_EVENT_ATTRIBUTE_VALUE__ATTR_CE_URI &&
-           v->attr_case != INGEST__V1__CLOUD_EVENT__CLOUD_EVENT_ATTRIBUTE_VALUE__ATTR_CE_URI_REF;
+    char buf[ATTR_TEXT_BUF], *heap;
+    const char *s;
+    envelope_attr v;
+
+    if (attr_of_proto(a, &v) != 0 || (s = envelope_attr_format(&v, buf, &heap, len)) == NULL)
+        return NULL;
+    return heap ? heap : strndup(s, *len);
 }
 
 /* Bytes the event's strings take once converted (each with its NUL), so one block holds them all. */
@@ -392,17 +405,18 @@ int event_from_proto(const CloudEvent *ce, event *ev, const event_limits *lim, e
     }
     for (size_t i = 0; i < ce->n_attributes; i++) {
         const AttrEntry *e = ce->attributes[i];
+        char buf[ATTR_TEXT_BUF], *heap;
+        const char *s;
         size_t len = 0;
-        char *s;
+        envelope_attr v;
         if (e->key == NULL || e->value == NULL ||
             e->value->attr_case == INGEST__V1__CLOUD_EVENT__CLOUD_EVENT_ATTRIBUTE_VALUE__ATTR__NOT_SET)
             return event_error_set(err, EVENT_ERR_INVALID, -1, e->key ? e->key : "attributes",
                                    "%s: attribute without a value", e->key ? e->key : "attributes");
-        if ((s = attr_string(e->value, &len)) == NULL)
+        if (attr_of_proto(e->value, &v) != 0 || (s = envelope_attr_format(&v, buf, &heap, &len)) == NULL)
             return -ENOMEM;
         rc = event_set_attr(ev, e->key, strlen(e->key), s, len, lim, err);
-        if (owned_case(e->value))
-            free(s);
+        free(heap);
         if (rc != 0)
             return rc;
     }
@@ -414,7 +428,9 @@ int event_from_proto(const CloudEvent *ce, event *ev, const event_limits *lim, e
         unsigned char *d = event_alloc(ev, len + 1);
         if (d == NULL)
             return -ENOMEM;
-        memcpy(d, text ? (const void *)ce->text_data : (const void *)ce->binary_data.data, len);
+        /* protobuf-c gives empty bytes a NULL data, which memcpy must not see even for 0 bytes. */
+        if (len)
+            memcpy(d, text ? (const void *)ce->text_data : (const void *)ce->binary_data.data, len);
         d[len] = '\0';
         event_set_data(ev, text ? EVENT_DATA_TEXT : EVENT_DATA_BINARY, d, len);
         break;

@@ -60,6 +60,42 @@ int event_from_proto(const Ingest__V1__CloudEvent *ce, event *ev, const event_li
  */
 char *envelope_attr_text(const Ingest__V1__CloudEvent__CloudEventAttributeValue *v, size_t *len);
 
+/*
+ * A typed attribute value apart from protobuf-c's structs, so that the
+ * direct wire decoder (wire.c) and event_from_proto() share one conversion.
+ * `kind` is the CloudEventAttributeValue field number; 0 is none.
+ */
+enum attr_kind {
+    ATTR_NONE = 0,
+    ATTR_BOOLEAN = 1,
+    ATTR_INTEGER = 2,
+    ATTR_STRING = 3,
+    ATTR_BYTES = 4,
+    ATTR_URI = 5,
+    ATTR_URI_REF = 6,
+    ATTR_TIMESTAMP = 7,
+};
+
+typedef struct envelope_attr {
+    int kind;
+    int boolean;
+    int32_t integer;
+    const char *str; /* strings, URIs and bytes: `len` bytes, not NUL-terminated */
+    size_t len;
+    int64_t sec; /* a timestamp */
+    int32_t nsec;
+} envelope_attr;
+
+#define ATTR_TEXT_BUF 48
+
+/*
+ * The canonical text of `v`: strings as given (cut at a first NUL, as
+ * protobuf-c's strings are), booleans, integers and timestamps written into
+ * `buf`, bytes in base64 in a new malloc'd *heap that the caller frees
+ * (*heap is NULL otherwise). Sets *len; NULL for no value or -ENOMEM.
+ */
+const char *envelope_attr_format(const envelope_attr *v, char buf[ATTR_TEXT_BUF], char **heap, size_t *len);
+
 /* The Kafka key: the `partitionkey` extension, else `subject`, else `source`. */
 const char *event_kafka_key(const event *ev);
 

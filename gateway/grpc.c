@@ -609,7 +609,7 @@ static void prepare(gcall *c, const uint8_t *data, size_t len, prepared *p)
     grpc_front *g = c->g;
     const gateway_config *cfg = g->gw->cfg;
     int unary = c->m == M_PUBLISH;
-    Ingest__V1__PublishRequest *req = NULL;
+    wire_request req;
     event_batch batch;
     grpc_event_errors errs;
     event_error req_err;
@@ -627,23 +627,23 @@ static void prepare(gcall *c, const uint8_t *data, size_t len, prepared *p)
                "overloaded: the gateway's queue is above its high-water mark; retry later");
         goto out;
     }
-    if ((req = ingest__v1__publish_request__unpack(NULL, len, data)) == NULL) {
+    if (publish_request_from_wire(data, len, &req) != 0) {
         refuse(p, GRPC_STATUS_INVALID_ARGUMENT, "malformed_protobuf",
                "malformed: the message is not an ingest.v1.PublishRequest");
         goto out;
     }
-    switch (req->ack) {
+    switch (req.ack) {
     case INGEST__V1__ACK_LEVEL__ACK_LEVEL_UNSPECIFIED:
         p->committed = strcasecmp(cfg->default_ack, "accepted") != 0;
         break;
     case INGEST__V1__ACK_LEVEL__ACK_LEVEL_COMMITTED: p->committed = 1; break;
     case INGEST__V1__ACK_LEVEL__ACK_LEVEL_ACCEPTED: p->committed = 0; break;
     default:
-        refuse(p, GRPC_STATUS_INVALID_ARGUMENT, "bad_request", "ack: %d is not an AckLevel", (int)req->ack);
+        refuse(p, GRPC_STATUS_INVALID_ARGUMENT, "bad_request", "ack: %d is not an AckLevel", (int)req.ack);
         goto out;
     }
 
-    rc = grpc_prot_events(req, &g->gw->lim, &batch, &errs, &req_err);
+    rc = grpc_prot_events(&req, &g->gw->lim, &batch, &errs, &req_err);
     if (rc == -ENOMEM)
         goto oom;
     if (rc != 0 && errs.n == 0) {
@@ -661,18 +661,18 @@ static void prepare(gcall *c, const uint8_t *data, size_t len, prepared *p)
                EVENT_ERR_INVALID);
         goto out;
     }
-    if ((p->a = ack_new(c, req->seq)) == NULL)
+    if ((p->a = ack_new(c, req.seq)) == NULL)
         goto oom;
     p->a->started_ns = p->started_ns;
     if (rc != 0 || batch.n == 0) {
         if (rc != 0)
             p->reason = errs.e[0].code;
         /* A stream's refused request (or an empty one): acknowledged in its turn, with what is wrong. */
-        if (grpc_prot_response(req->seq, NULL, rc ? &errs : NULL, &p->a->resp, &p->a->resp_len) != 0)
+        if (grpc_prot_response(req.seq, NULL, rc ? &errs : NULL, &p->a->resp, &p->a->resp_len) != 0)
             goto oom;
         goto out;
     }
-    if (grpc_prot_response(req->seq, &batch, NULL, &p->a->resp, &p->a->resp_len) != 0)
+    if (grpc_prot_response(req.seq, &batch, NULL, &p->a->resp, &p->a->resp_len) != 0)
         goto oom;
     if ((p->msgs = calloc(batch.n, sizeof(*p->msgs))) == NULL)
         goto oom;
@@ -692,8 +692,6 @@ oom:
     prepared_drop(p);
     refuse(p, GRPC_STATUS_INTERNAL, "internal", "out of memory");
 out:
-    if (req)
-        ingest__v1__publish_request__free_unpacked(req, NULL);
     grpc_event_errors_clear(&errs);
     event_batch_clear(&batch);
 }

@@ -32,9 +32,11 @@ static int errors_add(grpc_event_errors *errs, size_t index, const event_error *
     return 0;
 }
 
-int grpc_prot_events(const Ingest__V1__PublishRequest *req, const event_limits *lim, event_batch *out,
+int grpc_prot_events(const wire_request *req, const event_limits *lim, event_batch *out,
                      grpc_event_errors *errs, event_error *req_err)
 {
+    const uint8_t *bytes;
+    size_t len, pos = 0;
     event_error err;
     int rc;
 
@@ -42,12 +44,14 @@ int grpc_prot_events(const Ingest__V1__PublishRequest *req, const event_limits *
         return event_error_set(req_err, EVENT_ERR_TOO_MANY, -1, "events",
                                "%zu events, at most %zu in a request", req->n_events, lim->max_batch_events);
     /* Every event is checked, so that a stream's client learns all that is wrong with a request at once. */
-    for (size_t i = 0; i < req->n_events; i++) {
+    for (size_t i = 0; wire_request_next_event(req, &pos, &bytes, &len); i++) {
         event *ev = event_batch_add(out);
         if (ev == NULL)
             return -ENOMEM;
         memset(&err, 0, sizeof(err));
-        rc = event_from_proto(req->events[i], ev, lim, &err);
+        /* The request was read whole by publish_request_from_wire(): no event is malformed (-EBADMSG) here.
+         */
+        rc = event_from_wire(bytes, len, ev, lim, &err);
         if (rc == 0)
             rc = event_validate(ev, lim, (long)i, &err);
         if (rc == -ENOMEM)

@@ -12,6 +12,7 @@
 
 #include "event.h"
 #include "ingest/v1/ingest.pb-c.h"
+#include "wire.h"
 
 /* One refused event of a request, as PublishResponse.errors carries it. */
 typedef struct grpc_event_error {
@@ -28,13 +29,13 @@ typedef struct grpc_event_errors {
 void grpc_event_errors_clear(grpc_event_errors *errs);
 
 /*
- * The events of `req`, converted, validated and given ids, into `out`
+ * The events of `req` (read by publish_request_from_wire()), decoded, validated and given ids, into `out`
  * (initialized by the caller), all or nothing. Returns 0; -EINVAL with
  * every refused event in `errs` (index, code, message naming the field), or
  * with `req_err` filled (index -1) when the request as a whole is refused
  * (more than lim->max_batch_events events); -ENOMEM.
  */
-int grpc_prot_events(const Ingest__V1__PublishRequest *req, const event_limits *lim, event_batch *out,
+int grpc_prot_events(const wire_request *req, const event_limits *lim, event_batch *out,
                      grpc_event_errors *errs, event_error *req_err);
 
 /*

@@ -16,6 +16,7 @@
 #include "net.h"
 #include "producer.h"
 #include "prom.h"
+#include "wire.h"
 
 /* Datagrams taken per recvmmsg. */
 #define UDP_BATCH 32
@@ -133,15 +134,11 @@ static void handle(udp_front *u, udp_work *w, const unsigned char *buf, size_t l
         /* One JSON event is NDJSON of one line. */
         rc = json_parse_events((const char *)buf, len, JSON_FORM_NDJSON, &gw->lim, b, &err);
     } else {
-        Ingest__V1__CloudEvent *ce = ingest__v1__cloud_event__unpack(NULL, len, buf);
-        if (ce == NULL) {
+        event *ev = event_batch_add(b);
+        rc = ev ? event_from_wire(buf, len, ev, &gw->lim, &err) : -ENOMEM;
+        if (rc == -EBADMSG)
             rc = event_error_set(&err, "malformed_protobuf", -1, "",
                                  "not JSON, and not a protobuf CloudEvent");
-        } else {
-            event *ev = event_batch_add(b);
-            rc = ev ? event_from_proto(ce, ev, &gw->lim, &err) : -ENOMEM;
-            ingest__v1__cloud_event__free_unpacked(ce, NULL);
-        }
     }
     for (size_t i = 0; rc == 0 && i < b->n; i++)
         if ((rc = event_validate(&b->ev[i], &gw->lim, b->n > 1 ? (long)i : -1, &err)) == 0)
