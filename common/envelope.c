@@ -143,19 +143,20 @@ static size_t meta_size(const envelope_meta *meta)
     return n;
 }
 
-size_t envelope_size(const event *ev, const envelope_meta *meta)
+size_t envelope_size(const event *ev, const envelope_meta *meta, size_t *event_len)
 {
     if (ev->id == NULL || ev->source == NULL || ev->type == NULL)
         return 0;
-    return len_field_size(cloud_event_size(ev)) + meta_size(meta);
+    *event_len = cloud_event_size(ev);
+    return len_field_size(*event_len) + meta_size(meta);
 }
 
-void envelope_write(const event *ev, const envelope_meta *meta, uint8_t *out)
+void envelope_write(const event *ev, const envelope_meta *meta, size_t event_len, uint8_t *out)
 {
     uint8_t *p = out;
 
     *p++ = TAG(1, WT_LEN);
-    p = put_varint(p, cloud_event_size(ev));
+    p = put_varint(p, event_len);
     p = put_str(p, TAG(1, WT_LEN), ev->id, strlen(ev->id));
     p = put_str(p, TAG(2, WT_LEN), ev->source, strlen(ev->source));
     p = put_str(p, TAG(3, WT_LEN), "1.0", 3);
@@ -210,14 +211,14 @@ void envelope_write(const event *ev, const envelope_meta *meta, uint8_t *out)
 
 int envelope_encode(const event *ev, const envelope_meta *meta, uint8_t **out, size_t *out_len)
 {
-    size_t len = envelope_size(ev, meta);
+    size_t ce_len, len = envelope_size(ev, meta, &ce_len);
     uint8_t *buf;
 
     if (len == 0)
         return -EINVAL;
     if ((buf = malloc(len)) == NULL)
         return -ENOMEM;
-    envelope_write(ev, meta, buf);
+    envelope_write(ev, meta, ce_len, buf);
     *out = buf;
     *out_len = len;
     return 0;

@@ -35,10 +35,12 @@ int envelope_encode(const event *ev, const envelope_meta *meta, uint8_t **out, s
 /*
  * The same in two steps, for a caller that places the bytes itself:
  * envelope_size() gives the Envelope's exact length (0 when the event has no
- * id, source or type), envelope_write() writes that many bytes to `out`.
+ * id, source or type) and, in *event_len, its CloudEvent's; envelope_write()
+ * takes that event_len (the event is not measured twice) and writes the
+ * Envelope's bytes to `out`.
  */
-size_t envelope_size(const event *ev, const envelope_meta *meta);
-void envelope_write(const event *ev, const envelope_meta *meta, uint8_t *out);
+size_t envelope_size(const event *ev, const envelope_meta *meta, size_t *event_len);
+void envelope_write(const event *ev, const envelope_meta *meta, size_t event_len, uint8_t *out);
 
 /* Decode an Envelope; NULL when the bytes are not one. Free with envelope_free(). */
 Ingest__V1__Envelope *envelope_decode(const uint8_t *buf, size_t len);

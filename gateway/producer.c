@@ -139,7 +139,7 @@ produce_msg *produce_msg_new(const event *ev, int64_t received_unix_nanos, int p
                           .protocol = (envelope_protocol)protocol,
                           .peer = peer,
                           .gateway_id = gateway_id};
-    size_t vlen = envelope_size(ev, &meta);
+    size_t ce_len, vlen = envelope_size(ev, &meta, &ce_len);
     if (vlen == 0)
         return NULL; /* no id, source or type */
     const char *key = event_kafka_key(ev);
@@ -164,7 +164,7 @@ produce_msg *produce_msg_new(const event *ev, int64_t received_unix_nanos, int p
 #undef PLACE
     m->value = (uint8_t *)p;
     m->value_len = vlen;
-    envelope_write(ev, &meta, m->value);
+    envelope_write(ev, &meta, ce_len, m->value);
     return m;
 }
 
