@@ -283,6 +283,19 @@ class TopicReader:
             self.consumer.unassign()
         return got
 
+    def find_since(self, mark, ids, timeout=20.0):
+        """{id: Record} of the events with these ids after mark, among others' (a shared topic)."""
+        import time
+
+        deadline = time.monotonic() + timeout
+        found = {}
+        while len(found) < len(ids):
+            assert time.monotonic() < deadline, f"found only {sorted(found)} of {ids} on {self.topic}"
+            for rec in self.read_since(mark, self.count_since(mark)):
+                if rec.event.id in ids:
+                    found[rec.event.id] = rec
+        return found
+
     def close(self):
         self.consumer.close()
 
