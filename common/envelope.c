@@ -7,8 +7,6 @@
 #include <string.h>
 #include <time.h>
 
-#include "uuid.h"
-
 typedef Ingest__V1__CloudEvent CloudEvent;
 typedef Ingest__V1__CloudEvent__CloudEventAttributeValue AttrValue;
 typedef Ingest__V1__CloudEvent__AttributesEntry AttrEntry;
@@ -348,42 +346,6 @@ char *envelope_attr_text(const AttrValue *a, size_t *len)
     return heap ? heap : strndup(s, *len);
 }
 
-/* Bytes the event's strings take once converted (each with its NUL), so one block holds them all. */
-static size_t proto_text_size(const CloudEvent *ce)
-{
-    const char *core[] = {ce->id, ce->source, ce->spec_version, ce->type};
-    size_t n = 0;
-
-    for (size_t i = 0; i < sizeof(core) / sizeof(core[0]); i++)
-        n += core[i] ? strlen(core[i]) + 1 : 0;
-    for (size_t i = 0; i < ce->n_attributes; i++) {
-        const AttrEntry *e = ce->attributes[i];
-        if (e->key == NULL || e->value == NULL)
-            continue;
-        n += strlen(e->key) + 1;
-        switch (e->value->attr_case) {
-        case INGEST__V1__CLOUD_EVENT__CLOUD_EVENT_ATTRIBUTE_VALUE__ATTR_CE_STRING:
-            n += strlen(e->value->ce_string) + 1;
-            break;
-        case INGEST__V1__CLOUD_EVENT__CLOUD_EVENT_ATTRIBUTE_VALUE__ATTR_CE_URI:
-            n += strlen(e->value->ce_uri) + 1;
-            break;
-        case INGEST__V1__CLOUD_EVENT__CLOUD_EVENT_ATTRIBUTE_VALUE__ATTR_CE_URI_REF:
-            n += strlen(e->value->ce_uri_ref) + 1;
-            break;
-        case INGEST__V1__CLOUD_EVENT__CLOUD_EVENT_ATTRIBUTE_VALUE__ATTR_CE_BYTES:
-            n += 4 * ((e->value->ce_bytes.len + 2) / 3) + 1;
-            break;
-        default: n += 64; break; /* a boolean, an integer or a timestamp as text */
-        }
-    }
-    if (ce->data_case == INGEST__V1__CLOUD_EVENT__DATA_TEXT_DATA)
-        n += strlen(ce->text_data) + 1;
-    else if (ce->data_case == INGEST__V1__CLOUD_EVENT__DATA_BINARY_DATA)
-        n += ce->binary_data.len + 1;
-    return n + UUID_STR_LEN;
-}
-
 int event_from_proto(const CloudEvent *ce, event *ev, const event_limits *lim, event_error *err)
 {
     const struct {
@@ -393,9 +355,6 @@ int event_from_proto(const CloudEvent *ce, event *ev, const event_limits *lim, e
         {"id", ce->id}, {"source", ce->source}, {"specversion", ce->spec_version}, {"type", ce->type}};
     int rc;
 
-    /* One block for all its strings, not an allocation each (what does not fit is allocated alone). */
-    if (event_reserve(ev, proto_text_size(ce)) != 0)
-        return -ENOMEM;
     /* proto3 strings have no "absent": empty means not given. */
     for (size_t i = 0; i < sizeof(core) / sizeof(core[0]); i++) {
         if (core[i].value == NULL || core[i].value[0] == '\0')

@@ -47,11 +47,13 @@ Ingest__V1__Envelope *envelope_decode(const uint8_t *buf, size_t len);
 void envelope_free(Ingest__V1__Envelope *env);
 
 /*
- * Convert a CloudEvents protobuf message (gRPC, UDP, or a decoded Envelope)
- * into the event model: typed attribute values become their canonical
- * strings (booleans "true"/"false", integers in decimal, bytes in base64,
- * timestamps in RFC 3339). Not validated: call event_validate(). 0, -ENOMEM,
- * or -EINVAL with err filled (an attribute given twice, proto_data).
+ * Convert a CloudEvents protobuf message, as protobuf-c unpacked it (a
+ * decoded Envelope, say), into the event model: typed attribute values
+ * become their canonical strings (booleans "true"/"false", integers in
+ * decimal, bytes in base64, timestamps in RFC 3339). Not validated: call
+ * event_validate(). 0, -ENOMEM, or -EINVAL with err filled (an attribute
+ * given twice, proto_data). The gateway reads requests with wire.c's
+ * event_from_wire() instead; this is the reference its test compares with.
  */
 int event_from_proto(const Ingest__V1__CloudEvent *ce, event *ev, const event_limits *lim, event_error *err);
 
