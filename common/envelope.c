@@ -104,7 +104,7 @@ static size_t string_attr_size(const char *key, const char *v)
 }
 
 /* The CloudEvent message's size (without its own tag and length). */
-static size_t cloud_event_size(const event *ev)
+static size_t cloud_event_size(const ing_event *ev)
 {
     size_t n =
         str_size(strlen(ev->id)) + str_size(strlen(ev->source)) + str_size(3) + str_size(strlen(ev->type));
@@ -141,7 +141,7 @@ static size_t meta_size(const envelope_meta *meta)
     return n;
 }
 
-size_t envelope_size(const event *ev, const envelope_meta *meta, size_t *event_len)
+size_t envelope_size(const ing_event *ev, const envelope_meta *meta, size_t *event_len)
 {
     if (ev->id == NULL || ev->source == NULL || ev->type == NULL)
         return 0;
@@ -149,7 +149,7 @@ size_t envelope_size(const event *ev, const envelope_meta *meta, size_t *event_l
     return len_field_size(*event_len) + meta_size(meta);
 }
 
-void envelope_write(const event *ev, const envelope_meta *meta, size_t event_len, uint8_t *out)
+void envelope_write(const ing_event *ev, const envelope_meta *meta, size_t event_len, uint8_t *out)
 {
     uint8_t *p = out;
 
@@ -207,7 +207,7 @@ void envelope_write(const event *ev, const envelope_meta *meta, size_t event_len
         p = put_str(p, TAG(5, WT_LEN), meta->gateway_id, strlen(meta->gateway_id));
 }
 
-int envelope_encode(const event *ev, const envelope_meta *meta, uint8_t **out, size_t *out_len)
+int envelope_encode(const ing_event *ev, const envelope_meta *meta, uint8_t **out, size_t *out_len)
 {
     size_t ce_len, len = envelope_size(ev, meta, &ce_len);
     uint8_t *buf;
@@ -346,7 +346,8 @@ char *envelope_attr_text(const AttrValue *a, size_t *len)
     return heap ? heap : strndup(s, *len);
 }
 
-int event_from_proto(const CloudEvent *ce, event *ev, const event_limits *lim, event_error *err)
+int ing_event_from_proto(const CloudEvent *ce, ing_event *ev, const ing_event_limits *lim,
+                         ing_event_error *err)
 {
     const struct {
         const char *name;
@@ -359,8 +360,8 @@ int event_from_proto(const CloudEvent *ce, event *ev, const event_limits *lim, e
     for (size_t i = 0; i < sizeof(core) / sizeof(core[0]); i++) {
         if (core[i].value == NULL || core[i].value[0] == '\0')
             continue;
-        if ((rc = event_set_attr(ev, core[i].name, strlen(core[i].name), core[i].value, strlen(core[i].value),
-                                 lim, err)) != 0)
+        if ((rc = ing_event_set_attr(ev, core[i].name, strlen(core[i].name), core[i].value,
+                                     strlen(core[i].value), lim, err)) != 0)
             return rc;
     }
     for (size_t i = 0; i < ce->n_attributes; i++) {
@@ -371,11 +372,11 @@ int event_from_proto(const CloudEvent *ce, event *ev, const event_limits *lim, e
         envelope_attr v;
         if (e->key == NULL || e->value == NULL ||
             e->value->attr_case == INGEST__V1__CLOUD_EVENT__CLOUD_EVENT_ATTRIBUTE_VALUE__ATTR__NOT_SET)
-            return event_error_set(err, EVENT_ERR_INVALID, -1, e->key ? e->key : "attributes",
-                                   "%s: attribute without a value", e->key ? e->key : "attributes");
+            return ing_event_error_set(err, EVENT_ERR_INVALID, -1, e->key ? e->key : "attributes",
+                                       "%s: attribute without a value", e->key ? e->key : "attributes");
         if (attr_of_proto(e->value, &v) != 0 || (s = envelope_attr_format(&v, buf, &heap, &len)) == NULL)
             return -ENOMEM;
-        rc = event_set_attr(ev, e->key, strlen(e->key), s, len, lim, err);
+        rc = ing_event_set_attr(ev, e->key, strlen(e->key), s, len, lim, err);
         free(heap);
         if (rc != 0)
             return rc;
@@ -385,25 +386,25 @@ int event_from_proto(const CloudEvent *ce, event *ev, const event_limits *lim, e
     case INGEST__V1__CLOUD_EVENT__DATA_TEXT_DATA: {
         int text = ce->data_case == INGEST__V1__CLOUD_EVENT__DATA_TEXT_DATA;
         size_t len = text ? strlen(ce->text_data) : ce->binary_data.len;
-        unsigned char *d = event_alloc(ev, len + 1);
+        unsigned char *d = ing_event_alloc(ev, len + 1);
         if (d == NULL)
             return -ENOMEM;
         /* protobuf-c gives empty bytes a NULL data, which memcpy must not see even for 0 bytes. */
         if (len)
             memcpy(d, text ? (const void *)ce->text_data : (const void *)ce->binary_data.data, len);
         d[len] = '\0';
-        event_set_data(ev, text ? EVENT_DATA_TEXT : EVENT_DATA_BINARY, d, len);
+        ing_event_set_data(ev, text ? EVENT_DATA_TEXT : EVENT_DATA_BINARY, d, len);
         break;
     }
     case INGEST__V1__CLOUD_EVENT__DATA_PROTO_DATA:
-        return event_error_set(err, EVENT_ERR_INVALID, -1, "data",
-                               "data: proto_data is not supported; send binary_data or text_data");
+        return ing_event_error_set(err, EVENT_ERR_INVALID, -1, "data",
+                                   "data: proto_data is not supported; send binary_data or text_data");
     default: break;
     }
     return 0;
 }
 
-const char *event_kafka_key(const event *ev)
+const char *ing_event_kafka_key(const ing_event *ev)
 {
     for (size_t i = 0; i < ev->n_ext; i++)
         if (strcmp(ev->ext[i].name, "partitionkey") == 0)

@@ -30,7 +30,7 @@ typedef struct envelope_meta {
  * into a new malloc'd buffer that the caller frees. 0, -EINVAL (no id,
  * source or type), -ENOMEM.
  */
-int envelope_encode(const event *ev, const envelope_meta *meta, uint8_t **out, size_t *out_len);
+int envelope_encode(const ing_event *ev, const envelope_meta *meta, uint8_t **out, size_t *out_len);
 
 /*
  * The same in two steps, for a caller that places the bytes itself:
@@ -39,8 +39,8 @@ int envelope_encode(const event *ev, const envelope_meta *meta, uint8_t **out, s
  * takes that event_len (the event is not measured twice) and writes the
  * Envelope's bytes to `out`.
  */
-size_t envelope_size(const event *ev, const envelope_meta *meta, size_t *event_len);
-void envelope_write(const event *ev, const envelope_meta *meta, size_t event_len, uint8_t *out);
+size_t envelope_size(const ing_event *ev, const envelope_meta *meta, size_t *event_len);
+void envelope_write(const ing_event *ev, const envelope_meta *meta, size_t event_len, uint8_t *out);
 
 /* Decode an Envelope; NULL when the bytes are not one. Free with envelope_free(). */
 Ingest__V1__Envelope *envelope_decode(const uint8_t *buf, size_t len);
@@ -51,11 +51,12 @@ void envelope_free(Ingest__V1__Envelope *env);
  * decoded Envelope, say), into the event model: typed attribute values
  * become their canonical strings (booleans "true"/"false", integers in
  * decimal, bytes in base64, timestamps in RFC 3339). Not validated: call
- * event_validate(). 0, -ENOMEM, or -EINVAL with err filled (an attribute
+ * ing_event_validate(). 0, -ENOMEM, or -EINVAL with err filled (an attribute
  * given twice, proto_data). The gateway reads requests with wire.c's
- * event_from_wire() instead; this is the reference its test compares with.
+ * ing_event_from_wire() instead; this is the reference its test compares with.
  */
-int event_from_proto(const Ingest__V1__CloudEvent *ce, event *ev, const event_limits *lim, event_error *err);
+int ing_event_from_proto(const Ingest__V1__CloudEvent *ce, ing_event *ev, const ing_event_limits *lim,
+                         ing_event_error *err);
 
 /*
  * The canonical string of any typed attribute value (booleans "true"/"false",
@@ -66,7 +67,7 @@ char *envelope_attr_text(const Ingest__V1__CloudEvent__CloudEventAttributeValue 
 
 /*
  * A typed attribute value apart from protobuf-c's structs, so that the
- * direct wire decoder (wire.c) and event_from_proto() share one conversion.
+ * direct wire decoder (wire.c) and ing_event_from_proto() share one conversion.
  * `kind` is the CloudEventAttributeValue field number; 0 is none.
  */
 enum attr_kind {
@@ -101,7 +102,7 @@ typedef struct envelope_attr {
 const char *envelope_attr_format(const envelope_attr *v, char buf[ATTR_TEXT_BUF], char **heap, size_t *len);
 
 /* The Kafka key: the `partitionkey` extension, else `subject`, else `source`. */
-const char *event_kafka_key(const event *ev);
+const char *ing_event_kafka_key(const ing_event *ev);
 
 /*
  * Format seconds since the epoch and nanoseconds as RFC 3339 UTC into buf[48]:

@@ -12,7 +12,7 @@
 
 #include "uuid.h"
 
-void event_limits_default(event_limits *lim)
+void ing_event_limits_default(ing_event_limits *lim)
 {
     lim->max_event_bytes = 1u << 20;
     lim->max_request_bytes = 8u << 20;
@@ -20,7 +20,8 @@ void event_limits_default(event_limits *lim)
     lim->max_extensions = 64;
 }
 
-int event_error_set(event_error *err, const char *code, long index, const char *field, const char *fmt, ...)
+int ing_event_error_set(ing_event_error *err, const char *code, long index, const char *field,
+                        const char *fmt, ...)
 {
     va_list ap;
 
@@ -35,19 +36,19 @@ int event_error_set(event_error *err, const char *code, long index, const char *
     return -EINVAL;
 }
 
-void event_init(event *ev)
+void ing_event_init(ing_event *ev)
 {
     memset(ev, 0, sizeof(*ev));
 }
 
 /* Free a member unless it lives in the event's block. */
-static void release(const event *ev, void *p)
+static void release(const ing_event *ev, void *p)
 {
     if (p != NULL && !((char *)p >= ev->store && (char *)p < ev->store + ev->store_cap))
         free(p);
 }
 
-void event_clear(event *ev)
+void ing_event_clear(ing_event *ev)
 {
     if (ev == NULL)
         return;
@@ -66,10 +67,10 @@ void event_clear(event *ev)
     free(ev->ext);
     release(ev, ev->data);
     free(ev->store);
-    event_init(ev);
+    ing_event_init(ev);
 }
 
-int event_reserve(event *ev, size_t bytes)
+int ing_event_reserve(ing_event *ev, size_t bytes)
 {
     if (ev->store != NULL || bytes == 0)
         return 0;
@@ -80,7 +81,7 @@ int event_reserve(event *ev, size_t bytes)
     return 0;
 }
 
-unsigned char *event_alloc(event *ev, size_t len)
+unsigned char *ing_event_alloc(ing_event *ev, size_t len)
 {
     if (ev->store != NULL && ev->store_cap - ev->store_len >= len) {
         unsigned char *p = (unsigned char *)ev->store + ev->store_len;
@@ -90,9 +91,9 @@ unsigned char *event_alloc(event *ev, size_t len)
     return malloc(len ? len : 1);
 }
 
-static char *dup_n(event *ev, const char *s, size_t len)
+static char *dup_n(ing_event *ev, const char *s, size_t len)
 {
-    char *p = (char *)event_alloc(ev, len + 1);
+    char *p = (char *)ing_event_alloc(ev, len + 1);
 
     if (p == NULL)
         return NULL;
@@ -102,7 +103,7 @@ static char *dup_n(event *ev, const char *s, size_t len)
 }
 
 /* The context attributes a struct event has a member for. */
-static char **core_slot(event *ev, const char *name, size_t len)
+static char **core_slot(ing_event *ev, const char *name, size_t len)
 {
 #define SLOT(n, m)                                                                                           \
     if (len == sizeof(n) - 1 && memcmp(name, n, len) == 0)                                                   \
@@ -127,8 +128,8 @@ static void ext_field(char *buf, size_t size, const char *name, size_t len)
     snprintf(buf, size, "extensions.%.*s", (int)len, name);
 }
 
-int event_set_attr(event *ev, const char *name, size_t name_len, const char *value, size_t len,
-                   const event_limits *lim, event_error *err)
+int ing_event_set_attr(ing_event *ev, const char *name, size_t name_len, const char *value, size_t len,
+                       const ing_event_limits *lim, ing_event_error *err)
 {
     char **slot = core_slot(ev, name, name_len);
     const char *why = NULL;
@@ -142,7 +143,7 @@ int event_set_attr(event *ev, const char *name, size_t name_len, const char *val
             why = "must not contain NUL";
         if (why) {
             snprintf(field, sizeof(field), "%.*s", (int)name_len, name);
-            return event_error_set(err, EVENT_ERR_INVALID, -1, field, "%s: %s", field, why);
+            return ing_event_error_set(err, EVENT_ERR_INVALID, -1, field, "%s: %s", field, why);
         }
         if ((*slot = dup_n(ev, value, len)) == NULL)
             return -ENOMEM;
@@ -167,20 +168,20 @@ int event_set_attr(event *ev, const char *name, size_t name_len, const char *val
     if (why) {
         ext_field(field, sizeof(field), name, name_len);
         if (strcmp(why, "too many extensions") == 0)
-            return event_error_set(err, EVENT_ERR_INVALID, -1, field, "%s: more than %zu extensions", field,
-                                   lim->max_extensions);
-        return event_error_set(err, EVENT_ERR_INVALID, -1, field, "%s: %s", field, why);
+            return ing_event_error_set(err, EVENT_ERR_INVALID, -1, field, "%s: more than %zu extensions",
+                                       field, lim->max_extensions);
+        return ing_event_error_set(err, EVENT_ERR_INVALID, -1, field, "%s: %s", field, why);
     }
 
     if (ev->n_ext == ev->cap_ext) {
         size_t cap = ev->cap_ext ? ev->cap_ext * 2 : 4;
-        event_ext *ext = realloc(ev->ext, cap * sizeof(*ext));
+        ing_event_ext *ext = realloc(ev->ext, cap * sizeof(*ext));
         if (ext == NULL)
             return -ENOMEM;
         ev->ext = ext;
         ev->cap_ext = cap;
     }
-    event_ext *e = &ev->ext[ev->n_ext];
+    ing_event_ext *e = &ev->ext[ev->n_ext];
     if ((e->name = dup_n(ev, name, name_len)) == NULL)
         return -ENOMEM;
     if ((e->value = dup_n(ev, value, len)) == NULL) {
@@ -191,7 +192,7 @@ int event_set_attr(event *ev, const char *name, size_t name_len, const char *val
     return 0;
 }
 
-void event_set_data(event *ev, event_data_kind kind, unsigned char *data, size_t len)
+void ing_event_set_data(ing_event *ev, ing_event_data_kind kind, unsigned char *data, size_t len)
 {
     release(ev, ev->data);
     ev->data_kind = kind;
@@ -346,7 +347,7 @@ int rfc3339_parse(const char *s, int64_t *unix_sec, int32_t *unix_nsec)
     return 0;
 }
 
-size_t event_size(const event *ev)
+size_t ing_event_size(const ing_event *ev)
 {
     const char *attrs[] = {ev->id,      ev->source, ev->specversion,     ev->type,
                            ev->subject, ev->time,   ev->datacontenttype, ev->dataschema};
@@ -361,40 +362,41 @@ size_t event_size(const event *ev)
 }
 
 /* A string attribute's common checks: UTF-8, no controls, length. */
-static int check_string(const char *v, const char *field, size_t max, long index, event_error *err)
+static int check_string(const char *v, const char *field, size_t max, long index, ing_event_error *err)
 {
     size_t len = strlen(v);
 
     if (len == 0)
-        return event_error_set(err, EVENT_ERR_INVALID, index, field, "%s: must not be empty", field);
+        return ing_event_error_set(err, EVENT_ERR_INVALID, index, field, "%s: must not be empty", field);
     if (max && len > max)
-        return event_error_set(err, EVENT_ERR_INVALID, index, field, "%s: longer than %zu bytes", field, max);
+        return ing_event_error_set(err, EVENT_ERR_INVALID, index, field, "%s: longer than %zu bytes", field,
+                                   max);
     if (!utf8_valid(v, len))
-        return event_error_set(err, EVENT_ERR_INVALID, index, field, "%s: not valid UTF-8", field);
+        return ing_event_error_set(err, EVENT_ERR_INVALID, index, field, "%s: not valid UTF-8", field);
     if (has_control(v))
-        return event_error_set(err, EVENT_ERR_INVALID, index, field,
-                               "%s: must not contain control characters", field);
+        return ing_event_error_set(err, EVENT_ERR_INVALID, index, field,
+                                   "%s: must not contain control characters", field);
     return 0;
 }
 
-int event_validate(event *ev, const event_limits *lim, long index, event_error *err)
+int ing_event_validate(ing_event *ev, const ing_event_limits *lim, long index, ing_event_error *err)
 {
     int rc;
 
     if (ev->source == NULL)
-        return event_error_set(err, EVENT_ERR_INVALID, index, "source", "source: required");
+        return ing_event_error_set(err, EVENT_ERR_INVALID, index, "source", "source: required");
     if ((rc = check_string(ev->source, "source", EVENT_ATTR_MAX, index, err)) != 0)
         return rc;
     if (ev->type == NULL)
-        return event_error_set(err, EVENT_ERR_INVALID, index, "type", "type: required");
+        return ing_event_error_set(err, EVENT_ERR_INVALID, index, "type", "type: required");
     if ((rc = check_string(ev->type, "type", EVENT_ATTR_MAX, index, err)) != 0)
         return rc;
     /* id is half the primary key in Postgres: the same bound as source keeps the index happy. */
     if (ev->id && (rc = check_string(ev->id, "id", EVENT_ATTR_MAX, index, err)) != 0)
         return rc;
     if (ev->specversion && strcmp(ev->specversion, "1.0") != 0)
-        return event_error_set(err, EVENT_ERR_INVALID, index, "specversion",
-                               "specversion: must be \"1.0\", got \"%.32s\"", ev->specversion);
+        return ing_event_error_set(err, EVENT_ERR_INVALID, index, "specversion",
+                                   "specversion: must be \"1.0\", got \"%.32s\"", ev->specversion);
     if (ev->subject && (rc = check_string(ev->subject, "subject", 0, index, err)) != 0)
         return rc;
     if (ev->datacontenttype &&
@@ -404,83 +406,83 @@ int event_validate(event *ev, const event_limits *lim, long index, event_error *
         if ((rc = check_string(ev->dataschema, "dataschema", 0, index, err)) != 0)
             return rc;
         if (strpbrk(ev->dataschema, " \t") != NULL || strchr(ev->dataschema, ':') == NULL)
-            return event_error_set(err, EVENT_ERR_INVALID, index, "dataschema",
-                                   "dataschema: must be an absolute URI");
+            return ing_event_error_set(err, EVENT_ERR_INVALID, index, "dataschema",
+                                       "dataschema: must be an absolute URI");
     }
     ev->time_sec = 0;
     ev->time_nsec = 0;
     if (ev->time && rfc3339_parse(ev->time, &ev->time_sec, &ev->time_nsec) != 0)
-        return event_error_set(err, EVENT_ERR_INVALID, index, "time",
-                               "time: not an RFC 3339 timestamp: \"%.40s\"", ev->time);
+        return ing_event_error_set(err, EVENT_ERR_INVALID, index, "time",
+                                   "time: not an RFC 3339 timestamp: \"%.40s\"", ev->time);
     if (ev->n_ext > lim->max_extensions)
-        return event_error_set(err, EVENT_ERR_INVALID, index, "extensions", "extensions: more than %zu",
-                               lim->max_extensions);
+        return ing_event_error_set(err, EVENT_ERR_INVALID, index, "extensions", "extensions: more than %zu",
+                                   lim->max_extensions);
     for (size_t i = 0; i < ev->n_ext; i++) {
         const char *v = ev->ext[i].value;
         if (!utf8_valid(v, strlen(v)) || has_control(v)) {
             /* The field's name is formatted only for the error (perf/grpc: 1.5% of the gateway). */
             char field[64];
             ext_field(field, sizeof(field), ev->ext[i].name, strlen(ev->ext[i].name));
-            return event_error_set(err, EVENT_ERR_INVALID, index, field,
-                                   "%s: not valid UTF-8 or contains control characters", field);
+            return ing_event_error_set(err, EVENT_ERR_INVALID, index, field,
+                                       "%s: not valid UTF-8 or contains control characters", field);
         }
     }
     if ((ev->data_kind == EVENT_DATA_JSON || ev->data_kind == EVENT_DATA_TEXT) &&
         !utf8_valid((const char *)ev->data, ev->data_len))
-        return event_error_set(err, EVENT_ERR_INVALID, index, "data", "data: not valid UTF-8");
-    if (event_size(ev) > lim->max_event_bytes)
-        return event_error_set(err, EVENT_ERR_TOO_LARGE, index, "", "event larger than %zu bytes",
-                               lim->max_event_bytes);
+        return ing_event_error_set(err, EVENT_ERR_INVALID, index, "data", "data: not valid UTF-8");
+    if (ing_event_size(ev) > lim->max_event_bytes)
+        return ing_event_error_set(err, EVENT_ERR_TOO_LARGE, index, "", "event larger than %zu bytes",
+                                   lim->max_event_bytes);
     return 0;
 }
 
-int event_new_id(event *ev)
+int ing_event_new_id(ing_event *ev)
 {
     release(ev, ev->id);
     ev->id = NULL;
-    return event_assign_id(ev);
+    return ing_event_assign_id(ev);
 }
 
-int event_assign_id(event *ev)
+int ing_event_assign_id(ing_event *ev)
 {
     if (ev->id != NULL)
         return 0;
-    if ((ev->id = (char *)event_alloc(ev, UUID_STR_LEN)) == NULL)
+    if ((ev->id = (char *)ing_event_alloc(ev, UUID_STR_LEN)) == NULL)
         return -ENOMEM;
     uuid_v7(ev->id);
     return 0;
 }
 
-void event_batch_init(event_batch *b)
+void ing_event_batch_init(ing_event_batch *b)
 {
     memset(b, 0, sizeof(*b));
 }
 
-event *event_batch_add(event_batch *b)
+ing_event *ing_event_batch_add(ing_event_batch *b)
 {
     if (b->n == b->cap) {
         size_t cap = b->cap ? b->cap * 2 : 8;
-        event *ev = realloc(b->ev, cap * sizeof(*ev));
+        ing_event *ev = realloc(b->ev, cap * sizeof(*ev));
         if (ev == NULL)
             return NULL;
         b->ev = ev;
         b->cap = cap;
     }
-    event_init(&b->ev[b->n]);
+    ing_event_init(&b->ev[b->n]);
     return &b->ev[b->n++];
 }
 
-void event_batch_reset(event_batch *b)
+void ing_event_batch_reset(ing_event_batch *b)
 {
     for (size_t i = 0; i < b->n; i++)
-        event_clear(&b->ev[i]);
+        ing_event_clear(&b->ev[i]);
     b->n = 0;
 }
 
-void event_batch_clear(event_batch *b)
+void ing_event_batch_clear(ing_event_batch *b)
 {
     for (size_t i = 0; i < b->n; i++)
-        event_clear(&b->ev[i]);
+        ing_event_clear(&b->ev[i]);
     free(b->ev);
-    event_batch_init(b);
+    ing_event_batch_init(b);
 }

@@ -44,9 +44,9 @@ typedef struct jtmp {
 typedef struct jctx {
     const char *buf;
     size_t len;
-    const event_limits *lim;
-    event_batch *out;
-    event_error *err;
+    const ing_event_limits *lim;
+    ing_event_batch *out;
+    ing_event_error *err;
     long line; /* NDJSON: the 1-based line being parsed, for messages; else 0 */
     jtmp *tmp;
 } jctx;
@@ -72,11 +72,11 @@ static int fail(const jctx *c, const char *code, long index, const char *field, 
     vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
     if (c->line > 0)
-        return event_error_set(c->err, code, index, field, "%s (line %ld)", msg, c->line);
-    return event_error_set(c->err, code, index, field, "%s", msg);
+        return ing_event_error_set(c->err, code, index, field, "%s (line %ld)", msg, c->line);
+    return ing_event_error_set(c->err, code, index, field, "%s", msg);
 }
 
-/* event_set_attr() knows nothing of batches: give its errors their event and line. */
+/* ing_event_set_attr() knows nothing of batches: give its errors their event and line. */
 static int locate(const jctx *c, long index, int rc)
 {
     if (rc == -EINVAL && c->err != NULL) {
@@ -672,7 +672,7 @@ static size_t unescape(const char *s, size_t p, char *out, size_t *end)
 }
 
 /* One attribute member: `v` is where its (valid) value starts, `vend` where it ends. */
-static int set_member(const jctx *c, event *ev, const char *name, size_t nlen, size_t v, size_t vend,
+static int set_member(const jctx *c, ing_event *ev, const char *name, size_t nlen, size_t v, size_t vend,
                       char *scratch, long index)
 {
     const char *s = c->buf;
@@ -684,11 +684,11 @@ static int set_member(const jctx *c, event *ev, const char *name, size_t nlen, s
         return 0; /* CloudEvents JSON format 2.2: a null attribute MUST be treated as unset. */
     if (s[v] == '"') {
         len = unescape(s, v, scratch, &end);
-        return locate(c, index, event_set_attr(ev, name, nlen, scratch, len, c->lim, c->err));
+        return locate(c, index, ing_event_set_attr(ev, name, nlen, scratch, len, c->lim, c->err));
     }
     if (!core && s[v] != '{' && s[v] != '[')
         /* A number or a boolean: its JSON text, as written. */
-        return locate(c, index, event_set_attr(ev, name, nlen, s + v, vend - v, c->lim, c->err));
+        return locate(c, index, ing_event_set_attr(ev, name, nlen, s + v, vend - v, c->lim, c->err));
     /* A wrong type: only now is the field's name worth formatting. */
     if (core)
         snprintf(field, sizeof(field), "%s", name);
@@ -714,7 +714,7 @@ static int build_event(const jctx *c, size_t start, const scan_info *si, long in
     size_t data_at = 0, data_end = 0, b64_at = 0, p;
     char *scratch, *names;
     size_t *name_off, names_len = 0;
-    event *ev;
+    ing_event *ev;
     int rc = 0;
 
     if (size > c->lim->max_event_bytes)
@@ -745,7 +745,7 @@ static int build_event(const jctx *c, size_t start, const scan_info *si, long in
      * compacted, each taking a NUL where the text had at least a quote: one
      * block as large as the text, and the id the gateway may give it, holds them.
      */
-    if ((ev = event_batch_add(c->out)) == NULL || event_reserve(ev, size + UUID_STR_LEN) != 0)
+    if ((ev = ing_event_batch_add(c->out)) == NULL || ing_event_reserve(ev, size + UUID_STR_LEN) != 0)
         return -ENOMEM;
 
     p = skip_ws(c, start + 1, si->end);
@@ -794,22 +794,22 @@ static int build_event(const jctx *c, size_t start, const scan_info *si, long in
          * JSON format 3.1): "hello" as text/plain is hello, not its JSON quotes.
          */
         size_t end, n = unescape(s, data_at, scratch, &end);
-        unsigned char *copy = event_alloc(ev, n + 1);
+        unsigned char *copy = ing_event_alloc(ev, n + 1);
         if (copy == NULL) {
             rc = -ENOMEM;
             goto out;
         }
         memcpy(copy, scratch, n + 1);
-        event_set_data(ev, memchr(copy, '\0', n) ? EVENT_DATA_BINARY : EVENT_DATA_TEXT, copy, n);
+        ing_event_set_data(ev, memchr(copy, '\0', n) ? EVENT_DATA_BINARY : EVENT_DATA_TEXT, copy, n);
     } else if (data_at) {
-        unsigned char *copy = event_alloc(ev, data_end - data_at + 1);
+        unsigned char *copy = ing_event_alloc(ev, data_end - data_at + 1);
         if (copy == NULL) {
             rc = -ENOMEM;
             goto out;
         }
         size_t n = compact(s + data_at, data_end - data_at, (char *)copy);
         copy[n] = '\0';
-        event_set_data(ev, EVENT_DATA_JSON, copy, n);
+        ing_event_set_data(ev, EVENT_DATA_JSON, copy, n);
     } else if (b64_at) {
         unsigned char *bytes = NULL;
         size_t len, bad, end;
@@ -823,7 +823,7 @@ static int build_event(const jctx *c, size_t start, const scan_info *si, long in
             rc = fail(c, EVENT_ERR_INVALID, index, "data_base64",
                       "data_base64: not standard base64 (RFC 4648), at character %zu", bad);
         if (rc == 0)
-            event_set_data(ev, EVENT_DATA_BINARY, bytes, len);
+            ing_event_set_data(ev, EVENT_DATA_BINARY, bytes, len);
     }
 out:
     return rc;
@@ -937,10 +937,10 @@ static int parse_ndjson(jctx *c)
     return 0;
 }
 
-int json_parse_events(const char *buf, size_t len, json_form form, const event_limits *lim, event_batch *out,
-                      event_error *err)
+int json_parse_events(const char *buf, size_t len, json_form form, const ing_event_limits *lim,
+                      ing_event_batch *out, ing_event_error *err)
 {
-    event_limits defaults;
+    ing_event_limits defaults;
     size_t first = out->n;
     jtmp tmp = {NULL, 0};
     jctx c = {.buf = buf ? buf : "", .len = buf ? len : 0, .lim = lim, .out = out, .err = err, .tmp = &tmp};
@@ -948,7 +948,7 @@ int json_parse_events(const char *buf, size_t len, json_form form, const event_l
     int rc;
 
     if (lim == NULL) {
-        event_limits_default(&defaults);
+        ing_event_limits_default(&defaults);
         c.lim = &defaults;
     }
 
@@ -968,22 +968,22 @@ int json_parse_events(const char *buf, size_t len, json_form form, const event_l
     if (rc != 0) {
         /* All or nothing: leave `out` as it came. */
         for (size_t i = first; i < out->n; i++)
-            event_clear(&out->ev[i]);
+            ing_event_clear(&out->ev[i]);
         out->n = first;
     }
     free(tmp.p);
     return rc;
 }
 
-int json_check(const char *buf, size_t len, const event_limits *lim, event_error *err)
+int json_check(const char *buf, size_t len, const ing_event_limits *lim, ing_event_error *err)
 {
-    event_limits defaults;
+    ing_event_limits defaults;
     jctx c = {.buf = buf ? buf : "", .len = buf ? len : 0, .lim = lim, .err = err};
     scan_info si;
     size_t first;
 
     if (lim == NULL) {
-        event_limits_default(&defaults);
+        ing_event_limits_default(&defaults);
         c.lim = &defaults;
     }
     return scan_document(&c, 0, c.len, -1, &first, &si);

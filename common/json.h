@@ -20,7 +20,7 @@ typedef enum json_form {
 /*
  * Parse `len` bytes of `buf` in `form`, appending events to `out` (which the
  * caller owns and clears). Events are parsed, not validated: call
- * event_validate() on each. A JSON null for an attribute means unset, as the
+ * ing_event_validate() on each. A JSON null for an attribute means unset, as the
  * CloudEvents JSON format says; `data: null` means no data.
  * Returns 0, or -EINVAL with err filled:
  * EVENT_ERR_MALFORMED (with index when inside one event of a batch),
@@ -31,14 +31,14 @@ typedef enum json_form {
  * objects in it than that allows for: json-c spends ~750 bytes on each).
  * -ENOMEM on allocation failure. On failure `out` is left as it came.
  */
-int json_parse_events(const char *buf, size_t len, json_form form, const event_limits *lim, event_batch *out,
-                      event_error *err);
+int json_parse_events(const char *buf, size_t len, json_form form, const ing_event_limits *lim,
+                      ing_event_batch *out, ing_event_error *err);
 
 /*
  * Check that `len` bytes are exactly one JSON value under the same strict
  * rules (binary-mode HTTP bodies with a JSON content type). 0, or -EINVAL
  * with err filled (EVENT_ERR_MALFORMED).
  */
-int json_check(const char *buf, size_t len, const event_limits *lim, event_error *err);
+int json_check(const char *buf, size_t len, const ing_event_limits *lim, ing_event_error *err);
 
 #endif

@@ -13,7 +13,7 @@
  * - a map entry's value given twice is merged field by field as protobuf-c's
  *   merge_messages() does: an unset later value keeps an earlier boolean,
  *   integer, timestamp or non-empty bytes, and loses an earlier string;
- * - strings end at their first NUL (event_from_proto() reads them with strlen).
+ * - strings end at their first NUL (ing_event_from_proto() reads them with strlen).
  */
 #include "wire.h"
 
@@ -276,7 +276,7 @@ typedef struct ce_scan {
     ce_entry entries[KEPT_ENTRIES];
 } ce_scan;
 
-/* Bytes an entry's value takes as text, its NUL included (as event_from_proto() sizes it). */
+/* Bytes an entry's value takes as text, its NUL included (as ing_event_from_proto() sizes it). */
 static size_t value_text_size(const envelope_attr *v)
 {
     switch (v->kind) {
@@ -330,8 +330,8 @@ static int scan_event(const uint8_t *buf, size_t len, ce_scan *s)
     return rc;
 }
 
-/* An entry into the event, as event_from_proto() adds one. */
-static int add_entry(event *ev, const ce_entry *e, const event_limits *lim, event_error *err)
+/* An entry into the event, as ing_event_from_proto() adds one. */
+static int add_entry(ing_event *ev, const ce_entry *e, const ing_event_limits *lim, ing_event_error *err)
 {
     char tbuf[ATTR_TEXT_BUF], *heap;
     const char *text;
@@ -341,17 +341,18 @@ static int add_entry(event *ev, const ce_entry *e, const event_limits *lim, even
     if (!e->has_value || e->v.kind == ATTR_NONE) {
         char field[sizeof(err->field)];
         snprintf(field, sizeof(field), "%.*s", (int)e->klen, e->key);
-        return event_error_set(err, EVENT_ERR_INVALID, -1, field, "%.*s: attribute without a value",
-                               (int)e->klen, e->key);
+        return ing_event_error_set(err, EVENT_ERR_INVALID, -1, field, "%.*s: attribute without a value",
+                                   (int)e->klen, e->key);
     }
     if ((text = envelope_attr_format(&e->v, tbuf, &heap, &tlen)) == NULL)
         return -ENOMEM;
-    rc = event_set_attr(ev, e->key, e->klen, text, tlen, lim, err);
+    rc = ing_event_set_attr(ev, e->key, e->klen, text, tlen, lim, err);
     free(heap);
     return rc;
 }
 
-int event_from_wire(const uint8_t *buf, size_t len, event *ev, const event_limits *lim, event_error *err)
+int ing_event_from_wire(const uint8_t *buf, size_t len, ing_event *ev, const ing_event_limits *lim,
+                        ing_event_error *err)
 {
     static const char *const names[4] = {"id", "source", "specversion", "type"};
     ce_scan s;
@@ -371,14 +372,15 @@ int event_from_wire(const uint8_t *buf, size_t len, event *ev, const event_limit
         block += s.data_len + 1;
     else if (s.data_field == 7)
         block += strnlen((const char *)s.data, s.data_len) + 1;
-    if (event_reserve(ev, block) != 0)
+    if (ing_event_reserve(ev, block) != 0)
         return -ENOMEM;
 
-    /* In event_from_proto()'s order, so that the first fault found is the same one. */
+    /* In ing_event_from_proto()'s order, so that the first fault found is the same one. */
     for (int i = 0; i < 4; i++) {
         if (s.core_len[i] == 0)
             continue;
-        if ((rc = event_set_attr(ev, names[i], strlen(names[i]), s.core[i], s.core_len[i], lim, err)) != 0)
+        if ((rc = ing_event_set_attr(ev, names[i], strlen(names[i]), s.core[i], s.core_len[i], lim, err)) !=
+            0)
             return rc;
     }
     for (size_t i = 0; i < s.n_entries && i < KEPT_ENTRIES; i++)
@@ -402,17 +404,17 @@ int event_from_wire(const uint8_t *buf, size_t len, event *ev, const event_limit
     case 6:
     case 7: {
         size_t dlen = s.data_field == 7 ? strnlen((const char *)s.data, s.data_len) : s.data_len;
-        unsigned char *d = event_alloc(ev, dlen + 1);
+        unsigned char *d = ing_event_alloc(ev, dlen + 1);
         if (d == NULL)
             return -ENOMEM;
         memcpy(d, s.data, dlen);
         d[dlen] = '\0';
-        event_set_data(ev, s.data_field == 7 ? EVENT_DATA_TEXT : EVENT_DATA_BINARY, d, dlen);
+        ing_event_set_data(ev, s.data_field == 7 ? EVENT_DATA_TEXT : EVENT_DATA_BINARY, d, dlen);
         break;
     }
     case 8:
-        return event_error_set(err, EVENT_ERR_INVALID, -1, "data",
-                               "data: proto_data is not supported; send binary_data or text_data");
+        return ing_event_error_set(err, EVENT_ERR_INVALID, -1, "data",
+                                   "data: proto_data is not supported; send binary_data or text_data");
     default: break;
     }
     return 0;
@@ -435,7 +437,7 @@ int publish_request_from_wire(const uint8_t *buf, size_t len, wire_request *req)
             req->seq = f.v;
             break;
         case 2:
-            if (f.wt != WT_LEN || event_from_wire(f.p, f.len, NULL, NULL, NULL) != 0)
+            if (f.wt != WT_LEN || ing_event_from_wire(f.p, f.len, NULL, NULL, NULL) != 0)
                 return -EBADMSG;
             req->n_events++;
             break;

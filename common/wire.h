@@ -4,7 +4,7 @@
  * here without protobuf-c's message structs (an allocation per field and
  * string, then a second copy into the event).
  *
- * The result is what protobuf-c's unpack followed by event_from_proto()
+ * The result is what protobuf-c's unpack followed by ing_event_from_proto()
  * gives for the same bytes, malformed input included; tests/unit/test_wire.c
  * compares the two on many thousands of messages and mutations of them.
  */
@@ -18,14 +18,15 @@
 
 /*
  * The bytes of one ingest.v1.CloudEvent into `ev` (initialized by the
- * caller; event_clear() it whatever the result). Not validated: call
- * event_validate(). Returns 0, -ENOMEM, -EBADMSG when the bytes are not a
+ * caller; ing_event_clear() it whatever the result). Not validated: call
+ * ing_event_validate(). Returns 0, -ENOMEM, -EBADMSG when the bytes are not a
  * protobuf CloudEvent (protobuf-c's unpack would return NULL), or -EINVAL
- * with err filled as event_from_proto() fills it (an attribute given twice
+ * with err filled as ing_event_from_proto() fills it (an attribute given twice
  * or without a value, proto_data, a bad extension name, ...).
  * With ev NULL, only checks the bytes: 0 or -EBADMSG.
  */
-int event_from_wire(const uint8_t *buf, size_t len, event *ev, const event_limits *lim, event_error *err);
+int ing_event_from_wire(const uint8_t *buf, size_t len, ing_event *ev, const ing_event_limits *lim,
+                        ing_event_error *err);
 
 /* An ingest.v1.PublishRequest's fields; its events stay bytes in the request's buffer. */
 typedef struct wire_request {
@@ -38,7 +39,7 @@ typedef struct wire_request {
 
 /*
  * Read a PublishRequest. Every event is checked to be a well-formed
- * CloudEvent (event_from_wire(..., NULL, ...)), so that -EBADMSG means
+ * CloudEvent (ing_event_from_wire(..., NULL, ...)), so that -EBADMSG means
  * exactly what protobuf-c's NULL meant: nothing of the request is usable.
  * Returns 0 or -EBADMSG. `req` borrows `buf`.
  */

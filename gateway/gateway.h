@@ -46,7 +46,7 @@ extern const config_program gateway_config_program;
 /* What every front end reads: set up before the threads start, read-only after (but the flag). */
 typedef struct gateway {
     const gateway_config *cfg;
-    event_limits lim;
+    ing_event_limits lim;
     queue *q;
     atomic_int stopping;        /* new requests are refused with 503 */
     atomic_int kafka_reachable; /* 1 when a broker answered the last question (gateway/status.c) */

@@ -67,7 +67,7 @@ typedef struct op {
 
 /* One request's acknowledgement, from the time its events are queued until it is sent. */
 typedef struct gack {
-    grpc_ack a; /* first: FIFO link, state, seq */
+    gw_grpc_ack a; /* first: FIFO link, state, seq */
     gcall *call;
     atomic_int refs;  /* the FIFO (or the held request), the ack_wait, the timer list */
     ack_wait *wait;   /* until the last delivery report */
@@ -84,7 +84,7 @@ typedef struct gack {
 #define ACK_STOPPED   (-2)
 
 struct gcall {
-    grpc_front *g;
+    gw_grpc_front *g;
     method m;
     pthread_mutex_t lock;
     atomic_int refs;
@@ -102,7 +102,7 @@ struct gcall {
         finished : 1;
     char peer[128];
 
-    grpc_ack_fifo acks;
+    gw_grpc_ack_fifo acks;
     /* A request read whose events did not fit in the queue yet (streams): pushed again when there is room. */
     produce_msg **held;
     size_t held_n;
@@ -122,13 +122,13 @@ struct gcall {
 };
 
 typedef struct cq_thread {
-    grpc_front *g;
+    gw_grpc_front *g;
     pthread_t tid;
     int index;
     int started;
 } cq_thread;
 
-struct grpc_front {
+struct gw_grpc_front {
     gateway *gw;
     grpc_server *server;
     grpc_completion_queue *cq;
@@ -205,7 +205,7 @@ static gack *ack_new(gcall *c, uint64_t seq)
     if (a == NULL)
         return NULL;
     a->a.seq = seq;
-    a->a.state = GRPC_ACK_READY;
+    a->a.state = GW_GRPC_ACK_READY;
     a->call = c;
     call_ref(c);
     atomic_init(&a->refs, 1);
@@ -214,7 +214,7 @@ static gack *ack_new(gcall *c, uint64_t seq)
 
 /* --- the front's lists ----------------------------------------------------------------------------- */
 
-static void timer_add(grpc_front *g, gack *a)
+static void timer_add(gw_grpc_front *g, gack *a)
 {
     atomic_fetch_add(&a->refs, 1);
     pthread_mutex_lock(&g->lock);
@@ -231,7 +231,7 @@ static void timer_add(grpc_front *g, gack *a)
     pthread_mutex_unlock(&g->lock);
 }
 
-static void timer_unlink_locked(grpc_front *g, gack *a)
+static void timer_unlink_locked(gw_grpc_front *g, gack *a)
 {
     if (a->t_prev)
         a->t_prev->t_next = a->t_next;
@@ -246,7 +246,7 @@ static void timer_unlink_locked(grpc_front *g, gack *a)
 }
 
 /* Take a off the timer list; 1 when it was on it (the caller then owns the list's reference). */
-static int timer_remove(grpc_front *g, gack *a)
+static int timer_remove(gw_grpc_front *g, gack *a)
 {
     int was;
 
@@ -259,7 +259,7 @@ static int timer_remove(grpc_front *g, gack *a)
 
 static void park(gcall *c)
 {
-    grpc_front *g = c->g;
+    gw_grpc_front *g = c->g;
 
     pthread_mutex_lock(&g->lock);
     if (!c->parked) {
@@ -276,7 +276,7 @@ static void park(gcall *c)
 }
 
 /* Off the parked list; 1 when it was on it (the caller then owns that reference). */
-static int unpark_locked(grpc_front *g, gcall *c)
+static int unpark_locked(gw_grpc_front *g, gcall *c)
 {
     if (!c->parked)
         return 0;
@@ -402,10 +402,10 @@ static void drop_held(gcall *c)
 
 static void drop_acks(gcall *c)
 {
-    grpc_ack *a;
+    gw_grpc_ack *a;
 
     /* Queued (or refused) but never acknowledged: the call ended first. */
-    while ((a = grpc_ack_fifo_pop(&c->acks)) != NULL) {
+    while ((a = gw_grpc_ack_fifo_pop(&c->acks)) != NULL) {
         gateway_metrics_request(&c->g->gw->metrics, GW_GRPC, 0);
         ack_unref((gack *)a);
     }
@@ -418,7 +418,7 @@ static void drop_acks(gcall *c)
  */
 static void pump(gcall *c)
 {
-    grpc_front *g = c->g;
+    gw_grpc_front *g = c->g;
 
     if (c->close_done || c->status_sent || c->finished)
         return;
@@ -431,8 +431,8 @@ static void pump(gcall *c)
         drop_held(c); /* never acknowledged: the client sends it again */
 
     if (!c->writing) {
-        gack *a = (gack *)grpc_ack_fifo_pop_ready(&c->acks);
-        if (a && a->a.state == GRPC_ACK_FAILED) {
+        gack *a = (gack *)gw_grpc_ack_fifo_pop_ready(&c->acks);
+        if (a && a->a.state == GW_GRPC_ACK_FAILED) {
             /* What follows it is not acknowledged: the client resends from this seq. */
             c->final_set = 0;
             char seq[32] = "";
@@ -501,8 +501,8 @@ static void on_delivered(ack_wait *w)
     call_ref(c);
     pthread_mutex_lock(&c->lock);
     a->wait = NULL;
-    if (a->a.state == GRPC_ACK_WAITING) {
-        a->a.state = err ? GRPC_ACK_FAILED : GRPC_ACK_READY;
+    if (a->a.state == GW_GRPC_ACK_WAITING) {
+        a->a.state = err ? GW_GRPC_ACK_FAILED : GW_GRPC_ACK_READY;
         a->err = err;
     }
     timer_ref = timer_remove(c->g, a);
@@ -519,11 +519,11 @@ static void on_delivered(ack_wait *w)
 static void queued(gcall *c, gack *a, int committed)
 {
     if (committed) {
-        a->a.state = GRPC_ACK_WAITING;
+        a->a.state = GW_GRPC_ACK_WAITING;
         a->due_ms = mono_ms() + c->g->gw->cfg->ack_timeout_ms;
         timer_add(c->g, a);
     }
-    grpc_ack_fifo_push(&c->acks, &a->a);
+    gw_grpc_ack_fifo_push(&c->acks, &a->a);
 }
 
 /* Push the held request again. */
@@ -606,19 +606,19 @@ static void prepared_drop(prepared *p)
 /* Parse, validate, encode. Reads only what does not change after the call started: no lock needed. */
 static void prepare(gcall *c, const uint8_t *data, size_t len, prepared *p)
 {
-    grpc_front *g = c->g;
+    gw_grpc_front *g = c->g;
     const gateway_config *cfg = g->gw->cfg;
     int unary = c->m == M_PUBLISH;
     wire_request req;
-    event_batch batch;
-    grpc_event_errors errs;
-    event_error req_err;
+    ing_event_batch batch;
+    gw_grpc_event_errors errs;
+    ing_event_error req_err;
     int rc;
 
     memset(p, 0, sizeof(*p));
     p->committed = 1;
     p->started_ns = prom_now_ns();
-    event_batch_init(&batch);
+    ing_event_batch_init(&batch);
     memset(&errs, 0, sizeof(errs));
     memset(&req_err, 0, sizeof(req_err));
     if (unary && queue_above_high_water(g->gw->q)) {
@@ -643,7 +643,7 @@ static void prepare(gcall *c, const uint8_t *data, size_t len, prepared *p)
         goto out;
     }
 
-    rc = grpc_prot_events(&req, &g->gw->lim, &batch, &errs, &req_err);
+    rc = gw_grpc_prot_events(&req, &g->gw->lim, &batch, &errs, &req_err);
     if (rc == -ENOMEM)
         goto oom;
     if (rc != 0 && errs.n == 0) {
@@ -668,11 +668,11 @@ static void prepare(gcall *c, const uint8_t *data, size_t len, prepared *p)
         if (rc != 0)
             p->reason = errs.e[0].code;
         /* A stream's refused request (or an empty one): acknowledged in its turn, with what is wrong. */
-        if (grpc_prot_response(req.seq, NULL, rc ? &errs : NULL, &p->a->resp, &p->a->resp_len) != 0)
+        if (gw_grpc_prot_response(req.seq, NULL, rc ? &errs : NULL, &p->a->resp, &p->a->resp_len) != 0)
             goto oom;
         goto out;
     }
-    if (grpc_prot_response(req.seq, &batch, NULL, &p->a->resp, &p->a->resp_len) != 0)
+    if (gw_grpc_prot_response(req.seq, &batch, NULL, &p->a->resp, &p->a->resp_len) != 0)
         goto oom;
     if ((p->msgs = calloc(batch.n, sizeof(*p->msgs))) == NULL)
         goto oom;
@@ -692,14 +692,14 @@ oom:
     prepared_drop(p);
     refuse(p, GRPC_STATUS_INTERNAL, "internal", "out of memory");
 out:
-    grpc_event_errors_clear(&errs);
-    event_batch_clear(&batch);
+    gw_grpc_event_errors_clear(&errs);
+    ing_event_batch_clear(&batch);
 }
 
 /* Queue what was prepared, and give its ack its place. Under the call's lock. */
 static void commit(gcall *c, prepared *p)
 {
-    grpc_front *g = c->g;
+    gw_grpc_front *g = c->g;
     int rc;
 
     if (p->refused) {
@@ -718,7 +718,7 @@ static void commit(gcall *c, prepared *p)
         /* A stream's request refused event by event: acked in its turn (counted then), with its errors. */
         if (p->reason)
             gateway_metrics_refused(&g->gw->metrics, GW_GRPC, p->reason);
-        grpc_ack_fifo_push(&c->acks, &p->a->a);
+        gw_grpc_ack_fifo_push(&c->acks, &p->a->a);
         p->a = NULL;
         return;
     }
@@ -815,7 +815,7 @@ static int auth_check(gcall *c, const char *token)
     for (size_t i = 0; i < c->md.count; i++) {
         grpc_slice k = c->md.metadata[i].key, v = c->md.metadata[i].value;
         if (GRPC_SLICE_LENGTH(k) == 13 && memcmp(GRPC_SLICE_START_PTR(k), "authorization", 13) == 0)
-            return grpc_prot_bearer_ok((const char *)GRPC_SLICE_START_PTR(v), GRPC_SLICE_LENGTH(v), token)
+            return gw_grpc_prot_bearer_ok((const char *)GRPC_SLICE_START_PTR(v), GRPC_SLICE_LENGTH(v), token)
                        ? 0
                        : -EACCES;
     }
@@ -824,7 +824,7 @@ static int auth_check(gcall *c, const char *token)
 
 /* --- call life ------------------------------------------------------------------------------------- */
 
-static gcall *call_new(grpc_front *g, method m)
+static gcall *call_new(gw_grpc_front *g, method m)
 {
     gcall *c = calloc(1, sizeof(*c));
 
@@ -837,7 +837,7 @@ static gcall *call_new(grpc_front *g, method m)
     grpc_metadata_array_init(&c->md);
     if (m == M_OTHER)
         grpc_call_details_init(&c->details);
-    grpc_ack_fifo_init(&c->acks);
+    gw_grpc_ack_fifo_init(&c->acks);
     c->o_new = (op){OP_NEW, c};
     c->o_close = (op){OP_CLOSE, c};
     c->o_read = (op){OP_READ, c};
@@ -846,7 +846,7 @@ static gcall *call_new(grpc_front *g, method m)
 }
 
 /* Ask the core for the next call of method m. */
-static void arm(grpc_front *g, method m)
+static void arm(gw_grpc_front *g, method m)
 {
     gcall *c = call_new(g, m);
     grpc_call_error e;
@@ -876,7 +876,7 @@ static void arm(grpc_front *g, method m)
 /* Once the core is done with the call (closed, nothing in flight): let go of it. Under its lock. */
 static void maybe_finish(gcall *c)
 {
-    grpc_front *g = c->g;
+    gw_grpc_front *g = c->g;
     int park_ref;
 
     if (c->finished || !c->close_done || c->ops > 0)
@@ -907,7 +907,7 @@ static void maybe_finish(gcall *c)
 
 static void on_new(gcall *c, int success)
 {
-    grpc_front *g = c->g;
+    gw_grpc_front *g = c->g;
     const gateway_config *cfg = g->gw->cfg;
     char *peer;
     grpc_op op;
@@ -940,7 +940,7 @@ static void on_new(gcall *c, int success)
     pthread_mutex_lock(&c->lock);
 
     peer = grpc_call_get_peer(c->call);
-    grpc_prot_peer(peer, c->peer, sizeof(c->peer));
+    gw_grpc_prot_peer(peer, c->peer, sizeof(c->peer));
     gpr_free(peer);
 
     /* Tells when the call is over, however it ends: answered, cancelled, past its deadline, disconnected. */
@@ -1076,7 +1076,7 @@ static void on_op(op *o, int success)
 static void *cq_main(void *arg)
 {
     cq_thread *t = arg;
-    grpc_front *g = t->g;
+    gw_grpc_front *g = t->g;
     char name[16];
 
     snprintf(name, sizeof(name), "gw-grpc-%d", t->index);
@@ -1106,7 +1106,7 @@ static void *cq_main(void *arg)
 
 static void *timer_main(void *arg)
 {
-    grpc_front *g = arg;
+    gw_grpc_front *g = arg;
 
     long long resumed_at = 0;
 
@@ -1149,8 +1149,8 @@ static void *timer_main(void *arg)
                 a->t_next = NULL;
                 call_ref(c);
                 pthread_mutex_lock(&c->lock);
-                if (a->a.state == GRPC_ACK_WAITING) {
-                    a->a.state = GRPC_ACK_FAILED;
+                if (a->a.state == GW_GRPC_ACK_WAITING) {
+                    a->a.state = GW_GRPC_ACK_FAILED;
                     a->err = ACK_TIMED_OUT;
                 }
                 pump(c);
@@ -1206,9 +1206,9 @@ static void core_log(gpr_log_func_args *a)
            a->line, a->message ? a->message : "");
 }
 
-grpc_front *grpc_front_start(gateway *gw, const char *addr, int threads, char *err, size_t errlen)
+gw_grpc_front *gw_grpc_front_start(gateway *gw, const char *addr, int threads, char *err, size_t errlen)
 {
-    grpc_front *g = calloc(1, sizeof(*g));
+    gw_grpc_front *g = calloc(1, sizeof(*g));
     grpc_arg args[2];
     grpc_channel_args chargs = {2, args};
     pthread_condattr_t ca;
@@ -1289,13 +1289,13 @@ grpc_front *grpc_front_start(gateway *gw, const char *addr, int threads, char *e
     return g;
 
 fail:
-    grpc_front_close(g);
-    grpc_front_free(g);
+    gw_grpc_front_close(g);
+    gw_grpc_front_free(g);
     return NULL;
 }
 
 /* Calls open now, each with a reference; *n of them. NULL when none (or no memory). */
-static gcall **open_calls(grpc_front *g, size_t *n)
+static gcall **open_calls(gw_grpc_front *g, size_t *n)
 {
     gcall **open = NULL;
 
@@ -1321,7 +1321,7 @@ static gcall **open_calls(grpc_front *g, size_t *n)
  * UNAVAILABLE (their events may yet arrive; a retry with the same ids is
  * safe) rather than cut off, and get a moment to send it.
  */
-static void answer_waiting(grpc_front *g, int grace_ms)
+static void answer_waiting(gw_grpc_front *g, int grace_ms)
 {
     size_t n;
     gcall **open = open_calls(g, &n);
@@ -1330,9 +1330,9 @@ static void answer_waiting(grpc_front *g, int grace_ms)
     for (size_t i = 0; i < n; i++) {
         gcall *c = open[i];
         pthread_mutex_lock(&c->lock);
-        for (grpc_ack *a = c->acks.head; a; a = a->next)
-            if (a->state == GRPC_ACK_WAITING) {
-                a->state = GRPC_ACK_FAILED;
+        for (gw_grpc_ack *a = c->acks.head; a; a = a->next)
+            if (a->state == GW_GRPC_ACK_WAITING) {
+                a->state = GW_GRPC_ACK_FAILED;
                 ((gack *)a)->err = ACK_STOPPED;
             }
         pump(c);
@@ -1354,7 +1354,7 @@ static void answer_waiting(grpc_front *g, int grace_ms)
     pthread_mutex_unlock(&g->lock);
 }
 
-void grpc_front_stop_accepting(grpc_front *g)
+void gw_grpc_front_stop_accepting(gw_grpc_front *g)
 {
     gcall **open;
     size_t n;
@@ -1373,7 +1373,7 @@ void grpc_front_stop_accepting(grpc_front *g)
     free(open);
 }
 
-size_t grpc_front_pending(grpc_front *g)
+size_t gw_grpc_front_pending(gw_grpc_front *g)
 {
     size_t n;
 
@@ -1385,7 +1385,7 @@ size_t grpc_front_pending(grpc_front *g)
     return n;
 }
 
-void grpc_front_close(grpc_front *g)
+void gw_grpc_front_close(gw_grpc_front *g)
 {
     if (g == NULL || g->closed)
         return;
@@ -1442,7 +1442,7 @@ void grpc_front_close(grpc_front *g)
     }
 }
 
-void grpc_front_free(grpc_front *g)
+void gw_grpc_front_free(gw_grpc_front *g)
 {
     if (g == NULL)
         return;

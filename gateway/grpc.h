@@ -18,33 +18,33 @@
 
 #include "gateway.h"
 
-typedef struct grpc_front grpc_front;
+typedef struct gw_grpc_front gw_grpc_front;
 
 /*
  * Listen on `addr` (host:port, [ipv6]:port) and serve with `threads`
  * completion-queue threads. NULL with the reason in err (a port in use is
  * an error: the core's SO_REUSEPORT is turned off).
  */
-grpc_front *grpc_front_start(gateway *gw, const char *addr, int threads, char *err, size_t errlen);
+gw_grpc_front *gw_grpc_front_start(gateway *gw, const char *addr, int threads, char *err, size_t errlen);
 
 /*
  * Stop taking calls (the core refuses new ones); open streams send the acks
  * of what they took, then end with UNAVAILABLE; unary calls waiting for
  * Kafka get their answer. Idempotent; NULL is a no-op.
  */
-void grpc_front_stop_accepting(grpc_front *g);
+void gw_grpc_front_stop_accepting(gw_grpc_front *g);
 
 /* Calls not yet finished. */
-size_t grpc_front_pending(grpc_front *g);
+size_t gw_grpc_front_pending(gw_grpc_front *g);
 
 /*
  * Cancel the calls still open, wait until the core has let go of them, and
  * stop the threads. Delivery results arriving afterwards answer nobody.
  * NULL is a no-op.
  */
-void grpc_front_close(grpc_front *g);
+void gw_grpc_front_close(gw_grpc_front *g);
 
 /* Free, once no delivery result can come any more (the producer is freed). NULL is a no-op. */
-void grpc_front_free(grpc_front *g);
+void gw_grpc_front_free(gw_grpc_front *g);
 
 #endif

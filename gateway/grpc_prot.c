@@ -9,51 +9,52 @@
 #include "envelope.h"
 #include "net.h"
 
-void grpc_event_errors_clear(grpc_event_errors *errs)
+void gw_grpc_event_errors_clear(gw_grpc_event_errors *errs)
 {
     free(errs->e);
     memset(errs, 0, sizeof(*errs));
 }
 
-static int errors_add(grpc_event_errors *errs, size_t index, const event_error *err)
+static int errors_add(gw_grpc_event_errors *errs, size_t index, const ing_event_error *err)
 {
     if (errs->n == errs->cap) {
         size_t cap = errs->cap ? errs->cap * 2 : 8;
-        grpc_event_error *e = realloc(errs->e, cap * sizeof(*e));
+        gw_grpc_event_error *e = realloc(errs->e, cap * sizeof(*e));
         if (e == NULL)
             return -ENOMEM;
         errs->e = e;
         errs->cap = cap;
     }
-    grpc_event_error *e = &errs->e[errs->n++];
+    gw_grpc_event_error *e = &errs->e[errs->n++];
     e->index = (uint32_t)index;
     e->code = err->code ? err->code : EVENT_ERR_INVALID;
     snprintf(e->message, sizeof(e->message), "%s", err->message);
     return 0;
 }
 
-int grpc_prot_events(const wire_request *req, const event_limits *lim, event_batch *out,
-                     grpc_event_errors *errs, event_error *req_err)
+int gw_grpc_prot_events(const wire_request *req, const ing_event_limits *lim, ing_event_batch *out,
+                        gw_grpc_event_errors *errs, ing_event_error *req_err)
 {
     const uint8_t *bytes;
     size_t len, pos = 0;
-    event_error err;
+    ing_event_error err;
     int rc;
 
     if (req->n_events > lim->max_batch_events)
-        return event_error_set(req_err, EVENT_ERR_TOO_MANY, -1, "events",
-                               "%zu events, at most %zu in a request", req->n_events, lim->max_batch_events);
+        return ing_event_error_set(req_err, EVENT_ERR_TOO_MANY, -1, "events",
+                                   "%zu events, at most %zu in a request", req->n_events,
+                                   lim->max_batch_events);
     /* Every event is checked, so that a stream's client learns all that is wrong with a request at once. */
     for (size_t i = 0; wire_request_next_event(req, &pos, &bytes, &len); i++) {
-        event *ev = event_batch_add(out);
+        ing_event *ev = ing_event_batch_add(out);
         if (ev == NULL)
             return -ENOMEM;
         memset(&err, 0, sizeof(err));
         /* The request was read whole by publish_request_from_wire(): no event is malformed (-EBADMSG) here.
          */
-        rc = event_from_wire(bytes, len, ev, lim, &err);
+        rc = ing_event_from_wire(bytes, len, ev, lim, &err);
         if (rc == 0)
-            rc = event_validate(ev, lim, (long)i, &err);
+            rc = ing_event_validate(ev, lim, (long)i, &err);
         if (rc == -ENOMEM)
             return rc;
         if (rc != 0 && errors_add(errs, i, &err) != 0)
@@ -62,13 +63,13 @@ int grpc_prot_events(const wire_request *req, const event_limits *lim, event_bat
     if (errs->n)
         return -EINVAL;
     for (size_t i = 0; i < out->n; i++)
-        if (event_assign_id(&out->ev[i]) != 0)
+        if (ing_event_assign_id(&out->ev[i]) != 0)
             return -ENOMEM;
     return 0;
 }
 
-int grpc_prot_response(uint64_t seq, const event_batch *accepted, const grpc_event_errors *errs,
-                       uint8_t **out, size_t *out_len)
+int gw_grpc_prot_response(uint64_t seq, const ing_event_batch *accepted, const gw_grpc_event_errors *errs,
+                          uint8_t **out, size_t *out_len)
 {
     Ingest__V1__PublishResponse r = INGEST__V1__PUBLISH_RESPONSE__INIT;
     Ingest__V1__EventError *ee = NULL, **eps = NULL;
@@ -111,7 +112,7 @@ out:
     return rc;
 }
 
-void grpc_prot_peer(const char *uri, char *out, size_t size)
+void gw_grpc_prot_peer(const char *uri, char *out, size_t size)
 {
     const char *s = uri ? uri : "";
 
@@ -125,7 +126,7 @@ void grpc_prot_peer(const char *uri, char *out, size_t size)
     net_percent_decode(s + 5, out, size);
 }
 
-int grpc_prot_bearer_ok(const char *value, size_t len, const char *token)
+int gw_grpc_prot_bearer_ok(const char *value, size_t len, const char *token)
 {
     size_t tlen = strlen(token);
     unsigned char diff;
@@ -140,14 +141,14 @@ int grpc_prot_bearer_ok(const char *value, size_t len, const char *token)
     return diff == 0 && tlen > 0;
 }
 
-void grpc_ack_fifo_init(grpc_ack_fifo *f)
+void gw_grpc_ack_fifo_init(gw_grpc_ack_fifo *f)
 {
     f->head = NULL;
     f->tail = &f->head;
     f->n = 0;
 }
 
-void grpc_ack_fifo_push(grpc_ack_fifo *f, grpc_ack *a)
+void gw_grpc_ack_fifo_push(gw_grpc_ack_fifo *f, gw_grpc_ack *a)
 {
     a->next = NULL;
     *f->tail = a;
@@ -155,9 +156,9 @@ void grpc_ack_fifo_push(grpc_ack_fifo *f, grpc_ack *a)
     f->n++;
 }
 
-grpc_ack *grpc_ack_fifo_pop(grpc_ack_fifo *f)
+gw_grpc_ack *gw_grpc_ack_fifo_pop(gw_grpc_ack_fifo *f)
 {
-    grpc_ack *a = f->head;
+    gw_grpc_ack *a = f->head;
 
     if (a == NULL)
         return NULL;
@@ -168,9 +169,9 @@ grpc_ack *grpc_ack_fifo_pop(grpc_ack_fifo *f)
     return a;
 }
 
-grpc_ack *grpc_ack_fifo_pop_ready(grpc_ack_fifo *f)
+gw_grpc_ack *gw_grpc_ack_fifo_pop_ready(gw_grpc_ack_fifo *f)
 {
-    if (f->head == NULL || f->head->state == GRPC_ACK_WAITING)
+    if (f->head == NULL || f->head->state == GW_GRPC_ACK_WAITING)
         return NULL;
-    return grpc_ack_fifo_pop(f);
+    return gw_grpc_ack_fifo_pop(f);
 }

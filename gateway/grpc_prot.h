@@ -15,18 +15,18 @@
 #include "wire.h"
 
 /* One refused event of a request, as PublishResponse.errors carries it. */
-typedef struct grpc_event_error {
+typedef struct gw_grpc_event_error {
     uint32_t index;
     const char *code; /* EVENT_ERR_* */
     char message[256];
-} grpc_event_error;
+} gw_grpc_event_error;
 
-typedef struct grpc_event_errors {
-    grpc_event_error *e;
+typedef struct gw_grpc_event_errors {
+    gw_grpc_event_error *e;
     size_t n, cap;
-} grpc_event_errors;
+} gw_grpc_event_errors;
 
-void grpc_event_errors_clear(grpc_event_errors *errs);
+void gw_grpc_event_errors_clear(gw_grpc_event_errors *errs);
 
 /*
  * The events of `req` (read by publish_request_from_wire()), decoded, validated and given ids, into `out`
@@ -35,30 +35,30 @@ void grpc_event_errors_clear(grpc_event_errors *errs);
  * with `req_err` filled (index -1) when the request as a whole is refused
  * (more than lim->max_batch_events events); -ENOMEM.
  */
-int grpc_prot_events(const wire_request *req, const event_limits *lim, event_batch *out,
-                     grpc_event_errors *errs, event_error *req_err);
+int gw_grpc_prot_events(const wire_request *req, const ing_event_limits *lim, ing_event_batch *out,
+                        gw_grpc_event_errors *errs, ing_event_error *req_err);
 
 /*
  * A PublishResponse for request `seq`: the ids of `accepted` (NULL: none
  * accepted) and the refused events of `errs` (NULL: none), packed into a new
  * malloc'd buffer. 0 or -ENOMEM.
  */
-int grpc_prot_response(uint64_t seq, const event_batch *accepted, const grpc_event_errors *errs,
-                       uint8_t **out, size_t *out_len);
+int gw_grpc_prot_response(uint64_t seq, const ing_event_batch *accepted, const gw_grpc_event_errors *errs,
+                          uint8_t **out, size_t *out_len);
 
 /*
  * The Envelope's peer from grpc_call_get_peer()'s URI: "ipv4:1.2.3.4:5" is
  * "1.2.3.4:5", "ipv6:%5B::1%5D:5" is "[::1]:5"; other schemes (unix:) are
  * kept whole. Always NUL-terminates out.
  */
-void grpc_prot_peer(const char *uri, char *out, size_t size);
+void gw_grpc_prot_peer(const char *uri, char *out, size_t size);
 
 /*
  * Whether an `authorization` metadata value (len bytes, not NUL-terminated)
  * is "Bearer <token>" (the scheme case-insensitive), compared in time
  * independent of where it differs.
  */
-int grpc_prot_bearer_ok(const char *value, size_t len, const char *token);
+int gw_grpc_prot_bearer_ok(const char *value, size_t len, const char *token);
 
 /*
  * A stream's acks in the order of their requests. Each is appended when its
@@ -66,29 +66,29 @@ int grpc_prot_bearer_ok(const char *value, size_t len, const char *token);
  * one before it are no longer waiting for Kafka, so acks leave in seq
  * order whatever order Kafka answers in.
  */
-typedef enum grpc_ack_state {
-    GRPC_ACK_WAITING, /* queued, ack=committed: Kafka has not answered yet */
-    GRPC_ACK_READY,   /* the response may go */
-    GRPC_ACK_FAILED,  /* Kafka refused or timed out: the stream ends UNAVAILABLE here */
-} grpc_ack_state;
+typedef enum gw_grpc_ack_state {
+    GW_GRPC_ACK_WAITING, /* queued, ack=committed: Kafka has not answered yet */
+    GW_GRPC_ACK_READY,   /* the response may go */
+    GW_GRPC_ACK_FAILED,  /* Kafka refused or timed out: the stream ends UNAVAILABLE here */
+} gw_grpc_ack_state;
 
-typedef struct grpc_ack {
-    struct grpc_ack *next;
-    grpc_ack_state state;
+typedef struct gw_grpc_ack {
+    struct gw_grpc_ack *next;
+    gw_grpc_ack_state state;
     uint64_t seq;
-} grpc_ack;
+} gw_grpc_ack;
 
-typedef struct grpc_ack_fifo {
-    grpc_ack *head;
-    grpc_ack **tail;
+typedef struct gw_grpc_ack_fifo {
+    gw_grpc_ack *head;
+    gw_grpc_ack **tail;
     size_t n;
-} grpc_ack_fifo;
+} gw_grpc_ack_fifo;
 
-void grpc_ack_fifo_init(grpc_ack_fifo *f);
-void grpc_ack_fifo_push(grpc_ack_fifo *f, grpc_ack *a);
+void gw_grpc_ack_fifo_init(gw_grpc_ack_fifo *f);
+void gw_grpc_ack_fifo_push(gw_grpc_ack_fifo *f, gw_grpc_ack *a);
 /* The oldest ack when it no longer waits (taken off the FIFO), else NULL. */
-grpc_ack *grpc_ack_fifo_pop_ready(grpc_ack_fifo *f);
+gw_grpc_ack *gw_grpc_ack_fifo_pop_ready(gw_grpc_ack_fifo *f);
 /* The oldest ack whatever its state (taken off), else NULL: for tearing down. */
-grpc_ack *grpc_ack_fifo_pop(grpc_ack_fifo *f);
+gw_grpc_ack *gw_grpc_ack_fifo_pop(gw_grpc_ack_fifo *f);
 
 #endif

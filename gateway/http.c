@@ -26,9 +26,9 @@
 #include "net.h"
 #include "producer.h"
 
-struct http_front {
+struct gw_http_front {
     struct event_base *base;
-    http_server *srv;
+    gw_http_server *srv;
     ack_inbox *inbox;
     gateway *gw;
     atomic_size_t pending;
@@ -37,8 +37,8 @@ struct http_front {
 
 /* A request waiting for its delivery reports. */
 typedef struct ingest_wait {
-    http_front *front;
-    http_request *req;
+    gw_http_front *front;
+    gw_http_request *req;
     ack_wait *wait;
     struct event *timer;
     char *body; /* the success answer, rendered before queueing */
@@ -69,18 +69,18 @@ static void json_escape(struct evbuffer *b, const char *s)
     evbuffer_add(b, run, (size_t)(s - run));
 }
 
-static void respond_buffer(http_request *req, int status, const char *extra, struct evbuffer *b, int close)
+static void respond_buffer(gw_http_request *req, int status, const char *extra, struct evbuffer *b, int close)
 {
     size_t len = evbuffer_get_length(b);
     const char *body = (const char *)evbuffer_pullup(b, -1);
 
-    http_respond(req, status, "application/json", extra, body ? body : "", len, close);
+    gw_http_respond(req, status, "application/json", extra, body ? body : "", len, close);
 }
 
-static void respond_error(http_front *f, http_request *req, int status, const char *code, long index,
+static void respond_error(gw_http_front *f, gw_http_request *req, int status, const char *code, long index,
                           const char *extra, const char *fmt, ...) __attribute__((format(printf, 7, 8)));
 
-static void respond_error(http_front *f, http_request *req, int status, const char *code, long index,
+static void respond_error(gw_http_front *f, gw_http_request *req, int status, const char *code, long index,
                           const char *extra, const char *fmt, ...)
 {
     struct evbuffer *b = evbuffer_new();
@@ -120,7 +120,7 @@ static int status_of(const char *code)
     return 400;
 }
 
-static void respond_event_error(http_front *f, http_request *req, const event_error *err)
+static void respond_event_error(gw_http_front *f, gw_http_request *req, const ing_event_error *err)
 {
     respond_error(f, req, status_of(err->code), err->code, err->index, NULL, "%s", err->message);
 }
@@ -143,14 +143,14 @@ static int query_param(const char *query, const char *key, char *out, size_t siz
     return -1;
 }
 
-static int parse_ack(const http_request *req, const char *dflt, ack_level *ack, char *bad, size_t size)
+static int parse_ack(const gw_http_request *req, const char *dflt, ack_level *ack, char *bad, size_t size)
 {
     char v[32];
     const char *s = dflt;
 
     if (req->query && query_param(req->query, "ack", v, sizeof(v)) == 0)
         s = v;
-    else if ((s = http_request_header(req, "ingest-ack")) == NULL)
+    else if ((s = gw_http_request_header(req, "ingest-ack")) == NULL)
         s = dflt;
     if (strcasecmp(s, "committed") == 0) {
         *ack = ACK_COMMITTED;
@@ -265,16 +265,17 @@ static void media_type(const char *ct, char *out, size_t size, int *charset_ok)
 }
 
 /* Binary mode: attributes from ce-* headers, the body as data, Content-Type as datacontenttype. */
-static int parse_binary(const http_request *req, const char *ctype, const char *mt, const unsigned char *body,
-                        size_t len, const event_limits *lim, event_batch *out, event_error *err)
+static int parse_binary(const gw_http_request *req, const char *ctype, const char *mt,
+                        const unsigned char *body, size_t len, const ing_event_limits *lim,
+                        ing_event_batch *out, ing_event_error *err)
 {
-    event *ev = event_batch_add(out);
+    ing_event *ev = ing_event_batch_add(out);
     int rc;
 
     if (ev == NULL)
         return -ENOMEM;
     for (size_t i = 0; i < req->n_headers; i++) {
-        const http_header *h = &req->headers[i];
+        const gw_http_header *h = &req->headers[i];
         if (strncmp(h->name, "ce-", 3) != 0)
             continue;
         char *v = malloc(strlen(h->value) + 1);
@@ -282,18 +283,19 @@ static int parse_binary(const http_request *req, const char *ctype, const char *
             return -ENOMEM;
         /* CloudEvents HTTP binding, 3.1.3.2: ce-* values are percent-encoded. */
         size_t vlen = net_percent_decode(h->value, v, strlen(h->value) + 1);
-        rc = event_set_attr(ev, h->name + 3, strlen(h->name + 3), v, vlen, lim, err);
+        rc = ing_event_set_attr(ev, h->name + 3, strlen(h->name + 3), v, vlen, lim, err);
         free(v);
         if (rc != 0)
             return rc;
     }
     if (ctype && *ctype &&
-        (rc = event_set_attr(ev, "datacontenttype", 15, ctype, strlen(ctype), lim, err)) != 0)
+        (rc = ing_event_set_attr(ev, "datacontenttype", 15, ctype, strlen(ctype), lim, err)) != 0)
         return rc;
     if (ev->source == NULL && ev->type == NULL)
-        return event_error_set(err, EVENT_ERR_INVALID, -1, "source",
-                               "source: required (binary mode takes attributes from ce-* headers; for a JSON "
-                               "event send Content-Type: application/cloudevents+json)");
+        return ing_event_error_set(
+            err, EVENT_ERR_INVALID, -1, "source",
+            "source: required (binary mode takes attributes from ce-* headers; for a JSON "
+            "event send Content-Type: application/cloudevents+json)");
     if (len > 0) {
         int json = mt[0] != '\0' && media_type_is_json(mt);
         if (json && (rc = json_check((const char *)body, len, lim, err)) != 0)
@@ -303,7 +305,7 @@ static int parse_binary(const http_request *req, const char *ctype, const char *
             return -ENOMEM;
         memcpy(data, body, len);
         data[len] = '\0';
-        event_set_data(ev, json ? EVENT_DATA_JSON : EVENT_DATA_BINARY, data, len);
+        ing_event_set_data(ev, json ? EVENT_DATA_JSON : EVENT_DATA_BINARY, data, len);
     }
     return 0;
 }
@@ -332,11 +334,11 @@ static void wait_done(ack_wait *w)
     int err = atomic_load(&w->error);
 
     if (iw != NULL) {
-        http_request *req = iw->req;
+        gw_http_request *req = iw->req;
         req->user = NULL;
         if (err == 0) {
             gateway_metrics_request(&iw->front->gw->metrics, GW_HTTP, req->started_ns);
-            http_respond(req, 200, "application/json", NULL, iw->body, iw->len, 0);
+            gw_http_respond(req, 200, "application/json", NULL, iw->body, iw->len, 0);
         } else {
             respond_error(iw->front, req, 503, "kafka_error", -1, NULL,
                           "Kafka did not take every event: %s; the events may still arrive, a retry with the "
@@ -351,7 +353,7 @@ static void wait_done(ack_wait *w)
 static void wait_timeout(evutil_socket_t fd, short what, void *arg)
 {
     ingest_wait *iw = arg;
-    http_request *req = iw->req;
+    gw_http_request *req = iw->req;
     (void)fd;
     (void)what;
 
@@ -366,7 +368,7 @@ static void wait_timeout(evutil_socket_t fd, short what, void *arg)
     wait_finish(iw);
 }
 
-static void on_abort(http_request *req, void *arg)
+static void on_abort(gw_http_request *req, void *arg)
 {
     ingest_wait *iw = req->user;
     (void)arg;
@@ -381,7 +383,7 @@ static void on_abort(http_request *req, void *arg)
 /* --- the handler -------------------------------------------------------------------------------- */
 
 /* The success answer, {"accepted":N,"ids":[...]}, into a new buffer (NULL on no memory). */
-static char *render_ids(const event_batch *b, size_t *out_len)
+static char *render_ids(const ing_event_batch *b, size_t *out_len)
 {
     size_t cap = 48;
     char *out, *p;
@@ -423,12 +425,12 @@ static int64_t now_ns(void)
 }
 
 /* Parse, validate and queue; answer now, or later from wait_done/wait_timeout. */
-static void ingest(http_front *f, http_request *req, ack_level ack)
+static void ingest(gw_http_front *f, gw_http_request *req, ack_level ack)
 {
     gateway *gw = f->gw;
     const gateway_config *cfg = gw->cfg;
-    event_batch batch;
-    event_error err;
+    ing_event_batch batch;
+    ing_event_error err;
     unsigned char *inflated = NULL;
     produce_msg **msgs = NULL;
     char *ok = NULL;
@@ -438,7 +440,7 @@ static void ingest(http_front *f, http_request *req, ack_level ack)
     char mt[128];
     int charset_ok, rc;
 
-    event_batch_init(&batch);
+    ing_event_batch_init(&batch);
     memset(&err, 0, sizeof(err));
 
     size_t len = evbuffer_get_length(req->body);
@@ -446,7 +448,7 @@ static void ingest(http_front *f, http_request *req, ack_level ack)
     if (body == NULL)
         body = (const unsigned char *)"";
 
-    const char *enc = http_request_header(req, "content-encoding");
+    const char *enc = gw_http_request_header(req, "content-encoding");
     if (enc && *enc && strcasecmp(enc, "identity") != 0) {
         if (strcasecmp(enc, "gzip") != 0 && strcasecmp(enc, "x-gzip") != 0) {
             respond_error(f, req, 415, "unsupported_encoding", -1, NULL,
@@ -469,10 +471,10 @@ static void ingest(http_front *f, http_request *req, ack_level ack)
         len = dlen;
     }
 
-    const char *ctype = http_request_header(req, "content-type");
+    const char *ctype = gw_http_request_header(req, "content-type");
     media_type(ctype ? ctype : "", mt, sizeof(mt), &charset_ok);
-    int has_ce = http_request_header(req, "ce-specversion") || http_request_header(req, "ce-source") ||
-                 http_request_header(req, "ce-type");
+    int has_ce = gw_http_request_header(req, "ce-specversion") || gw_http_request_header(req, "ce-source") ||
+                 gw_http_request_header(req, "ce-type");
     json_form form;
     int structured = 1;
     if (strcmp(mt, "application/cloudevents+json") == 0) {
@@ -524,11 +526,11 @@ static void ingest(http_front *f, http_request *req, ack_level ack)
         many = p < len && body[p] == '[';
     }
     for (size_t i = 0; i < batch.n; i++) {
-        if (event_validate(&batch.ev[i], &gw->lim, many ? (long)i : -1, &err) != 0) {
+        if (ing_event_validate(&batch.ev[i], &gw->lim, many ? (long)i : -1, &err) != 0) {
             respond_event_error(f, req, &err);
             goto out;
         }
-        if (event_assign_id(&batch.ev[i]) != 0) {
+        if (ing_event_assign_id(&batch.ev[i]) != 0) {
             respond_error(f, req, 500, "internal", -1, NULL, "out of memory");
             goto out;
         }
@@ -558,7 +560,7 @@ static void ingest(http_front *f, http_request *req, ack_level ack)
 
     if (ack == ACK_ACCEPTED) {
         gateway_metrics_request(&gw->metrics, GW_HTTP, req->started_ns);
-        http_respond(req, 202, "application/json", NULL, ok, ok_len, 0);
+        gw_http_respond(req, 202, "application/json", NULL, ok, ok_len, 0);
         goto out;
     }
 
@@ -606,12 +608,12 @@ out:
         ack_wait_free(w);
     free(ok);
     free(inflated);
-    event_batch_clear(&batch);
+    ing_event_batch_clear(&batch);
 }
 
-static void handle(http_request *req, void *arg)
+static void handle(gw_http_request *req, void *arg)
 {
-    http_front *f = arg;
+    gw_http_front *f = arg;
     const gateway_config *cfg = f->gw->cfg;
     ack_level ack;
     char bad[48];
@@ -627,7 +629,7 @@ static void handle(http_request *req, void *arg)
         return;
     }
     if (cfg->auth_token[0] != '\0') {
-        const char *auth = http_request_header(req, "authorization");
+        const char *auth = gw_http_request_header(req, "authorization");
         if (auth == NULL || strncasecmp(auth, "Bearer ", 7) != 0 ||
             !secret_equal(auth + 7, cfg->auth_token)) {
             respond_error(f, req, 401, "unauthorized", -1, "WWW-Authenticate: Bearer realm=\"ingest\"\r\n",
@@ -652,9 +654,9 @@ static void handle(http_request *req, void *arg)
     ingest(f, req, ack);
 }
 
-static void on_error(http_request *req, int status, const char *code, const char *message, void *arg)
+static void on_error(gw_http_request *req, int status, const char *code, const char *message, void *arg)
 {
-    http_front *f = arg;
+    gw_http_front *f = arg;
 
     if (status == 413)
         respond_error(f, req, 413, EVENT_ERR_TOO_LARGE, -1, NULL, "the request body is over %zu bytes",
@@ -663,10 +665,10 @@ static void on_error(http_request *req, int status, const char *code, const char
         respond_error(f, req, status, code, -1, NULL, "%s", message);
 }
 
-http_front *http_front_new(struct event_base *base, evutil_socket_t fd, gateway *gw)
+gw_http_front *gw_http_front_new(struct event_base *base, evutil_socket_t fd, gateway *gw)
 {
-    http_front *f = calloc(1, sizeof(*f));
-    http_server_config sc = {
+    gw_http_front *f = calloc(1, sizeof(*f));
+    gw_http_server_config sc = {
         .max_body = gw->lim.max_request_bytes,
         .max_header_bytes = 64 * 1024,
         .idle_timeout_ms = (int)gw->cfg->http_idle_timeout_ms,
@@ -683,10 +685,10 @@ http_front *http_front_new(struct event_base *base, evutil_socket_t fd, gateway 
     f->gw = gw;
     atomic_init(&f->pending, 0);
     sc.arg = f;
-    if ((f->inbox = ack_inbox_new(base)) == NULL || (f->srv = http_server_new(base, fd, &sc)) == NULL) {
+    if ((f->inbox = ack_inbox_new(base)) == NULL || (f->srv = gw_http_server_new(base, fd, &sc)) == NULL) {
         if (f->srv == NULL)
             evutil_closesocket(fd);
-        http_front_free(f);
+        gw_http_front_free(f);
         return NULL;
     }
     return f;
@@ -694,13 +696,13 @@ http_front *http_front_new(struct event_base *base, evutil_socket_t fd, gateway 
 
 static void stop_accepting_cb(evutil_socket_t fd, short what, void *arg)
 {
-    http_front *f = arg;
+    gw_http_front *f = arg;
     (void)fd;
     (void)what;
-    http_server_stop_accepting(f->srv);
+    gw_http_server_stop_accepting(f->srv);
 }
 
-void http_front_stop_accepting(http_front *f)
+void gw_http_front_stop_accepting(gw_http_front *f)
 {
     event_base_once(f->base, -1, EV_TIMEOUT, stop_accepting_cb, f, NULL);
 }
@@ -708,13 +710,13 @@ void http_front_stop_accepting(http_front *f)
 /* On the loop: the stop's deadline came, answer every request still waiting for Kafka. */
 static void stop_waiting_cb(evutil_socket_t fd, short what, void *arg)
 {
-    http_front *f = arg;
+    gw_http_front *f = arg;
     (void)fd;
     (void)what;
 
     while (f->waiting) {
         ingest_wait *iw = f->waiting;
-        http_request *req = iw->req;
+        gw_http_request *req = iw->req;
         iw->wait->ctx = NULL; /* the wait lives on until its last report; nobody answers then */
         req->user = NULL;
         respond_error(
@@ -725,30 +727,30 @@ static void stop_waiting_cb(evutil_socket_t fd, short what, void *arg)
     }
 }
 
-void http_front_stop_waiting(http_front *f)
+void gw_http_front_stop_waiting(gw_http_front *f)
 {
     event_base_once(f->base, -1, EV_TIMEOUT, stop_waiting_cb, f, NULL);
 }
 
-size_t http_front_pending(const http_front *f)
+size_t gw_http_front_pending(const gw_http_front *f)
 {
-    return atomic_load(&((http_front *)f)->pending);
+    return atomic_load(&((gw_http_front *)f)->pending);
 }
 
-void http_front_close(http_front *f)
+void gw_http_front_close(gw_http_front *f)
 {
     if (f == NULL)
         return;
     /* Waiting requests are aborted: their waits stay until their reports come, then are freed. */
-    http_server_free(f->srv);
+    gw_http_server_free(f->srv);
     f->srv = NULL;
 }
 
-void http_front_free(http_front *f)
+void gw_http_front_free(gw_http_front *f)
 {
     if (f == NULL)
         return;
-    http_front_close(f);
+    gw_http_front_close(f);
     if (f->inbox) {
         ack_inbox_drain(f->inbox);
         ack_inbox_free(f->inbox);

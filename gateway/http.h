@@ -13,28 +13,28 @@
 #include "gateway.h"
 
 struct event_base;
-typedef struct http_front http_front;
+typedef struct gw_http_front gw_http_front;
 
 /*
  * Serve HTTP on `base` from listening socket `fd` (taken). The loop must run
  * on one thread; everything of this front end happens there. NULL on failure.
  */
-http_front *http_front_new(struct event_base *base, evutil_socket_t fd, gateway *gw);
+gw_http_front *gw_http_front_new(struct event_base *base, evutil_socket_t fd, gateway *gw);
 
 /* From any thread: stop accepting connections (runs on the front's loop). */
-void http_front_stop_accepting(http_front *f);
+void gw_http_front_stop_accepting(gw_http_front *f);
 
 /* From any thread: answer every request still waiting for Kafka with 503 shutting_down (the stop's deadline).
  */
-void http_front_stop_waiting(http_front *f);
+void gw_http_front_stop_waiting(gw_http_front *f);
 
 /* Requests waiting for Kafka on this front (any thread; approximate). */
-size_t http_front_pending(const http_front *f);
+size_t gw_http_front_pending(const gw_http_front *f);
 
 /* After its loop has stopped: abort what waits, answer nothing more, free. */
-void http_front_close(http_front *f);
+void gw_http_front_close(gw_http_front *f);
 
 /* After the producer is gone (every delivery report has come): free the rest. NULL is a no-op. */
-void http_front_free(http_front *f);
+void gw_http_front_free(gw_http_front *f);
 
 #endif

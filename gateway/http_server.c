@@ -26,10 +26,10 @@ typedef struct hdr_span {
 } hdr_span;
 
 typedef struct http_conn {
-    http_server *srv;
+    gw_http_server *srv;
     struct bufferevent *bev;
     http_parser parser;
-    http_request req;
+    gw_http_request req;
     char peer[64];
 
     /* The request being read: URL and headers as spans of hbuf, copied to hcopy when complete. */
@@ -40,7 +40,7 @@ typedef struct http_conn {
     size_t n_spans;
     int in_value;
     char *hcopy;
-    http_header headers[MAX_HEADERS];
+    gw_http_header headers[MAX_HEADERS];
     int keep_alive;
 
     /* What stopped the parser: a complete request, or an error to answer. */
@@ -57,10 +57,10 @@ typedef struct http_conn {
     struct http_conn *prev, *next;
 } http_conn;
 
-struct http_server {
+struct gw_http_server {
     struct event_base *base;
     struct evconnlistener *listener;
-    http_server_config cfg;
+    gw_http_server_config cfg;
     http_conn *conns;
     size_t pending;
 };
@@ -226,7 +226,7 @@ static int on_headers_complete(http_parser *p)
         parser_fail(c, 413, "too_large", "the request body is over the size limit");
         return 0;
     }
-    const char *expect = http_request_header(&c->req, "expect");
+    const char *expect = gw_http_request_header(&c->req, "expect");
     if (expect && strcasecmp(expect, "100-continue") == 0 && p->http_major == 1 && p->http_minor >= 1)
         bufferevent_write(c->bev, "HTTP/1.1 100 Continue\r\n\r\n", 25);
     return 0;
@@ -273,7 +273,7 @@ static const http_parser_settings parser_settings = {
 
 static void conn_free(http_conn *c)
 {
-    http_server *srv = c->srv;
+    gw_http_server *srv = c->srv;
 
     if (c->busy) {
         /* The application still holds the request: tell it, then it is gone. */
@@ -347,8 +347,8 @@ static char *put(char *p, const char *end, const char *s, size_t n)
     return p + n;
 }
 
-void http_respond(http_request *req, int status, const char *content_type, const char *extra_headers,
-                  const char *body, size_t len, int close)
+void gw_http_respond(gw_http_request *req, int status, const char *content_type, const char *extra_headers,
+                     const char *body, size_t len, int close)
 {
     http_conn *c = (http_conn *)((char *)req - offsetof(http_conn, req));
     struct evbuffer *out = bufferevent_get_output(c->bev);
@@ -411,7 +411,7 @@ void http_respond(http_request *req, int status, const char *content_type, const
     conn_leave(c);
 }
 
-const char *http_request_header(const http_request *req, const char *lname)
+const char *gw_http_request_header(const gw_http_request *req, const char *lname)
 {
     for (size_t i = 0; i < req->n_headers; i++)
         if (strcmp(req->headers[i].name, lname) == 0)
@@ -422,7 +422,7 @@ const char *http_request_header(const http_request *req, const char *lname)
 /* Feed buffered input to the parser until a request is complete, input runs out, or an error. */
 static void conn_process(http_conn *c)
 {
-    http_server *srv = c->srv;
+    gw_http_server *srv = c->srv;
     struct evbuffer *in = bufferevent_get_input(c->bev);
 
     while (!c->busy && !c->close_after_write && !c->closing) {
@@ -513,7 +513,7 @@ static void event_cb(struct bufferevent *bev, short what, void *arg)
 
 static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa, int salen, void *arg)
 {
-    http_server *srv = arg;
+    gw_http_server *srv = arg;
     http_conn *c = calloc(1, sizeof(*c));
     int one = 1;
     (void)l;
@@ -558,9 +558,10 @@ static void accept_error_cb(struct evconnlistener *l, void *arg)
     LOG_WARN("http", "accept: %s", evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
 }
 
-http_server *http_server_new(struct event_base *base, evutil_socket_t fd, const http_server_config *cfg)
+gw_http_server *gw_http_server_new(struct event_base *base, evutil_socket_t fd,
+                                   const gw_http_server_config *cfg)
 {
-    http_server *srv = calloc(1, sizeof(*srv));
+    gw_http_server *srv = calloc(1, sizeof(*srv));
 
     if (srv == NULL)
         return NULL;
@@ -574,7 +575,7 @@ http_server *http_server_new(struct event_base *base, evutil_socket_t fd, const 
     return srv;
 }
 
-void http_server_stop_accepting(http_server *srv)
+void gw_http_server_stop_accepting(gw_http_server *srv)
 {
     if (srv && srv->listener) {
         evconnlistener_free(srv->listener);
@@ -582,16 +583,16 @@ void http_server_stop_accepting(http_server *srv)
     }
 }
 
-size_t http_server_pending(const http_server *srv)
+size_t gw_http_server_pending(const gw_http_server *srv)
 {
     return srv->pending;
 }
 
-void http_server_free(http_server *srv)
+void gw_http_server_free(gw_http_server *srv)
 {
     if (srv == NULL)
         return;
-    http_server_stop_accepting(srv);
+    gw_http_server_stop_accepting(srv);
     while (srv->conns)
         conn_free(srv->conns);
     free(srv);

@@ -33,7 +33,7 @@ typedef struct io_thread {
     int index;
     int started;
     struct event_base *base;
-    http_front *http;
+    gw_http_front *http;
 } io_thread;
 
 static void *io_main(void *arg)
@@ -56,12 +56,12 @@ static long long mono_ms(void)
 }
 
 /* Wait until no request waits for Kafka and no gRPC call is open, or the deadline. */
-static void wait_in_flight(io_thread *io, int n, grpc_front *grpc, long long deadline)
+static void wait_in_flight(io_thread *io, int n, gw_grpc_front *grpc, long long deadline)
 {
     for (;;) {
-        size_t pending = 0, calls = grpc_front_pending(grpc);
+        size_t pending = 0, calls = gw_grpc_front_pending(grpc);
         for (int i = 0; i < n; i++)
-            pending += io[i].http ? http_front_pending(io[i].http) : 0;
+            pending += io[i].http ? gw_http_front_pending(io[i].http) : 0;
         if ((pending == 0 && calls == 0) || mono_ms() >= deadline) {
             if (pending) {
                 /* Answered, not cut off: 503, the events may still arrive. A moment for the answers to go. */
@@ -69,11 +69,11 @@ static void wait_in_flight(io_thread *io, int n, grpc_front *grpc, long long dea
                          pending);
                 for (int i = 0; i < n; i++)
                     if (io[i].http)
-                        http_front_stop_waiting(io[i].http);
+                        gw_http_front_stop_waiting(io[i].http);
                 for (int t = 0; t < 25; t++) {
                     size_t left = 0;
                     for (int i = 0; i < n; i++)
-                        left += io[i].http ? http_front_pending(io[i].http) : 0;
+                        left += io[i].http ? gw_http_front_pending(io[i].http) : 0;
                     if (left == 0)
                         break;
                     usleep(20000);
@@ -100,7 +100,7 @@ int main(int argc, char **argv)
     udp_front *udp = NULL;
     admin_server *admin = NULL;
     gateway_status gst = {0};
-    grpc_front *grpc = NULL;
+    gw_grpc_front *grpc = NULL;
     char errbuf[512], host[256];
     int status = 1, rc, n_io = 0;
 
@@ -156,7 +156,7 @@ int main(int argc, char **argv)
     }
 
     gw.cfg = &cfg;
-    event_limits_default(&gw.lim);
+    ing_event_limits_default(&gw.lim);
     gw.lim.max_event_bytes = cfg.max_event_bytes;
     gw.lim.max_request_bytes = cfg.max_request_bytes;
     gw.lim.max_batch_events = (size_t)cfg.max_batch_events;
@@ -202,7 +202,7 @@ int main(int argc, char **argv)
             goto out;
         }
         if ((io[n_io].base = event_base_new()) == NULL ||
-            (io[n_io].http = http_front_new(io[n_io].base, fd, &gw)) == NULL) {
+            (io[n_io].http = gw_http_front_new(io[n_io].base, fd, &gw)) == NULL) {
             LOG_ERROR("gateway", "cannot start HTTP I/O thread %d", n_io);
             n_io++;
             goto out;
@@ -232,7 +232,7 @@ int main(int argc, char **argv)
     }
     LOG_INFO("gateway", "udp=%s udp_threads=%lld admin=%s", cfg.udp_addr, (long long)cfg.udp_threads,
              cfg.admin_addr);
-    if ((grpc = grpc_front_start(&gw, cfg.grpc_addr, (int)cfg.grpc_threads, errbuf, sizeof(errbuf))) ==
+    if ((grpc = gw_grpc_front_start(&gw, cfg.grpc_addr, (int)cfg.grpc_threads, errbuf, sizeof(errbuf))) ==
         NULL) {
         fprintf(stderr, "gateway: --grpc-addr %s\n", errbuf);
         goto out;
@@ -252,10 +252,10 @@ int main(int argc, char **argv)
     /* 1. Refuse new work, 2. let waiting requests get their answers, 3. drain and flush. */
     atomic_store(&gw.stopping, 1);
     for (int i = 0; i < n_io; i++)
-        http_front_stop_accepting(io[i].http);
+        gw_http_front_stop_accepting(io[i].http);
     udp_front_stop(udp);
     udp = NULL;
-    grpc_front_stop_accepting(grpc);
+    gw_grpc_front_stop_accepting(grpc);
     wait_in_flight(io, n_io, grpc, deadline);
     queue_close(gw.q);
     long long left_ms = deadline - mono_ms();
@@ -277,15 +277,15 @@ out:
         }
     /* Loops stopped: abort what still waits, then let the last delivery reports come and free it all. */
     for (int i = 0; i < n_io; i++)
-        http_front_close(io[i].http);
-    grpc_front_close(grpc);
+        gw_http_front_close(io[i].http);
+    gw_grpc_front_close(grpc);
     if (prod) {
         producer_stop(prod, 0);
         producer_free(prod);
     }
-    grpc_front_free(grpc);
+    gw_grpc_front_free(grpc);
     for (int i = 0; i < n_io; i++) {
-        http_front_free(io[i].http);
+        gw_http_front_free(io[i].http);
         if (io[i].base)
             event_base_free(io[i].base);
     }

@@ -132,7 +132,7 @@ void ack_inbox_free(ack_inbox *inbox)
     free(inbox);
 }
 
-produce_msg *produce_msg_new(const event *ev, int64_t received_unix_nanos, int protocol, const char *peer,
+produce_msg *produce_msg_new(const ing_event *ev, int64_t received_unix_nanos, int protocol, const char *peer,
                              const char *gateway_id, ack_wait *wait)
 {
     envelope_meta meta = {.received_unix_nanos = received_unix_nanos,
@@ -142,7 +142,7 @@ produce_msg *produce_msg_new(const event *ev, int64_t received_unix_nanos, int p
     size_t ce_len, vlen = envelope_size(ev, &meta, &ce_len);
     if (vlen == 0)
         return NULL; /* no id, source or type */
-    const char *key = event_kafka_key(ev);
+    const char *key = ing_event_kafka_key(ev);
     size_t klen = strlen(key), ilen = strlen(ev->id), slen = strlen(ev->source), tlen = strlen(ev->type);
     produce_msg *m = malloc(sizeof(*m) + klen + ilen + slen + tlen + 4 + vlen);
     char *p;

@@ -85,7 +85,7 @@ typedef struct produce_msg {
  * A message for a validated event with an id: encodes the Envelope. NULL on
  * no memory or an event that cannot be encoded.
  */
-produce_msg *produce_msg_new(const event *ev, int64_t received_unix_nanos, int protocol, const char *peer,
+produce_msg *produce_msg_new(const ing_event *ev, int64_t received_unix_nanos, int protocol, const char *peer,
                              const char *gateway_id, ack_wait *wait);
 void produce_msg_free(produce_msg *m);
 

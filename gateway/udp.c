@@ -82,7 +82,7 @@ static int64_t now_ns(void)
  * state allocates only what travels on (the messages).
  */
 typedef struct udp_work {
-    event_batch b;      /* one datagram's events */
+    ing_event_batch b;  /* one datagram's events */
     produce_msg **msgs; /* this recvmmsg batch's messages, datagram after datagram */
     size_t n_msgs, cap_msgs;
     size_t first[UDP_BATCH + 1];  /* datagram k's messages are msgs[first[k] .. first[k + 1]) */
@@ -117,12 +117,12 @@ static void handle(udp_front *u, udp_work *w, const unsigned char *buf, size_t l
                    int64_t received)
 {
     gateway *gw = u->gw;
-    event_batch *b = &w->b;
-    event_error err;
+    ing_event_batch *b = &w->b;
+    ing_event_error err;
     size_t p = 0, made = 0;
     int rc;
 
-    event_batch_reset(b);
+    ing_event_batch_reset(b);
     while (p < len && (buf[p] == ' ' || buf[p] == '\t' || buf[p] == '\r' || buf[p] == '\n'))
         p++;
     if (p == len) {
@@ -134,15 +134,15 @@ static void handle(udp_front *u, udp_work *w, const unsigned char *buf, size_t l
         /* One JSON event is NDJSON of one line. */
         rc = json_parse_events((const char *)buf, len, JSON_FORM_NDJSON, &gw->lim, b, &err);
     } else {
-        event *ev = event_batch_add(b);
-        rc = ev ? event_from_wire(buf, len, ev, &gw->lim, &err) : -ENOMEM;
+        ing_event *ev = ing_event_batch_add(b);
+        rc = ev ? ing_event_from_wire(buf, len, ev, &gw->lim, &err) : -ENOMEM;
         if (rc == -EBADMSG)
-            rc = event_error_set(&err, "malformed_protobuf", -1, "",
-                                 "not JSON, and not a protobuf CloudEvent");
+            rc = ing_event_error_set(&err, "malformed_protobuf", -1, "",
+                                     "not JSON, and not a protobuf CloudEvent");
     }
     for (size_t i = 0; rc == 0 && i < b->n; i++)
-        if ((rc = event_validate(&b->ev[i], &gw->lim, b->n > 1 ? (long)i : -1, &err)) == 0)
-            rc = event_assign_id(&b->ev[i]);
+        if ((rc = ing_event_validate(&b->ev[i], &gw->lim, b->n > 1 ? (long)i : -1, &err)) == 0)
+            rc = ing_event_assign_id(&b->ev[i]);
     if (rc != 0) {
         drop(u, peer, rc == -ENOMEM ? "internal" : err.code, rc == -ENOMEM ? "out of memory" : err.message);
         return;
@@ -241,7 +241,7 @@ static void *udp_main(void *arg)
         free(w);
         return NULL;
     }
-    event_batch_init(&w->b);
+    ing_event_batch_init(&w->b);
     while (!atomic_load(&u->stop)) {
         for (int i = 0; i < UDP_BATCH; i++) {
             iov[i].iov_base = bufs + (size_t)i * u->max_datagram;
@@ -271,7 +271,7 @@ static void *udp_main(void *arg)
         flush(u, w);
         gateway_metrics_requests(&u->gw->metrics, GW_UDP, started, (size_t)n);
     }
-    event_batch_clear(&w->b);
+    ing_event_batch_clear(&w->b);
     free(w->msgs);
     free(w);
     free(bufs);

@@ -106,7 +106,7 @@ static double bench_queue_alone(void)
     return (double)total / dt;
 }
 
-static void make_event(event *ev, const event_limits *lim)
+static void make_event(ing_event *ev, const ing_event_limits *lim)
 {
     static const char *const attrs[][2] = {
         {"source", "/sensors/building-7/floor-3"},
@@ -118,37 +118,37 @@ static void make_event(event *ev, const event_limits *lim)
         {"traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"},
     };
     static const char data[] = "{\"temperature\":21.5,\"humidity\":40,\"unit\":\"C\",\"ok\":true}";
-    event_error err;
+    ing_event_error err;
 
-    event_init(ev);
+    ing_event_init(ev);
     for (size_t i = 0; i < sizeof(attrs) / sizeof(attrs[0]); i++)
-        event_set_attr(ev, attrs[i][0], strlen(attrs[i][0]), attrs[i][1], strlen(attrs[i][1]), lim, &err);
-    event_set_data(ev, EVENT_DATA_JSON, (unsigned char *)strdup(data), sizeof(data) - 1);
+        ing_event_set_attr(ev, attrs[i][0], strlen(attrs[i][0]), attrs[i][1], strlen(attrs[i][1]), lim, &err);
+    ing_event_set_data(ev, EVENT_DATA_JSON, (unsigned char *)strdup(data), sizeof(data) - 1);
 }
 
 static double bench_envelope(double seconds, size_t *bytes)
 {
-    event_limits lim;
-    event_error err;
+    ing_event_limits lim;
+    ing_event_error err;
     envelope_meta meta = {.protocol = ENVELOPE_HTTP, .peer = "127.0.0.1:40000", .gateway_id = "bench"};
     size_t n = 0;
     double t0 = now(), t;
 
-    event_limits_default(&lim);
+    ing_event_limits_default(&lim);
     do {
         for (int i = 0; i < 1000; i++) {
-            event ev;
+            ing_event ev;
             uint8_t *buf;
             size_t len;
             make_event(&ev, &lim);
-            if (event_validate(&ev, &lim, 0, &err) != 0 || event_assign_id(&ev) != 0 ||
+            if (ing_event_validate(&ev, &lim, 0, &err) != 0 || ing_event_assign_id(&ev) != 0 ||
                 envelope_encode(&ev, &meta, &buf, &len) != 0) {
                 fprintf(stderr, "envelope bench: %s\n", err.message);
                 exit(1);
             }
             *bytes = len;
             free(buf);
-            event_clear(&ev);
+            ing_event_clear(&ev);
         }
         n += 1000;
     } while ((t = now()) - t0 < seconds);
@@ -157,18 +157,18 @@ static double bench_envelope(double seconds, size_t *bytes)
 
 static double bench_pack_only(double seconds)
 {
-    event_limits lim;
-    event_error err;
-    event ev;
+    ing_event_limits lim;
+    ing_event_error err;
+    ing_event ev;
     envelope_meta meta = {.protocol = ENVELOPE_HTTP, .peer = "127.0.0.1:40000", .gateway_id = "bench"};
     uint8_t *buf;
     size_t len, n = 0;
     double t0, t;
 
-    event_limits_default(&lim);
+    ing_event_limits_default(&lim);
     make_event(&ev, &lim);
-    event_validate(&ev, &lim, 0, &err);
-    event_assign_id(&ev);
+    ing_event_validate(&ev, &lim, 0, &err);
+    ing_event_assign_id(&ev);
     envelope_encode(&ev, &meta, &buf, &len);
     Ingest__V1__Envelope *env = envelope_decode(buf, len);
     uint8_t *out = malloc(len);
@@ -183,7 +183,7 @@ static double bench_pack_only(double seconds)
     free(out);
     free(buf);
     envelope_free(env);
-    event_clear(&ev);
+    ing_event_clear(&ev);
     return (double)n / (t - t0);
 }
 

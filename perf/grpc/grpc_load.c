@@ -167,7 +167,7 @@ static size_t varint(uint8_t *p, uint64_t v)
 }
 
 /* One event as a packed CloudEvent (a new malloc'd buffer). */
-static uint8_t *pack_event(const event *ev, size_t *len)
+static uint8_t *pack_event(const ing_event *ev, size_t *len)
 {
     Ingest__V1__CloudEvent ce = INGEST__V1__CLOUD_EVENT__INIT;
     Ingest__V1__CloudEvent__CloudEventAttributeValue v[4 + 64];
@@ -215,7 +215,7 @@ static uint8_t *pack_event(const event *ev, size_t *len)
  * The bodies: field 2 (events) repeated, `batch` events each, body k from
  * event k*batch on; enough of them to go once through the file.
  */
-static int make_bodies(const event_batch *evs, size_t *event_bytes)
+static int make_bodies(const ing_event_batch *evs, size_t *event_bytes)
 {
     uint8_t **packed = calloc(evs->n, sizeof(*packed));
     size_t *plen = calloc(evs->n, sizeof(*plen)), total = 0;
@@ -573,8 +573,8 @@ int main(int argc, char **argv)
     double warmup = 2, duration = 10, drain = 30;
     char errbuf[512];
     size_t event_bytes = 0;
-    event_limits lim;
-    event_batch evs;
+    ing_event_limits lim;
+    ing_event_batch evs;
     grpc_channel *ch[MAX_CONNS];
     lcall *cs = NULL;
 
@@ -625,8 +625,8 @@ int main(int argc, char **argv)
         return 2;
     }
 
-    event_limits_default(&lim);
-    event_batch_init(&evs);
+    ing_event_limits_default(&lim);
+    ing_event_batch_init(&evs);
     if (perf_load_events(events_path, &lim, &evs, errbuf, sizeof(errbuf)) != 0) {
         fprintf(stderr, "grpc_load: %s\n", errbuf);
         return 1;

@@ -78,8 +78,8 @@ static void usage(const char *argv0)
 }
 
 /* Produce one event as the gateway does: fresh id, Envelope, key, headers. */
-static rd_kafka_resp_err_t produce_one(rd_kafka_t *rk, rd_kafka_topic_t *rkt, event *ev, envelope_meta *meta,
-                                       uint64_t *bytes)
+static rd_kafka_resp_err_t produce_one(rd_kafka_t *rk, rd_kafka_topic_t *rkt, ing_event *ev,
+                                       envelope_meta *meta, uint64_t *bytes)
 {
     uint8_t *buf;
     size_t len;
@@ -87,9 +87,9 @@ static rd_kafka_resp_err_t produce_one(rd_kafka_t *rk, rd_kafka_topic_t *rkt, ev
     rd_kafka_resp_err_t err;
 
     meta->received_unix_nanos = unix_nanos();
-    if (event_new_id(ev) != 0 || envelope_encode(ev, meta, &buf, &len) != 0)
+    if (ing_event_new_id(ev) != 0 || envelope_encode(ev, meta, &buf, &len) != 0)
         return RD_KAFKA_RESP_ERR__FAIL;
-    key = event_kafka_key(ev);
+    key = ing_event_kafka_key(ev);
     for (;;) {
         err = rd_kafka_producev(
             rk, RD_KAFKA_V_RKT(rkt), RD_KAFKA_V_PARTITION(RD_KAFKA_PARTITION_UA),
@@ -116,9 +116,9 @@ int main(int argc, char **argv)
     uint64_t max_count = UINT64_MAX, produced = 0, bytes = 0;
     char *keys[MAX_PROPS], *values[MAX_PROPS], errbuf[512], host[256];
     config_props props = {keys, values, 0};
-    event_limits lim;
-    event_batch batch;
-    event_error err;
+    ing_event_limits lim;
+    ing_event_batch batch;
+    ing_event_error err;
     envelope_meta meta = {0, ENVELOPE_HTTP, "127.0.0.1:40000", NULL};
     counts c = {0, 0, ""};
     rd_kafka_conf_t *conf = NULL;
@@ -126,8 +126,8 @@ int main(int argc, char **argv)
     rd_kafka_topic_t *rkt = NULL;
     int status = 1;
 
-    event_limits_default(&lim);
-    event_batch_init(&batch);
+    ing_event_limits_default(&lim);
+    ing_event_batch_init(&batch);
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (strcmp(a, "--events") == 0 && i + 1 < argc)
@@ -161,7 +161,7 @@ int main(int argc, char **argv)
         goto out;
     }
     for (size_t i = 0; i < batch.n; i++) {
-        if (event_validate(&batch.ev[i], &lim, (long)i, &err) != 0) {
+        if (ing_event_validate(&batch.ev[i], &lim, (long)i, &err) != 0) {
             fprintf(stderr, "kafka_baseline: event %zu: %s\n", i, err.message);
             goto out;
         }
@@ -226,6 +226,6 @@ out:
         rd_kafka_destroy(rk);
     if (conf)
         rd_kafka_conf_destroy(conf);
-    event_batch_clear(&batch);
+    ing_event_batch_clear(&batch);
     return status;
 }

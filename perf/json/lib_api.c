@@ -12,11 +12,11 @@
 #include "bench.h"
 #include "json.h"
 
-static event_limits limits(void)
+static ing_event_limits limits(void)
 {
-    event_limits lim;
+    ing_event_limits lim;
 
-    event_limits_default(&lim);
+    ing_event_limits_default(&lim);
     /* The catalogue's 1 MiB string is over the contract's per-event limit; that is not what it tests. */
     lim.max_event_bytes = 64u << 20;
     lim.max_request_bytes = 64u << 20;
@@ -26,21 +26,21 @@ static event_limits limits(void)
 static int roundtrip(const char *buf, size_t len, char **out, size_t *out_len, char *msg, size_t msglen)
 {
     static const char head[] = "{\"data\":";
-    event_limits lim = limits();
-    event_batch b;
-    event_error err;
+    ing_event_limits lim = limits();
+    ing_event_batch b;
+    ing_event_error err;
     char *doc = malloc(len + sizeof(head) + 1);
     int rc;
 
     memcpy(doc, head, sizeof(head) - 1);
     memcpy(doc + sizeof(head) - 1, buf, len);
     doc[sizeof(head) - 1 + len] = '}';
-    event_batch_init(&b);
+    ing_event_batch_init(&b);
     rc = json_parse_events(doc, len + sizeof(head), JSON_FORM_EVENT, &lim, &b, &err);
     free(doc);
     if (rc != 0) {
         snprintf(msg, msglen, "%s", err.message);
-        event_batch_clear(&b);
+        ing_event_batch_clear(&b);
         return -1;
     }
     if (b.ev[0].data_kind == EVENT_DATA_NONE) {
@@ -51,24 +51,24 @@ static int roundtrip(const char *buf, size_t len, char **out, size_t *out_len, c
         memcpy(*out, b.ev[0].data, b.ev[0].data_len + 1);
         *out_len = b.ev[0].data_len;
     }
-    event_batch_clear(&b);
+    ing_event_batch_clear(&b);
     return 0;
 }
 
 static long walk(const char *buf, size_t len, size_t *sink)
 {
-    event_limits lim = limits();
-    event_batch b;
-    event_error err;
+    ing_event_limits lim = limits();
+    ing_event_batch b;
+    ing_event_error err;
     long n = -1;
 
-    event_batch_init(&b);
+    ing_event_batch_init(&b);
     if (json_parse_events(buf, len, JSON_FORM_ANY, &lim, &b, &err) == 0) {
         n = (long)b.n;
         for (size_t i = 0; i < b.n; i++)
             *sink += b.ev[i].data_len + b.ev[i].n_ext;
     }
-    event_batch_clear(&b);
+    ing_event_batch_clear(&b);
     return n;
 }
 

@@ -31,9 +31,10 @@ out:
     return buf;
 }
 
-int perf_load_events(const char *path, const event_limits *lim, event_batch *out, char *err, size_t errlen)
+int perf_load_events(const char *path, const ing_event_limits *lim, ing_event_batch *out, char *err,
+                     size_t errlen)
 {
-    event_error e;
+    ing_event_error e;
     size_t len = 0;
     char *text = read_file(path, &len);
     int rc = -1;

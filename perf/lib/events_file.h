@@ -11,6 +11,7 @@
  * with json_parse_events(). 0, or -1 with the reason in err (an empty file
  * is an error: a benchmark needs events).
  */
-int perf_load_events(const char *path, const event_limits *lim, event_batch *out, char *err, size_t errlen);
+int perf_load_events(const char *path, const ing_event_limits *lim, ing_event_batch *out, char *err,
+                     size_t errlen);
 
 #endif

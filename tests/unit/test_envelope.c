@@ -11,19 +11,19 @@
 
 #include "envelope.h"
 
-static event_limits lim;
+static ing_event_limits lim;
 
 static int setup(void **state)
 {
     (void)state;
-    event_limits_default(&lim);
+    ing_event_limits_default(&lim);
     return 0;
 }
 
-static void set(event *ev, const char *name, const char *value)
+static void set(ing_event *ev, const char *name, const char *value)
 {
-    event_error err;
-    assert_int_equal(event_set_attr(ev, name, strlen(name), value, strlen(value), &lim, &err), 0);
+    ing_event_error err;
+    assert_int_equal(ing_event_set_attr(ev, name, strlen(name), value, strlen(value), &lim, &err), 0);
 }
 
 static const Ingest__V1__CloudEvent__CloudEventAttributeValue *attr(const Ingest__V1__CloudEvent *ce,
@@ -37,13 +37,13 @@ static const Ingest__V1__CloudEvent__CloudEventAttributeValue *attr(const Ingest
 
 static void test_round_trip_full(void **state)
 {
-    event ev, back;
-    event_error err;
+    ing_event ev, back;
+    ing_event_error err;
     uint8_t *buf;
     size_t len;
     (void)state;
 
-    event_init(&ev);
+    ing_event_init(&ev);
     set(&ev, "id", "id-1");
     set(&ev, "source", "/src");
     set(&ev, "type", "t.created");
@@ -54,8 +54,8 @@ static void test_round_trip_full(void **state)
     set(&ev, "tenant", "acme");
     set(&ev, "count", "42");
     unsigned char *data = (unsigned char *)strdup("{\"a\":1}");
-    event_set_data(&ev, EVENT_DATA_JSON, data, 7);
-    assert_int_equal(event_validate(&ev, &lim, 0, &err), 0);
+    ing_event_set_data(&ev, EVENT_DATA_JSON, data, 7);
+    assert_int_equal(ing_event_validate(&ev, &lim, 0, &err), 0);
 
     envelope_meta meta = {.received_unix_nanos = 1700000000123456789LL,
                           .protocol = ENVELOPE_HTTP,
@@ -88,9 +88,9 @@ static void test_round_trip_full(void **state)
     assert_string_equal(attr(ce, "count")->ce_string, "42");
 
     /* And back into the model, as the sink or a replay would. */
-    event_init(&back);
-    assert_int_equal(event_from_proto(ce, &back, &lim, &err), 0);
-    assert_int_equal(event_validate(&back, &lim, 0, &err), 0);
+    ing_event_init(&back);
+    assert_int_equal(ing_event_from_proto(ce, &back, &lim, &err), 0);
+    assert_int_equal(ing_event_validate(&back, &lim, 0, &err), 0);
     assert_string_equal(back.id, "id-1");
     assert_string_equal(back.time, "2021-06-01T12:30:45.250000000Z");
     assert_true(back.time_sec == ev.time_sec && back.time_nsec == ev.time_nsec);
@@ -99,21 +99,21 @@ static void test_round_trip_full(void **state)
     assert_int_equal(back.data_kind, EVENT_DATA_TEXT);
     assert_memory_equal(back.data, "{\"a\":1}", 7);
 
-    event_clear(&back);
+    ing_event_clear(&back);
     envelope_free(env);
     free(buf);
-    event_clear(&ev);
+    ing_event_clear(&ev);
 }
 
 static void test_binary_data_and_no_data(void **state)
 {
-    event ev;
+    ing_event ev;
     uint8_t *buf;
     size_t len;
     envelope_meta meta = {.protocol = ENVELOPE_UDP};
     (void)state;
 
-    event_init(&ev);
+    ing_event_init(&ev);
     set(&ev, "id", "x");
     set(&ev, "source", "s");
     set(&ev, "type", "t");
@@ -127,11 +127,11 @@ static void test_binary_data_and_no_data(void **state)
 
     unsigned char *bin = malloc(4);
     memcpy(bin, "\0\1\2\377", 4);
-    event_set_data(&ev, EVENT_DATA_BINARY, bin, 4);
+    ing_event_set_data(&ev, EVENT_DATA_BINARY, bin, 4);
     /* Before 1970: nanos stay non-negative. */
     set(&ev, "time", "1969-12-31T23:59:59.5Z");
-    event_error err;
-    assert_int_equal(event_validate(&ev, &lim, 0, &err), 0);
+    ing_event_error err;
+    assert_int_equal(ing_event_validate(&ev, &lim, 0, &err), 0);
     assert_int_equal(envelope_encode(&ev, &meta, &buf, &len), 0);
     env = envelope_decode(buf, len);
     assert_int_equal(env->event->data_case, INGEST__V1__CLOUD_EVENT__DATA_BINARY_DATA);
@@ -141,22 +141,22 @@ static void test_binary_data_and_no_data(void **state)
     assert_int_equal(attr(env->event, "time")->ce_timestamp->nanos, 500000000);
     envelope_free(env);
     free(buf);
-    event_clear(&ev);
+    ing_event_clear(&ev);
 }
 
 static void test_refuses_incomplete_and_garbage(void **state)
 {
-    event ev;
+    ing_event ev;
     uint8_t *buf = NULL;
     size_t len;
     envelope_meta meta = {.protocol = ENVELOPE_GRPC};
     (void)state;
 
-    event_init(&ev);
+    ing_event_init(&ev);
     set(&ev, "source", "s");
     set(&ev, "type", "t");
     assert_int_equal(envelope_encode(&ev, &meta, &buf, &len), -EINVAL); /* no id yet */
-    event_clear(&ev);
+    ing_event_clear(&ev);
 
     const uint8_t garbage[] = {0xff, 0xff, 0xff, 0xff, 0x0f, 0x01};
     assert_null(envelope_decode(garbage, sizeof(garbage)));
@@ -190,8 +190,8 @@ static void test_from_proto_typed_attributes(void **state)
     Ingest__V1__CloudEvent__AttributesEntry e[5], *ep[5];
     Google__Protobuf__Timestamp ts = GOOGLE__PROTOBUF__TIMESTAMP__INIT;
     uint8_t raw[] = {0xde, 0xad, 0xbe};
-    event ev;
-    event_error err;
+    ing_event ev;
+    ing_event_error err;
     (void)state;
 
     for (int i = 0; i < 5; i++) {
@@ -223,8 +223,8 @@ static void test_from_proto_typed_attributes(void **state)
     ce.n_attributes = 5;
     ce.attributes = ep;
 
-    event_init(&ev);
-    assert_int_equal(event_from_proto(&ce, &ev, &lim, &err), 0);
+    ing_event_init(&ev);
+    assert_int_equal(ing_event_from_proto(&ce, &ev, &lim, &err), 0);
     assert_null(ev.id); /* empty proto3 string: absent */
     assert_string_equal(ev.time, "1970-01-02T00:00:00Z");
     assert_int_equal(ev.n_ext, 4);
@@ -232,40 +232,40 @@ static void test_from_proto_typed_attributes(void **state)
     assert_string_equal(ev.ext[1].value, "-17");
     assert_string_equal(ev.ext[2].value, "3q2+");
     assert_string_equal(ev.ext[3].value, "../x");
-    assert_int_equal(event_validate(&ev, &lim, 0, &err), 0);
-    event_clear(&ev);
+    assert_int_equal(ing_event_validate(&ev, &lim, 0, &err), 0);
+    ing_event_clear(&ev);
 
     /* An attribute given twice (as a field and in the map) is refused, naming it. */
     e[0].key = "source";
-    event_init(&ev);
-    assert_int_equal(event_from_proto(&ce, &ev, &lim, &err), -EINVAL);
+    ing_event_init(&ev);
+    assert_int_equal(ing_event_from_proto(&ce, &ev, &lim, &err), -EINVAL);
     assert_string_equal(err.field, "source");
-    event_clear(&ev);
+    ing_event_clear(&ev);
 
     e[0].key = "flag";
     Google__Protobuf__Any any = GOOGLE__PROTOBUF__ANY__INIT;
     ce.data_case = INGEST__V1__CLOUD_EVENT__DATA_PROTO_DATA;
     ce.proto_data = &any;
-    event_init(&ev);
-    assert_int_equal(event_from_proto(&ce, &ev, &lim, &err), -EINVAL);
+    ing_event_init(&ev);
+    assert_int_equal(ing_event_from_proto(&ce, &ev, &lim, &err), -EINVAL);
     assert_string_equal(err.field, "data");
-    event_clear(&ev);
+    ing_event_clear(&ev);
 }
 
 static void test_key_and_helpers(void **state)
 {
-    event ev;
+    ing_event ev;
     char out[64];
     (void)state;
 
-    event_init(&ev);
+    ing_event_init(&ev);
     set(&ev, "source", "src");
-    assert_string_equal(event_kafka_key(&ev), "src");
+    assert_string_equal(ing_event_kafka_key(&ev), "src");
     set(&ev, "subject", "sub");
-    assert_string_equal(event_kafka_key(&ev), "sub");
+    assert_string_equal(ing_event_kafka_key(&ev), "sub");
     set(&ev, "partitionkey", "pk");
-    assert_string_equal(event_kafka_key(&ev), "pk");
-    event_clear(&ev);
+    assert_string_equal(ing_event_kafka_key(&ev), "pk");
+    ing_event_clear(&ev);
 
     assert_int_equal(base64_encode((const unsigned char *)"", 0, out), 0);
     assert_int_equal(base64_encode((const unsigned char *)"f", 1, out), 4);
@@ -299,7 +299,7 @@ static void test_key_and_helpers(void **state)
  * left-out defaults, empty oneof members, times before 1970, and lengths
  * needing 1, 2 and 3 varint bytes.
  */
-static void check_canonical(const event *ev, const envelope_meta *meta)
+static void check_canonical(const ing_event *ev, const envelope_meta *meta)
 {
     uint8_t *buf, *again;
     size_t len;
@@ -332,16 +332,16 @@ static void test_bytes_are_protobuf_c_s(void **state)
     static const size_t sizes[] = {0, 1, 127, 128, 16383, 16384, 70000};
     static const int64_t received[] = {0, 1, -1, 1700000000123456789LL, INT64_MIN};
     const char *peers[] = {NULL, "", "[::1]:9"};
-    event_error err;
+    ing_event_error err;
     (void)state;
 
     for (size_t t = 0; t < sizeof(times) / sizeof(times[0]); t++) {
         for (size_t z = 0; z < sizeof(sizes) / sizeof(sizes[0]); z++) {
-            event ev;
+            ing_event ev;
             char *big = malloc(sizes[z] + 1);
             memset(big, 'x', sizes[z]);
             big[sizes[z]] = '\0';
-            event_init(&ev);
+            ing_event_init(&ev);
             set(&ev, "id", "0192b5f0-0000-7000-8000-000000000001");
             set(&ev, "source", sizes[z] && sizes[z] <= EVENT_ATTR_MAX ? big : "/s");
             set(&ev, "type", "t");
@@ -357,13 +357,13 @@ static void test_bytes_are_protobuf_c_s(void **state)
             }
             /* The payload's kinds in turn, an empty one among them. */
             switch (z % 4) {
-            case 0: event_set_data(&ev, EVENT_DATA_JSON, (unsigned char *)strdup(big), sizes[z]); break;
-            case 1: event_set_data(&ev, EVENT_DATA_TEXT, (unsigned char *)strdup(""), 0); break;
-            case 2: event_set_data(&ev, EVENT_DATA_BINARY, (unsigned char *)strdup(big), sizes[z]); break;
+            case 0: ing_event_set_data(&ev, EVENT_DATA_JSON, (unsigned char *)strdup(big), sizes[z]); break;
+            case 1: ing_event_set_data(&ev, EVENT_DATA_TEXT, (unsigned char *)strdup(""), 0); break;
+            case 2: ing_event_set_data(&ev, EVENT_DATA_BINARY, (unsigned char *)strdup(big), sizes[z]); break;
             default: break;
             }
             lim.max_event_bytes = 1 << 20;
-            assert_int_equal(event_validate(&ev, &lim, -1, &err), 0);
+            assert_int_equal(ing_event_validate(&ev, &lim, -1, &err), 0);
             for (size_t r = 0; r < sizeof(received) / sizeof(received[0]); r++) {
                 envelope_meta meta = {.received_unix_nanos = received[r],
                                       .protocol = (envelope_protocol)(r % 4),
@@ -371,7 +371,7 @@ static void test_bytes_are_protobuf_c_s(void **state)
                                       .gateway_id = r % 2 ? "gw" : NULL};
                 check_canonical(&ev, &meta);
             }
-            event_clear(&ev);
+            ing_event_clear(&ev);
             free(big);
         }
     }

@@ -11,55 +11,55 @@
 
 #include "event.h"
 
-static event_limits lim;
+static ing_event_limits lim;
 
 static int setup(void **state)
 {
     (void)state;
-    event_limits_default(&lim);
+    ing_event_limits_default(&lim);
     return 0;
 }
 
-static int set(event *ev, const char *name, const char *value, event_error *err)
+static int set(ing_event *ev, const char *name, const char *value, ing_event_error *err)
 {
-    return event_set_attr(ev, name, strlen(name), value, strlen(value), &lim, err);
+    return ing_event_set_attr(ev, name, strlen(name), value, strlen(value), &lim, err);
 }
 
 /* A valid event to break one rule at a time. */
-static void make_valid(event *ev)
+static void make_valid(ing_event *ev)
 {
-    event_error err;
+    ing_event_error err;
 
-    event_init(ev);
+    ing_event_init(ev);
     assert_int_equal(set(ev, "source", "/sensors/1", &err), 0);
     assert_int_equal(set(ev, "type", "reading.taken", &err), 0);
 }
 
-static void expect_invalid(event *ev, const char *field, const char *msg_part)
+static void expect_invalid(ing_event *ev, const char *field, const char *msg_part)
 {
-    event_error err;
+    ing_event_error err;
 
     memset(&err, 0, sizeof(err));
-    assert_int_equal(event_validate(ev, &lim, 7, &err), -EINVAL);
+    assert_int_equal(ing_event_validate(ev, &lim, 7, &err), -EINVAL);
     assert_string_equal(err.field, field);
     assert_int_equal(err.index, 7);
     if (strstr(err.message, msg_part) == NULL)
         fail_msg("message '%s' lacks '%s'", err.message, msg_part);
-    event_clear(ev);
+    ing_event_clear(ev);
 }
 
 static void test_valid_minimal_and_full(void **state)
 {
-    event ev;
-    event_error err;
+    ing_event ev;
+    ing_event_error err;
     (void)state;
 
     make_valid(&ev);
-    assert_int_equal(event_validate(&ev, &lim, 0, &err), 0);
+    assert_int_equal(ing_event_validate(&ev, &lim, 0, &err), 0);
     assert_null(ev.id);
-    assert_int_equal(event_assign_id(&ev), 0);
+    assert_int_equal(ing_event_assign_id(&ev), 0);
     assert_int_equal(strlen(ev.id), 36);
-    event_clear(&ev);
+    ing_event_clear(&ev);
 
     make_valid(&ev);
     assert_int_equal(set(&ev, "id", "abc-1", &err), 0);
@@ -70,30 +70,30 @@ static void test_valid_minimal_and_full(void **state)
     assert_int_equal(set(&ev, "dataschema", "https://example.com/s.json", &err), 0);
     assert_int_equal(set(&ev, "traceparent", "00-abc", &err), 0);
     assert_int_equal(set(&ev, "n1", "42", &err), 0);
-    assert_int_equal(event_validate(&ev, &lim, 0, &err), 0);
+    assert_int_equal(ing_event_validate(&ev, &lim, 0, &err), 0);
     /* 2024-02-29T23:59:60.5+01:00 is 23:00:00.5 UTC on 2024-02-29 (the leap second rolls over). */
     assert_true(ev.time_sec == 1709247600 && ev.time_nsec == 500000000);
-    assert_int_equal(event_assign_id(&ev), 0);
+    assert_int_equal(ing_event_assign_id(&ev), 0);
     assert_string_equal(ev.id, "abc-1");
     assert_int_equal(ev.n_ext, 2);
-    event_clear(&ev);
+    ing_event_clear(&ev);
 }
 
 static void test_required_and_empty(void **state)
 {
-    event ev;
-    event_error err;
+    ing_event ev;
+    ing_event_error err;
     (void)state;
 
-    event_init(&ev);
+    ing_event_init(&ev);
     assert_int_equal(set(&ev, "type", "t", &err), 0);
     expect_invalid(&ev, "source", "required");
 
-    event_init(&ev);
+    ing_event_init(&ev);
     assert_int_equal(set(&ev, "source", "s", &err), 0);
     expect_invalid(&ev, "type", "required");
 
-    event_init(&ev);
+    ing_event_init(&ev);
     assert_int_equal(set(&ev, "source", "", &err), 0);
     assert_int_equal(set(&ev, "type", "t", &err), 0);
     expect_invalid(&ev, "source", "empty");
@@ -105,37 +105,37 @@ static void test_required_and_empty(void **state)
 
 static void test_lengths_and_utf8(void **state)
 {
-    event ev;
-    event_error err;
+    ing_event ev;
+    ing_event_error err;
     char big[1026];
     (void)state;
 
     memset(big, 'a', 1024);
     big[1024] = '\0';
-    event_init(&ev);
+    ing_event_init(&ev);
     assert_int_equal(set(&ev, "source", big, &err), 0);
     assert_int_equal(set(&ev, "type", big, &err), 0);
-    assert_int_equal(event_validate(&ev, &lim, 0, &err), 0);
-    event_clear(&ev);
+    assert_int_equal(ing_event_validate(&ev, &lim, 0, &err), 0);
+    ing_event_clear(&ev);
 
     big[1024] = 'a';
     big[1025] = '\0';
-    event_init(&ev);
+    ing_event_init(&ev);
     assert_int_equal(set(&ev, "source", big, &err), 0);
     assert_int_equal(set(&ev, "type", "t", &err), 0);
     expect_invalid(&ev, "source", "longer than 1024");
 
-    event_init(&ev);
+    ing_event_init(&ev);
     assert_int_equal(set(&ev, "source", "s", &err), 0);
     assert_int_equal(set(&ev, "type", big, &err), 0);
     expect_invalid(&ev, "type", "longer than 1024");
 
-    event_init(&ev);
+    ing_event_init(&ev);
     assert_int_equal(set(&ev, "source", "\xc3\x28", &err), 0);
     assert_int_equal(set(&ev, "type", "t", &err), 0);
     expect_invalid(&ev, "source", "UTF-8");
 
-    event_init(&ev);
+    ing_event_init(&ev);
     assert_int_equal(set(&ev, "source", "s", &err), 0);
     assert_int_equal(set(&ev, "type", "a\x01", &err), 0);
     expect_invalid(&ev, "type", "control");
@@ -166,8 +166,8 @@ static void test_utf8(void **state)
 
 static void test_specversion_time_schema(void **state)
 {
-    event ev;
-    event_error err;
+    ing_event ev;
+    ing_event_error err;
     (void)state;
 
     make_valid(&ev);
@@ -208,8 +208,8 @@ static void test_specversion_time_schema(void **state)
 
 static void test_set_attr_rules(void **state)
 {
-    event ev;
-    event_error err;
+    ing_event ev;
+    ing_event_error err;
     char many[8];
     (void)state;
 
@@ -226,10 +226,10 @@ static void test_set_attr_rules(void **state)
     assert_int_equal(set(&ev, "abcdefghijklmnopqrst", "x", &err), 0); /* 20 */
     assert_int_equal(set(&ev, "data", "x", &err), -EINVAL);
     assert_non_null(strstr(err.message, "reserved"));
-    assert_int_equal(event_set_attr(&ev, "", 0, "x", 1, &lim, &err), -EINVAL);
-    assert_int_equal(event_set_attr(&ev, "nul", 3, "a\0b", 3, &lim, &err), -EINVAL);
+    assert_int_equal(ing_event_set_attr(&ev, "", 0, "x", 1, &lim, &err), -EINVAL);
+    assert_int_equal(ing_event_set_attr(&ev, "nul", 3, "a\0b", 3, &lim, &err), -EINVAL);
     assert_non_null(strstr(err.message, "NUL"));
-    assert_int_equal(event_set_attr(&ev, "subject", 7, "a\0b", 3, &lim, &err), -EINVAL);
+    assert_int_equal(ing_event_set_attr(&ev, "subject", 7, "a\0b", 3, &lim, &err), -EINVAL);
     assert_int_equal(set(&ev, "abcdefghijklmnopqrst", "y", &err), -EINVAL);
     assert_non_null(strstr(err.message, "duplicate"));
 
@@ -240,14 +240,14 @@ static void test_set_attr_rules(void **state)
     }
     assert_int_equal(set(&ev, "e64", "v", &err), -EINVAL);
     assert_non_null(strstr(err.message, "more than 64"));
-    assert_int_equal(event_validate(&ev, &lim, 0, &err), 0);
-    event_clear(&ev);
+    assert_int_equal(ing_event_validate(&ev, &lim, 0, &err), 0);
+    ing_event_clear(&ev);
 }
 
 static void test_event_size_limit(void **state)
 {
-    event ev;
-    event_error err;
+    ing_event ev;
+    ing_event_error err;
     (void)state;
 
     make_valid(&ev);
@@ -255,51 +255,51 @@ static void test_event_size_limit(void **state)
     unsigned char *data = malloc(n + 1);
     memset(data, 'x', n);
     data[n] = '\0';
-    event_set_data(&ev, EVENT_DATA_BINARY, data, n);
-    assert_int_equal(event_validate(&ev, &lim, 3, &err), -EINVAL);
+    ing_event_set_data(&ev, EVENT_DATA_BINARY, data, n);
+    assert_int_equal(ing_event_validate(&ev, &lim, 3, &err), -EINVAL);
     assert_string_equal(err.code, EVENT_ERR_TOO_LARGE);
     assert_int_equal(err.index, 3);
-    event_clear(&ev);
+    ing_event_clear(&ev);
 
     make_valid(&ev);
     data = malloc(4);
     memcpy(data, "\xc3\x28", 3);
-    event_set_data(&ev, EVENT_DATA_TEXT, data, 2);
+    ing_event_set_data(&ev, EVENT_DATA_TEXT, data, 2);
     expect_invalid(&ev, "data", "UTF-8");
 }
 
 static void test_batch(void **state)
 {
-    event_batch b;
-    event_error err;
+    ing_event_batch b;
+    ing_event_error err;
     (void)state;
 
-    event_batch_init(&b);
+    ing_event_batch_init(&b);
     for (int i = 0; i < 100; i++) {
-        event *ev = event_batch_add(&b);
+        ing_event *ev = ing_event_batch_add(&b);
         assert_non_null(ev);
         assert_int_equal(set(ev, "source", "s", &err), 0);
     }
     assert_int_equal(b.n, 100);
     assert_string_equal(b.ev[99].source, "s");
-    event_batch_clear(&b);
+    ing_event_batch_clear(&b);
     assert_int_equal(b.n, 0);
-    event_clear(NULL);
+    ing_event_clear(NULL);
 }
 
 /*
- * event_reserve(): strings go into the block while it has room, then are
+ * ing_event_reserve(): strings go into the block while it has room, then are
  * allocated alone; clearing frees each kind rightly (ASan in CI would report
  * a free of a pointer inside the block, or a leak of one outside it).
  */
 static void test_store(void **state)
 {
-    event ev;
-    event_error err;
+    ing_event ev;
+    ing_event_error err;
     (void)state;
 
-    event_init(&ev);
-    assert_int_equal(event_reserve(&ev, 16), 0);
+    ing_event_init(&ev);
+    assert_int_equal(ing_event_reserve(&ev, 16), 0);
     assert_int_equal(set(&ev, "source", "/abc", &err), 0); /* 5 bytes: in the block */
     assert_ptr_equal(ev.source, ev.store);
     assert_int_equal(set(&ev, "type", "t.long.enough", &err), 0); /* 14: past the 11 left, alone */
@@ -307,33 +307,33 @@ static void test_store(void **state)
     assert_int_equal(set(&ev, "x", "123456", &err), 0); /* name 2 + value 7: the 9 still free, then alone */
     assert_ptr_equal(ev.ext[0].name, ev.store + 5);
     assert_ptr_equal(ev.ext[0].value, ev.store + 7);
-    assert_int_equal(event_reserve(&ev, 64), 0); /* one block per event: a no-op now */
+    assert_int_equal(ing_event_reserve(&ev, 64), 0); /* one block per event: a no-op now */
     assert_int_equal(ev.store_cap, 16);
-    unsigned char *d = event_alloc(&ev, 2);
+    unsigned char *d = ing_event_alloc(&ev, 2);
     memcpy(d, "{}", 2);
-    event_set_data(&ev, EVENT_DATA_JSON, d, 2);
-    event_set_data(&ev, EVENT_DATA_JSON, (unsigned char *)strdup("[]"), 2); /* releases the first */
-    assert_int_equal(event_assign_id(&ev), 0);
+    ing_event_set_data(&ev, EVENT_DATA_JSON, d, 2);
+    ing_event_set_data(&ev, EVENT_DATA_JSON, (unsigned char *)strdup("[]"), 2); /* releases the first */
+    assert_int_equal(ing_event_assign_id(&ev), 0);
     char first[64];
     snprintf(first, sizeof(first), "%s", ev.id);
-    assert_int_equal(event_new_id(&ev), 0);
+    assert_int_equal(ing_event_new_id(&ev), 0);
     assert_int_equal(strlen(ev.id), 36);
     assert_string_not_equal(ev.id, first); /* a new UUIDv7 (the allocator may hand back the same chunk) */
-    assert_int_equal(event_validate(&ev, &lim, -1, &err), 0);
+    assert_int_equal(ing_event_validate(&ev, &lim, -1, &err), 0);
     assert_string_equal(ev.source, "/abc");
     assert_string_equal(ev.type, "t.long.enough");
     assert_string_equal(ev.ext[0].value, "123456");
-    event_clear(&ev);
+    ing_event_clear(&ev);
     assert_null(ev.store);
 
     /* An id in the block is replaced too. */
-    event_init(&ev);
-    assert_int_equal(event_reserve(&ev, 2 * 37), 0);
-    assert_int_equal(event_assign_id(&ev), 0);
+    ing_event_init(&ev);
+    assert_int_equal(ing_event_reserve(&ev, 2 * 37), 0);
+    assert_int_equal(ing_event_assign_id(&ev), 0);
     assert_ptr_equal(ev.id, ev.store);
-    assert_int_equal(event_new_id(&ev), 0);
+    assert_int_equal(ing_event_new_id(&ev), 0);
     assert_ptr_equal(ev.id, ev.store + 37);
-    event_clear(&ev);
+    ing_event_clear(&ev);
 }
 
 int main(void)

@@ -1,5 +1,5 @@
 /*
- * gateway/http_server: the HTTP/1.1 server on a libevent loop, driven over
+ * gateway/gw_http_server: the HTTP/1.1 server on a libevent loop, driven over
  * real TCP. The server runs on its own thread's loop, as in the gateway; the
  * test thread is the client and speaks raw HTTP, so every byte on the wire
  * is the test's choice (pipelining, chunking, partial writes, resets).
@@ -45,11 +45,11 @@
 
 typedef struct fixture {
     struct event_base *base;
-    http_server *srv;
+    gw_http_server *srv;
     pthread_t thr;
     int running;
     int port;
-    http_server_config cfg;
+    gw_http_server_config cfg;
 
     atomic_int handled;  /* requests handed to handle() */
     atomic_int answered; /* deferred answers given */
@@ -65,7 +65,7 @@ typedef struct fixture {
 
 typedef struct deferred {
     fixture *fx;
-    http_request *req;
+    gw_http_request *req;
     struct event *timer;
 } deferred;
 
@@ -102,11 +102,11 @@ static long query_long(const char *query, const char *key, long dflt)
     return dflt;
 }
 
-static void echo(http_request *req, int close)
+static void echo(gw_http_request *req, int close)
 {
     struct evbuffer *b = evbuffer_new();
     size_t blen = evbuffer_get_length(req->body);
-    const char *xch = http_request_header(req, "x-custom-header");
+    const char *xch = gw_http_request_header(req, "x-custom-header");
 
     evbuffer_add_printf(b, "method=%s\npath=%s\nquery=%s\npeer=%s\nbodylen=%zu\nbody=",
                         http_method_str((enum http_method)req->method), req->path,
@@ -116,7 +116,8 @@ static void echo(http_request *req, int close)
     for (size_t i = 0; i < req->n_headers; i++)
         evbuffer_add_printf(b, "h=%s: %s\n", req->headers[i].name, req->headers[i].value);
     size_t len = evbuffer_get_length(b);
-    http_respond(req, 200, "text/plain", "X-Test: 1\r\n", (const char *)evbuffer_pullup(b, -1), len, close);
+    gw_http_respond(req, 200, "text/plain", "X-Test: 1\r\n", (const char *)evbuffer_pullup(b, -1), len,
+                    close);
     evbuffer_free(b);
 }
 
@@ -131,13 +132,13 @@ static void deferred_fire(evutil_socket_t fd, short what, void *arg)
     logf_loop(fx, "A%s;", d->req->path);
     atomic_fetch_add(&fx->answered, 1);
     event_free(d->timer);
-    http_request *req = d->req;
+    gw_http_request *req = d->req;
     free(d);
     /* May go straight on with pipelined input: nothing of `d` is touched after. */
-    http_respond(req, 200, "text/plain", NULL, "deferred", 8, 0);
+    gw_http_respond(req, 200, "text/plain", NULL, "deferred", 8, 0);
 }
 
-static void handle(http_request *req, void *arg)
+static void handle(gw_http_request *req, void *arg)
 {
     fixture *fx = arg;
 
@@ -158,11 +159,11 @@ static void handle(http_request *req, void *arg)
         req->user = d;
         evtimer_add(d->timer, &tv);
     } else {
-        http_respond(req, 404, "text/plain", NULL, "no", 2, 0);
+        gw_http_respond(req, 404, "text/plain", NULL, "no", 2, 0);
     }
 }
 
-static void on_abort(http_request *req, void *arg)
+static void on_abort(gw_http_request *req, void *arg)
 {
     fixture *fx = arg;
     deferred *d = req->user;
@@ -178,19 +179,19 @@ static void on_abort(http_request *req, void *arg)
     free(d);
 }
 
-static void on_error(http_request *req, int status, const char *code, const char *message, void *arg)
+static void on_error(gw_http_request *req, int status, const char *code, const char *message, void *arg)
 {
     fixture *fx = arg;
     char body[256];
 
     /* The request is as far as it was read: path may be "" but is never NULL; headers are readable. */
     must(req->path != NULL);
-    (void)http_request_header(req, "host");
+    (void)gw_http_request_header(req, "host");
     atomic_fetch_add(&fx->errors, 1);
     atomic_store(&fx->last_error, status);
     logf_loop(fx, "E%d;", status);
     int n = snprintf(body, sizeof(body), "%s: %s", code, message);
-    http_respond(req, status, "text/plain", NULL, body, (size_t)n, 1);
+    gw_http_respond(req, status, "text/plain", NULL, body, (size_t)n, 1);
 }
 
 static void *loop_main(void *arg)
@@ -251,7 +252,7 @@ static int fx_start(void **state, size_t max_body, size_t max_header_bytes, int 
 
     if (fx == NULL)
         return -1;
-    fx->cfg = (http_server_config){
+    fx->cfg = (gw_http_server_config){
         .max_body = max_body,
         .max_header_bytes = max_header_bytes,
         .idle_timeout_ms = idle_ms,
@@ -267,7 +268,8 @@ static int fx_start(void **state, size_t max_body, size_t max_header_bytes, int 
         return -1;
     }
     fx->port = net_local_port(fd);
-    if ((fx->base = event_base_new()) == NULL || (fx->srv = http_server_new(fx->base, fd, &fx->cfg)) == NULL)
+    if ((fx->base = event_base_new()) == NULL ||
+        (fx->srv = gw_http_server_new(fx->base, fd, &fx->cfg)) == NULL)
         return -1;
     if (pthread_create(&fx->thr, NULL, loop_main, fx) != 0)
         return -1;
@@ -305,7 +307,7 @@ static int teardown(void **state)
         return 0;
     fx_stop_loop(fx);
     /* Frees every connection: requests still deferred are aborted, which frees their timers. */
-    http_server_free(fx->srv);
+    gw_http_server_free(fx->srv);
     if (fx->base)
         event_base_free(fx->base);
     int unknown = atomic_load(&fx->abort_unknown);
@@ -322,13 +324,13 @@ static void copy_log(fixture *fx, void *arg)
 
 static void get_pending(fixture *fx, void *arg)
 {
-    *(size_t *)arg = http_server_pending(fx->srv);
+    *(size_t *)arg = gw_http_server_pending(fx->srv);
 }
 
 static void stop_accepting(fixture *fx, void *arg)
 {
     (void)arg;
-    http_server_stop_accepting(fx->srv);
+    gw_http_server_stop_accepting(fx->srv);
 }
 
 static size_t pending(fixture *fx)
@@ -992,7 +994,7 @@ static void test_http10_keep_alive_echoed(void **state)
     response r;
 
     /*
-     * Was a bug, fixed with this test: gateway/http_server.c:374 (http_respond) keeps an HTTP/1.0
+     * Was a bug, fixed with this test: gateway/gw_http_server.c:374 (gw_http_respond) keeps an HTTP/1.0
      * keep-alive connection open but never says so. An HTTP/1.0 client
      * (ApacheBench -k, old proxies) treats a response without
      * "Connection: keep-alive" as the last on the connection and waits for
@@ -1015,13 +1017,13 @@ static void test_head_has_no_body(void **state)
     response r;
 
     /*
-     * Was a bug, fixed with this test: gateway/http_server.c:377-384 (http_respond) writes the body for
+     * Was a bug, fixed with this test: gateway/gw_http_server.c:377-384 (gw_http_respond) writes the body for
      * every request, HEAD included. A response to HEAD carries no content
      * (RFC 9110 9.3.2; its Content-Length tells what a GET would get), so a
      * client reads the headers only and takes the body bytes for the start
      * of its next response: the keep-alive connection is desynchronised.
      * The gateway answers HEAD /v1/events 405 with a JSON body, so any
-     * health check or crawler using HEAD hits this. http_respond should
+     * health check or crawler using HEAD hits this. gw_http_respond should
      * leave the body out when req->method is HTTP_HEAD.
      */
     c = cli_open(fx);
@@ -1200,7 +1202,7 @@ static void test_absolute_form_target(void **state)
     response r;
 
     /*
-     * Was a bug, fixed with this test: gateway/http_server.c:167 (build_request) takes the whole request
+     * Was a bug, fixed with this test: gateway/gw_http_server.c:167 (build_request) takes the whole request
      * target as the path, so the absolute form "http://host/echo?x=1" gives
      * path "http://host/echo" and the gateway answers 404 for
      * "POST http://gw:8080/v1/events". RFC 9112 3.2.2: a server MUST accept
@@ -1248,7 +1250,7 @@ static void test_header_value_trailing_blanks(void **state)
     response r;
 
     /*
-     * Was a bug, fixed with this test: gateway/http_server.c:188 (build_request) copies header values
+     * Was a bug, fixed with this test: gateway/gw_http_server.c:188 (build_request) copies header values
      * as http-parser 2.9 hands them, trailing blanks included: "gzip \t "
      * stays "gzip \t ". Trailing blanks are optional white space around the
      * value, not part of it (RFC 9110 5.5: parsers exclude it). In the
@@ -1366,7 +1368,7 @@ static void test_free_aborts_waiting(void **state)
     assert_int_equal(pending(fx), 2);
     fx_stop_loop(fx);
     /* With the loop stopped, freeing the server aborts each waiting request once. */
-    http_server_free(fx->srv);
+    gw_http_server_free(fx->srv);
     fx->srv = NULL;
     assert_int_equal(atomic_load(&fx->aborted), 2);
     assert_int_equal(atomic_load(&fx->answered), 0);
@@ -1379,7 +1381,7 @@ static void test_free_aborts_waiting(void **state)
     assert_true(cli_closed(b));
     cli_close(a);
     cli_close(b);
-    http_server_free(NULL);
+    gw_http_server_free(NULL);
 }
 
 #define N_CONNS  100

@@ -11,40 +11,40 @@
 
 #include "json.h"
 
-static event_limits lim;
+static ing_event_limits lim;
 
 static int setup(void **state)
 {
     (void)state;
-    event_limits_default(&lim);
+    ing_event_limits_default(&lim);
     return 0;
 }
 
-static int parse_len(const char *buf, size_t len, json_form form, event_batch *b, event_error *err)
+static int parse_len(const char *buf, size_t len, json_form form, ing_event_batch *b, ing_event_error *err)
 {
     memset(err, 0, sizeof(*err));
     err->index = -2;
     return json_parse_events(buf, len, form, &lim, b, err);
 }
 
-static int parse(const char *s, json_form form, event_batch *b, event_error *err)
+static int parse(const char *s, json_form form, ing_event_batch *b, ing_event_error *err)
 {
     return parse_len(s, strlen(s), form, b, err);
 }
 
 /* Parse one event that must be accepted; the caller clears *b. */
-static event *one(const char *s, event_batch *b)
+static ing_event *one(const char *s, ing_event_batch *b)
 {
-    event_error err;
+    ing_event_error err;
 
-    event_batch_init(b);
+    ing_event_batch_init(b);
     if (parse(s, JSON_FORM_EVENT, b, &err) != 0)
         fail_msg("rejected %s: %s: %s (field '%s')", s, err.code, err.message, err.field);
     assert_int_equal(b->n, 1);
     return &b->ev[0];
 }
 
-static const char *ext(const event *ev, const char *name)
+static const char *ext(const ing_event *ev, const char *name)
 {
     for (size_t i = 0; i < ev->n_ext; i++)
         if (strcmp(ev->ext[i].name, name) == 0)
@@ -55,16 +55,16 @@ static const char *ext(const event *ev, const char *name)
 /* The data text of a one-event document whose `data` is `json`. */
 static void expect_data(const char *json, const char *want)
 {
-    event_batch b;
+    ing_event_batch b;
     char doc[512];
 
     snprintf(doc, sizeof(doc), "{\"source\":\"s\",\"type\":\"t\",\"data\":%s}", json);
-    event *ev = one(doc, &b);
+    ing_event *ev = one(doc, &b);
     assert_int_equal(ev->data_kind, EVENT_DATA_JSON);
     assert_int_equal(ev->data_len, strlen(want));
     assert_memory_equal(ev->data, want, ev->data_len);
     assert_int_equal(ev->data[ev->data_len], '\0');
-    event_batch_clear(&b);
+    ing_event_batch_clear(&b);
 }
 
 typedef struct bad {
@@ -78,11 +78,11 @@ typedef struct bad {
 
 static void expect_bad(const bad *t)
 {
-    event_batch b;
-    event_error err;
+    ing_event_batch b;
+    ing_event_error err;
     size_t len = t->len ? t->len : strlen(t->in);
 
-    event_batch_init(&b);
+    ing_event_batch_init(&b);
     int rc = parse_len(t->in, len, t->form, &b, &err);
     if (rc != -EINVAL || err.code == NULL || strcmp(err.code, t->code) != 0 || err.index != t->index ||
         strcmp(err.field, t->field) != 0)
@@ -92,7 +92,7 @@ static void expect_bad(const bad *t)
                  t->code, t->index, t->field);
     assert_true(err.message[0] != '\0');
     assert_int_equal(b.n, 0);
-    event_batch_clear(&b);
+    ing_event_batch_clear(&b);
 }
 
 #define MAL EVENT_ERR_MALFORMED
@@ -104,10 +104,10 @@ static void expect_bad(const bad *t)
 
 static void test_event_all_attributes(void **state)
 {
-    event_batch b;
+    ing_event_batch b;
     (void)state;
 
-    event *ev =
+    ing_event *ev =
         one("{ \"specversion\" : \"1.0\", \"id\":\"A-1\", \"source\":\"/s\", \"type\":\"t.x\",\n"
             "  \"subject\":\"sub\", \"time\":\"2024-06-01T12:00:00Z\",\n"
             "  \"datacontenttype\":\"application/json\", \"dataschema\":\"https://x/s.json\",\n"
@@ -132,23 +132,23 @@ static void test_event_all_attributes(void **state)
     assert_string_equal(ext(ev, "off"), "false");
     assert_int_equal(ev->data_kind, EVENT_DATA_JSON);
     assert_string_equal((char *)ev->data, "{\"a\":1,\"b\":[true,null,\"x\"]}");
-    assert_int_equal(event_validate(ev, &lim, 0, &(event_error){0}), 0);
-    event_batch_clear(&b);
+    assert_int_equal(ing_event_validate(ev, &lim, 0, &(ing_event_error){0}), 0);
+    ing_event_batch_clear(&b);
 }
 
 static void test_forms(void **state)
 {
-    event_batch b;
-    event_error err;
+    ing_event_batch b;
+    ing_event_error err;
     (void)state;
 
-    event_batch_init(&b);
+    ing_event_batch_init(&b);
     /* A batch, with whitespace everywhere it may be. */
     assert_int_equal(
         parse(" [ {\"source\":\"a\"} ,\n{\"source\":\"b\"},{\"source\":\"c\"} ] \n", BA, &b, &err), 0);
     assert_int_equal(b.n, 3);
     assert_string_equal(b.ev[2].source, "c");
-    event_batch_clear(&b);
+    ing_event_batch_clear(&b);
 
     /* The empty batch is valid CloudEvents; whether a request may be empty is the caller's rule. */
     assert_int_equal(parse("[ ]", BA, &b, &err), 0);
@@ -159,10 +159,10 @@ static void test_forms(void **state)
     /* application/json: an object is one event, an array a batch. */
     assert_int_equal(parse("\n{\"source\":\"a\"}", ANY, &b, &err), 0);
     assert_int_equal(b.n, 1);
-    event_batch_clear(&b);
+    ing_event_batch_clear(&b);
     assert_int_equal(parse("[{\"source\":\"a\"},{\"source\":\"b\"}]", ANY, &b, &err), 0);
     assert_int_equal(b.n, 2);
-    event_batch_clear(&b);
+    ing_event_batch_clear(&b);
 
     /* Events are appended to what the caller already has. */
     assert_int_equal(parse("{\"source\":\"first\"}", EV, &b, &err), 0);
@@ -173,7 +173,7 @@ static void test_forms(void **state)
     assert_int_equal(parse("[{\"source\":\"x\"},{\"source\":1}]", BA, &b, &err), -EINVAL);
     assert_int_equal(b.n, 2);
     assert_string_equal(b.ev[1].source, "second");
-    event_batch_clear(&b);
+    ing_event_batch_clear(&b);
 
     /* No buffer at all is an empty body. */
     assert_int_equal(json_parse_events(NULL, 0, JSON_FORM_EVENT, &lim, &b, &err), -EINVAL);
@@ -182,16 +182,16 @@ static void test_forms(void **state)
     assert_int_equal(b.n, 0);
     /* No limits: the contract's defaults. */
     assert_int_equal(json_parse_events("{}", 2, JSON_FORM_EVENT, NULL, &b, &err), 0);
-    event_batch_clear(&b);
+    ing_event_batch_clear(&b);
 }
 
 static void test_ndjson(void **state)
 {
-    event_batch b;
-    event_error err;
+    ing_event_batch b;
+    ing_event_error err;
     (void)state;
 
-    event_batch_init(&b);
+    ing_event_batch_init(&b);
     const char *in = "{\"source\":\"a\"}\n"
                      "\n"
                      "   \t \r\n"
@@ -203,7 +203,7 @@ static void test_ndjson(void **state)
     assert_string_equal(b.ev[1].source, "b");
     assert_string_equal((char *)b.ev[2].data, "\"x\\ny\"");
     assert_string_equal(b.ev[3].source, "d");
-    event_batch_clear(&b);
+    ing_event_batch_clear(&b);
 
     /* Blank lines take no index; the message names the line. */
     assert_int_equal(parse("\n{\"source\":\"a\"}\n\n{\"source\":\"b\"}\n{\"source\":\"c\",}\n", ND, &b, &err),
@@ -223,13 +223,13 @@ static void test_ndjson(void **state)
     /* Only blank lines: no events. */
     assert_int_equal(parse("\n \r\n\t\n", ND, &b, &err), 0);
     assert_int_equal(b.n, 0);
-    event_batch_clear(&b);
+    ing_event_batch_clear(&b);
 }
 
 static void test_data_kinds(void **state)
 {
-    event_batch b;
-    event *ev;
+    ing_event_batch b;
+    ing_event *ev;
     (void)state;
 
     expect_data("{\"k\": [1, 2.5, \"x\"], \"n\": {}}", "{\"k\":[1,2.5,\"x\"],\"n\":{}}");
@@ -252,60 +252,60 @@ static void test_data_kinds(void **state)
     ev = one("{\"datacontenttype\":\"text/plain; charset=utf-8\",\"data\":\"h\\u00e9llo\\n\"}", &b);
     assert_int_equal(ev->data_kind, EVENT_DATA_TEXT);
     assert_string_equal((char *)ev->data, "h\xc3\xa9llo\n");
-    event_batch_clear(&b);
+    ing_event_batch_clear(&b);
     ev = one("{\"datacontenttype\":\"application/octet-stream\",\"data\":\"a\\u0000b\"}", &b);
     assert_int_equal(ev->data_kind, EVENT_DATA_BINARY);
     assert_int_equal(ev->data_len, 3);
     assert_memory_equal(ev->data, "a\0b", 3);
-    event_batch_clear(&b);
+    ing_event_batch_clear(&b);
     ev = one("{\"datacontenttype\":\"application/vnd.x+json\",\"data\":\"hello\"}", &b);
     assert_int_equal(ev->data_kind, EVENT_DATA_JSON);
     assert_string_equal((char *)ev->data, "\"hello\"");
-    event_batch_clear(&b);
+    ing_event_batch_clear(&b);
 
     /* data: null is no data. */
     ev = one("{\"data\":null}", &b);
     assert_int_equal(ev->data_kind, EVENT_DATA_NONE);
     assert_null(ev->data);
-    event_batch_clear(&b);
+    ing_event_batch_clear(&b);
 
     /* data_base64: padded, unpadded, empty. */
     ev = one("{\"data_base64\":\"AAEC/w==\"}", &b);
     assert_int_equal(ev->data_kind, EVENT_DATA_BINARY);
     assert_int_equal(ev->data_len, 4);
     assert_memory_equal(ev->data, "\x00\x01\x02\xff", 4);
-    event_batch_clear(&b);
+    ing_event_batch_clear(&b);
     ev = one("{\"data_base64\":\"AAEC/w\"}", &b);
     assert_int_equal(ev->data_len, 4);
     assert_memory_equal(ev->data, "\x00\x01\x02\xff", 4);
-    event_batch_clear(&b);
+    ing_event_batch_clear(&b);
     ev = one("{\"data_base64\":\"aGVsbG8gd29ybGQ=\"}", &b);
     assert_string_equal((char *)ev->data, "hello world");
-    event_batch_clear(&b);
+    ing_event_batch_clear(&b);
     ev = one("{\"data_base64\":\"aGVsbG8gd29ybGQh\"}", &b);
     assert_string_equal((char *)ev->data, "hello world!");
-    event_batch_clear(&b);
+    ing_event_batch_clear(&b);
     ev = one("{\"data_base64\":\"+/+/\"}", &b);
     assert_memory_equal(ev->data, "\xfb\xff\xbf", 3);
-    event_batch_clear(&b);
+    ing_event_batch_clear(&b);
     ev = one("{\"data_base64\":\"\"}", &b);
     assert_int_equal(ev->data_kind, EVENT_DATA_BINARY);
     assert_int_equal(ev->data_len, 0);
-    event_batch_clear(&b);
+    ing_event_batch_clear(&b);
     ev = one("{\"data_base64\":null}", &b);
     assert_int_equal(ev->data_kind, EVENT_DATA_NONE);
-    event_batch_clear(&b);
+    ing_event_batch_clear(&b);
     /* A null data does not clash with data_base64. */
     ev = one("{\"data\":null,\"data_base64\":\"QQ==\"}", &b);
     assert_int_equal(ev->data_kind, EVENT_DATA_BINARY);
     assert_string_equal((char *)ev->data, "A");
-    event_batch_clear(&b);
+    ing_event_batch_clear(&b);
 }
 
 static void test_attribute_types(void **state)
 {
-    event_batch b;
-    event *ev;
+    ing_event_batch b;
+    ing_event *ev;
     (void)state;
 
     /* null is unset, for every optional attribute (CloudEvents JSON format, 2.2). */
@@ -317,20 +317,20 @@ static void test_attribute_types(void **state)
     assert_null(ev->subject);
     assert_null(ev->time);
     assert_int_equal(ev->n_ext, 0);
-    event_batch_clear(&b);
+    ing_event_batch_clear(&b);
     /* ...and for source and type too, which validation then requires. */
     ev = one("{\"source\":null,\"type\":null}", &b);
     assert_null(ev->source);
-    event_error err;
-    assert_int_equal(event_validate(ev, &lim, 0, &err), -EINVAL);
+    ing_event_error err;
+    assert_int_equal(ing_event_validate(ev, &lim, 0, &err), -EINVAL);
     assert_string_equal(err.field, "source");
-    event_batch_clear(&b);
+    ing_event_batch_clear(&b);
 
     /* Strings keep what JSON escapes meant. */
     ev = one("{\"source\":\"/a\\/b\\u00e9\",\"subject\":\"tab\\there\"}", &b);
     assert_string_equal(ev->source, "/a/b\xc3\xa9");
     assert_string_equal(ev->subject, "tab\there");
-    event_batch_clear(&b);
+    ing_event_batch_clear(&b);
 
     /* Every context attribute must be a string. */
     static const bad cases[] = {
@@ -347,16 +347,16 @@ static void test_attribute_types(void **state)
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
         expect_bad(&cases[i]);
 
-    event_batch_init(&b);
+    ing_event_batch_init(&b);
     assert_int_equal(parse("{\"source\":5}", EV, &b, &err), -EINVAL);
     assert_string_equal(err.message, "source: must be a string");
-    event_batch_clear(&b);
+    ing_event_batch_clear(&b);
 }
 
 static void test_extensions(void **state)
 {
-    event_batch b;
-    event *ev;
+    ing_event_batch b;
+    ing_event *ev;
     (void)state;
 
     ev =
@@ -373,13 +373,13 @@ static void test_extensions(void **state)
     assert_string_equal(ext(ev, "t"), "true");
     assert_string_equal(ext(ev, "f"), "false");
     assert_string_equal(ext(ev, "ab1"), "\xc3\xa9");
-    event_batch_clear(&b);
+    ing_event_batch_clear(&b);
 
     static const bad cases[] = {
         {"{\"ext\":{}}", 0, EV, INV, -1, "extensions.ext"},
         {"{\"ext\":[1]}", 0, EV, INV, -1, "extensions.ext"},
         {"[{},{},{\"ext\":{\"a\":1}}]", 0, BA, INV, 2, "extensions.ext"},
-        /* event_set_attr's rules, with the batch index added. */
+        /* ing_event_set_attr's rules, with the batch index added. */
         {"{\"Upper\":\"x\"}", 0, EV, INV, -1, "extensions.Upper"},
         {"[{},{\"with-dash\":\"x\"}]", 0, BA, INV, 1, "extensions.with-dash"},
         {"{\"waytoolongextensionname\":1}", 0, EV, INV, -1, "extensions.waytoolongextensionname"},
@@ -400,8 +400,8 @@ static void test_extensions(void **state)
 /* Strings are skipped by quote search: a quote ends a string only after an even run of backslashes. */
 static void test_backslash_runs(void **state)
 {
-    event_batch b;
-    event *ev;
+    ing_event_batch b;
+    ing_event *ev;
     (void)state;
 
     ev = one("{\"a\":\"\",\"b\":\"x\\\\\",\"c\":\"\\\\\\\"q\\\\\",\"d\":\"\\\"\\\"\","
@@ -414,14 +414,14 @@ static void test_backslash_runs(void **state)
     assert_string_equal(ext(ev, "e"), "end");
     assert_int_equal(ev->data_kind, EVENT_DATA_JSON);
     assert_string_equal((const char *)ev->data, "{\"k\":\"v\\\\\",\"l\":[\"\\\"]\",\"}\"]}");
-    event_batch_clear(&b);
+    ing_event_batch_clear(&b);
 }
 
 static void test_nul(void **state)
 {
     (void)state;
     static const bad cases[] = {
-        /* Attributes are C strings: event_set_attr refuses NUL. */
+        /* Attributes are C strings: ing_event_set_attr refuses NUL. */
         {"{\"source\":\"a\\u0000b\"}", 0, EV, INV, -1, "source"},
         {"[{},{\"type\":\"\\u0000\"}]", 0, BA, INV, 1, "type"},
         /* Member names too: json-c would cut them at the NUL. */
@@ -568,11 +568,11 @@ static void test_bad_catalogue(void **state)
 
 static void test_messages(void **state)
 {
-    event_batch b;
-    event_error err;
+    ing_event_batch b;
+    ing_event_error err;
     (void)state;
 
-    event_batch_init(&b);
+    ing_event_batch_init(&b);
     assert_int_equal(parse("{\"a\": [1, 2, NaN]}", EV, &b, &err), -EINVAL);
     assert_string_equal(err.message, "NaN and Infinity are not JSON numbers, at byte 13");
     assert_int_equal(parse("[{}, {\"a\":\"\\ud83d\"}]", BA, &b, &err), -EINVAL);
@@ -583,7 +583,7 @@ static void test_messages(void **state)
     assert_string_equal(err.message, "expected one event (a JSON object), got an array");
     assert_int_equal(parse("{\"data_base64\":\"QUJD*\"}", EV, &b, &err), -EINVAL);
     assert_string_equal(err.message, "data_base64: not standard base64 (RFC 4648), at character 4");
-    event_batch_clear(&b);
+    ing_event_batch_clear(&b);
 }
 
 /* Nesting is bounded: no stack overflow, a clear error, and 128 levels still fine. */
@@ -591,11 +591,11 @@ static void test_depth(void **state)
 {
     size_t n = 100000;
     char *deep = malloc(2 * n + 64);
-    event_batch b;
-    event_error err;
+    ing_event_batch b;
+    ing_event_error err;
     (void)state;
 
-    event_batch_init(&b);
+    ing_event_batch_init(&b);
     memset(deep, '[', n);
     assert_int_equal(parse_len(deep, n, ANY, &b, &err), -EINVAL);
     assert_string_equal(err.code, EVENT_ERR_MALFORMED);
@@ -613,7 +613,7 @@ static void test_depth(void **state)
         if (levels == 128) {
             assert_int_equal(rc, 0);
             assert_int_equal(b.ev[0].data_len, 2 * 127);
-            event_batch_clear(&b);
+            ing_event_batch_clear(&b);
         } else {
             assert_int_equal(rc, -EINVAL);
             assert_string_equal(err.code, EVENT_ERR_MALFORMED);
@@ -627,7 +627,7 @@ static void test_depth(void **state)
     assert_int_equal(parse_len(deep, len, BA, &b, &err), -EINVAL);
     assert_string_equal(err.code, EVENT_ERR_MALFORMED);
     assert_int_equal(err.index, 2);
-    event_batch_clear(&b);
+    ing_event_batch_clear(&b);
     free(deep);
 }
 
@@ -635,8 +635,8 @@ static void test_large(void **state)
 {
     size_t big = 900000;
     char *doc = malloc(big + 128);
-    event_batch b;
-    event_error err;
+    ing_event_batch b;
+    ing_event_error err;
     (void)state;
 
     /* A 900 KB string in data, with multi-byte characters and escapes. */
@@ -646,12 +646,12 @@ static void test_large(void **state)
         len += 7;
     }
     len += (size_t)sprintf(doc + len, "\"}");
-    event_batch_init(&b);
+    ing_event_batch_init(&b);
     assert_int_equal(parse_len(doc, len, EV, &b, &err), 0);
     assert_int_equal(b.ev[0].data_kind, EVENT_DATA_JSON);
     assert_true(b.ev[0].data_len > 700000);
-    assert_int_equal(event_validate(&b.ev[0], &lim, 0, &err), 0);
-    event_batch_clear(&b);
+    assert_int_equal(ing_event_validate(&b.ev[0], &lim, 0, &err), 0);
+    ing_event_batch_clear(&b);
 
     /* A 900 KB source parses (validation refuses it later: attributes have their own bound). */
     len = (size_t)sprintf(doc, "{\"source\":\"");
@@ -660,12 +660,12 @@ static void test_large(void **state)
     len += (size_t)sprintf(doc + len, "\"}");
     assert_int_equal(parse_len(doc, len, EV, &b, &err), 0);
     assert_int_equal(strlen(b.ev[0].source), big);
-    assert_int_equal(event_validate(&b.ev[0], &lim, 0, &err), -EINVAL);
+    assert_int_equal(ing_event_validate(&b.ev[0], &lim, 0, &err), -EINVAL);
     assert_string_equal(err.field, "source");
-    event_batch_clear(&b);
+    ing_event_batch_clear(&b);
 
     /* One event over the limit, as JSON text, is refused before it is built. */
-    event_limits saved = lim;
+    ing_event_limits saved = lim;
     lim.max_event_bytes = 1000;
     len = (size_t)sprintf(doc, "[{},{\"data\":\"");
     memset(doc + len, 'x', 2000);
@@ -684,22 +684,22 @@ static void test_large(void **state)
     assert_string_equal(err.code, EVENT_ERR_TOO_LARGE);
     assert_int_equal(err.index, -1);
     lim = saved;
-    event_batch_clear(&b);
+    ing_event_batch_clear(&b);
     free(doc);
 }
 
 static void test_too_many(void **state)
 {
-    event_batch b;
-    event_error err;
+    ing_event_batch b;
+    ing_event_error err;
     (void)state;
 
-    event_limits saved = lim;
+    ing_event_limits saved = lim;
     lim.max_batch_events = 3;
-    event_batch_init(&b);
+    ing_event_batch_init(&b);
     assert_int_equal(parse("[{},{},{}]", BA, &b, &err), 0);
     assert_int_equal(b.n, 3);
-    event_batch_clear(&b);
+    ing_event_batch_clear(&b);
     /* The fourth event is never looked at: what follows it does not matter. */
     assert_int_equal(parse("[{},{},{},{\"a\":NaN} garbage", BA, &b, &err), -EINVAL);
     assert_string_equal(err.code, EVENT_ERR_TOO_MANY);
@@ -709,7 +709,7 @@ static void test_too_many(void **state)
     assert_string_equal(err.code, EVENT_ERR_TOO_MANY);
     assert_int_equal(parse("{}\n\n{}\n{}\n\n  \n", ND, &b, &err), 0);
     assert_int_equal(b.n, 3);
-    event_batch_clear(&b);
+    ing_event_batch_clear(&b);
     lim = saved;
 }
 
@@ -745,19 +745,19 @@ static void test_number_fidelity(void **state)
     strcat(list, "]");
 
     /* parse -> data text -> parse: the same text again. */
-    event_batch b;
+    ing_event_batch b;
     char doc[2048];
     snprintf(doc, sizeof(doc), "{\"data\":{\"n\":%s}}", list);
-    event *ev = one(doc, &b);
+    ing_event *ev = one(doc, &b);
     char again[2048];
     snprintf(again, sizeof(again), "{\"data\":%s}", (char *)ev->data);
-    event_batch b2;
-    event *ev2 = one(again, &b2);
+    ing_event_batch b2;
+    ing_event *ev2 = one(again, &b2);
     assert_string_equal((char *)ev2->data, (char *)ev->data);
     snprintf(doc, sizeof(doc), "{\"n\":%s}", list);
     assert_string_equal((char *)ev->data, doc);
-    event_batch_clear(&b);
-    event_batch_clear(&b2);
+    ing_event_batch_clear(&b);
+    ing_event_batch_clear(&b2);
 }
 
 static void test_duplicates_in_data(void **state)
@@ -780,7 +780,7 @@ static uint64_t rng(void)
     return rng_state * 0x2545f4914f6cdd1dull;
 }
 
-static void check_outcome(int rc, const event_error *err, const event_batch *b, size_t before)
+static void check_outcome(int rc, const ing_event_error *err, const ing_event_batch *b, size_t before)
 {
     if (rc == -EINVAL) {
         assert_non_null(err->code);
@@ -795,20 +795,20 @@ static void check_outcome(int rc, const event_error *err, const event_batch *b, 
     assert_int_equal(rc, 0);
     /* Whatever was accepted gives data that is itself strict JSON, and stable. */
     for (size_t i = before; i < b->n; i++) {
-        const event *ev = &b->ev[i];
+        const ing_event *ev = &b->ev[i];
         if (ev->data_kind != EVENT_DATA_JSON)
             continue;
         assert_int_equal(strlen((const char *)ev->data), ev->data_len);
         size_t n = ev->data_len + 16;
         char *doc = malloc(n);
         snprintf(doc, n, "{\"data\":%s}", (const char *)ev->data);
-        event_batch again;
-        event_error e2;
-        event_batch_init(&again);
+        ing_event_batch again;
+        ing_event_error e2;
+        ing_event_batch_init(&again);
         if (json_parse_events(doc, strlen(doc), JSON_FORM_EVENT, &lim, &again, &e2) != 0)
             fail_msg("accepted data does not parse again: %s: %s", doc, e2.message);
         assert_string_equal((const char *)again.ev[0].data, (const char *)ev->data);
-        event_batch_clear(&again);
+        ing_event_batch_clear(&again);
         free(doc);
     }
 }
@@ -871,14 +871,14 @@ static void test_fuzz(void **state)
         char *in = malloc(len ? len : 1);
         memcpy(in, buf, len);
         for (size_t f = 0; f < sizeof(forms) / sizeof(forms[0]); f++) {
-            event_batch b;
-            event_error err;
-            event_batch_init(&b);
+            ing_event_batch b;
+            ing_event_error err;
+            ing_event_batch_init(&b);
             /* One event already there, to check that failures leave it alone. */
-            assert_non_null(event_batch_add(&b));
+            assert_non_null(ing_event_batch_add(&b));
             int rc = parse_len(in, len, forms[f], &b, &err);
             check_outcome(rc, &err, &b, 1);
-            event_batch_clear(&b);
+            ing_event_batch_clear(&b);
         }
         free(in);
     }
@@ -914,12 +914,12 @@ static void test_string_bytes_at_every_offset(void **state)
         for (int pad = 0; pad < 8; pad++) {
             for (int at = 0; at <= 24; at++) {
                 char json[128], want[64];
-                event_batch b;
-                event_error err;
+                ing_event_batch b;
+                ing_event_error err;
                 int n =
                     snprintf(json, sizeof(json), "%*s{\"type\":\"t\",\"source\":\"%.*s%s%.*s\"}", pad, "", at,
                              "abcdefghijklmnopqrstuvwx", kinds[k].put, 24 - at, "ABCDEFGHIJKLMNOPQRSTUVWX");
-                event_batch_init(&b);
+                ing_event_batch_init(&b);
                 int rc = parse_len(json, (size_t)n, JSON_FORM_EVENT, &b, &err);
                 if (kinds[k].want == NULL) {
                     assert_int_equal(rc, -EINVAL);
@@ -930,7 +930,7 @@ static void test_string_bytes_at_every_offset(void **state)
                              24 - at, "ABCDEFGHIJKLMNOPQRSTUVWX");
                     assert_string_equal(b.ev[0].source, want);
                 }
-                event_batch_clear(&b);
+                ing_event_batch_clear(&b);
             }
         }
     }

@@ -37,7 +37,7 @@
 /* The Kafka protocol's ProduceRequest key (librdkafka's RD_KAFKAP_Produce is not in its public headers). */
 #define API_PRODUCE 0
 
-static event_limits lim;
+static ing_event_limits lim;
 
 /* ---------------------------------------------------------------------------------------------- */
 /* Waiting for done() on a loop                                                                   */
@@ -309,28 +309,28 @@ static void test_ack_inbox_order(void **state)
 /* produce_msg                                                                                    */
 /* ---------------------------------------------------------------------------------------------- */
 
-static void set(event *ev, const char *name, const char *value)
+static void set(ing_event *ev, const char *name, const char *value)
 {
-    event_error err;
-    if (event_set_attr(ev, name, strlen(name), value, strlen(value), &lim, &err) != 0)
+    ing_event_error err;
+    if (ing_event_set_attr(ev, name, strlen(name), value, strlen(value), &lim, &err) != 0)
         fail_msg("%s: %s", name, err.message);
 }
 
 /* A validated event with an id; "name=value" pairs for the rest. */
-static void make_event(event *ev, const char *id, const char *const *attrs)
+static void make_event(ing_event *ev, const char *id, const char *const *attrs)
 {
-    event_error err;
+    ing_event_error err;
 
-    event_init(ev);
+    ing_event_init(ev);
     if (id)
         set(ev, "id", id);
     set(ev, "source", "/sensors/7");
     set(ev, "type", "com.example.reading");
     for (; attrs && *attrs; attrs += 2)
         set(ev, attrs[0], attrs[1]);
-    if (event_validate(ev, &lim, -1, &err) != 0)
+    if (ing_event_validate(ev, &lim, -1, &err) != 0)
         fail_msg("invalid: %s", err.message);
-    assert_int_equal(event_assign_id(ev), 0);
+    assert_int_equal(ing_event_assign_id(ev), 0);
 }
 
 static const char *attr_string(const Ingest__V1__CloudEvent *ce, const char *key)
@@ -343,13 +343,13 @@ static const char *attr_string(const Ingest__V1__CloudEvent *ce, const char *key
 
 static void test_produce_msg_fields(void **state)
 {
-    event ev;
+    ing_event ev;
     static const char *const attrs[] = {"subject", "room-1", "tenant", "acme", NULL};
     (void)state;
 
     make_event(&ev, "ev-1", attrs);
     unsigned char *data = (unsigned char *)strdup("{\"t\":21.5}");
-    event_set_data(&ev, EVENT_DATA_JSON, data, strlen((char *)data));
+    ing_event_set_data(&ev, EVENT_DATA_JSON, data, strlen((char *)data));
     ack_wait *w = ack_wait_new(1, NULL, done_cb, NULL);
 
     produce_msg *m = produce_msg_new(&ev, 1700000000123456789LL, ENVELOPE_HTTP, "10.0.0.9:5555", "gw-a", w);
@@ -360,7 +360,7 @@ static void test_produce_msg_fields(void **state)
     assert_string_equal(m->ce_type, "com.example.reading");
     assert_string_equal(m->key, "room-1");
     /* The strings are the message's own: the event may go. */
-    event_clear(&ev);
+    ing_event_clear(&ev);
     assert_string_equal(m->ce_id, "ev-1");
 
     Ingest__V1__Envelope *env = envelope_decode(m->value, m->value_len);
@@ -396,7 +396,7 @@ static void test_produce_msg_key_choice(void **state)
     (void)state;
 
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-        event ev;
+        ing_event ev;
         make_event(&ev, NULL, cases[i].attrs);
         produce_msg *m = produce_msg_new(&ev, 1, ENVELOPE_UDP, NULL, NULL, NULL);
         assert_non_null(m);
@@ -411,13 +411,13 @@ static void test_produce_msg_key_choice(void **state)
         assert_int_equal(env->protocol, INGEST__V1__PROTOCOL__PROTOCOL_UDP);
         envelope_free(env);
         produce_msg_free(m);
-        event_clear(&ev);
+        ing_event_clear(&ev);
     }
 }
 
 static void test_produce_msg_binary_data(void **state)
 {
-    event ev;
+    ing_event ev;
     static const char *const attrs[] = {"datacontenttype", "application/octet-stream", NULL};
     unsigned char bytes[] = {0, 1, 2, 0xff, 0};
     (void)state;
@@ -425,7 +425,7 @@ static void test_produce_msg_binary_data(void **state)
     make_event(&ev, "b-1", attrs);
     unsigned char *data = malloc(sizeof(bytes));
     memcpy(data, bytes, sizeof(bytes));
-    event_set_data(&ev, EVENT_DATA_BINARY, data, sizeof(bytes));
+    ing_event_set_data(&ev, EVENT_DATA_BINARY, data, sizeof(bytes));
     produce_msg *m = produce_msg_new(&ev, 5, ENVELOPE_GRPC, "[::1]:1", "gw", NULL);
     assert_non_null(m);
     Ingest__V1__Envelope *env = envelope_decode(m->value, m->value_len);
@@ -437,13 +437,13 @@ static void test_produce_msg_binary_data(void **state)
     assert_int_equal(env->protocol, INGEST__V1__PROTOCOL__PROTOCOL_GRPC);
     envelope_free(env);
     produce_msg_free(m);
-    event_clear(&ev);
+    ing_event_clear(&ev);
 }
 
 static void test_produce_msg_without_id(void **state)
 {
-    event ev;
-    event_error err;
+    ing_event ev;
+    ing_event_error err;
     (void)state;
 
     /*
@@ -454,12 +454,12 @@ static void test_produce_msg_without_id(void **state)
      * envelope_encode() would say -EINVAL. Every caller assigns an id first
      * today, so it is latent; the check should come first.
      */
-    event_init(&ev);
+    ing_event_init(&ev);
     set(&ev, "source", "/s");
     set(&ev, "type", "t");
-    assert_int_equal(event_validate(&ev, &lim, -1, &err), 0);
+    assert_int_equal(ing_event_validate(&ev, &lim, -1, &err), 0);
     assert_null(produce_msg_new(&ev, 1, ENVELOPE_HTTP, NULL, NULL, NULL));
-    event_clear(&ev);
+    ing_event_clear(&ev);
 }
 
 /* ---------------------------------------------------------------------------------------------- */
@@ -566,18 +566,18 @@ static producer *start(kfx *k, const char *const *props_kv)
 static void push_n(kfx *k, int n, ack_wait *w, int first)
 {
     for (int i = first; i < first + n; i++) {
-        event ev;
+        ing_event ev;
         char id[32], pk[32];
         snprintf(id, sizeof(id), "m-%d", i);
         snprintf(pk, sizeof(pk), "k%d", i % 5);
         const char *const attrs[] = {"partitionkey", pk, NULL};
         make_event(&ev, id, attrs);
         unsigned char *data = (unsigned char *)strdup("{\"n\":1}");
-        event_set_data(&ev, EVENT_DATA_JSON, data, 7);
+        ing_event_set_data(&ev, EVENT_DATA_JSON, data, 7);
         produce_msg *m = produce_msg_new(&ev, 42, ENVELOPE_HTTP, "127.0.0.1:9", "gw-test", w);
         assert_non_null(m);
         assert_int_equal(queue_push(k->q, m), 0);
-        event_clear(&ev);
+        ing_event_clear(&ev);
     }
 }
 
@@ -868,7 +868,7 @@ int main(void)
 {
     /* Delivery reports wake loops from librdkafka's threads: libevent must know about threads. */
     evthread_use_pthreads();
-    event_limits_default(&lim);
+    ing_event_limits_default(&lim);
     log_set_level(LOG_LEVEL_ERROR);
 
     const struct CMUnitTest tests[] = {

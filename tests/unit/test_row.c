@@ -14,25 +14,25 @@
 #include "envelope.h"
 #include "row.h"
 
-static event_limits lim;
+static ing_event_limits lim;
 
 static int setup(void **state)
 {
     (void)state;
-    event_limits_default(&lim);
+    ing_event_limits_default(&lim);
     return 0;
 }
 
-static void set(event *ev, const char *name, const char *value)
+static void set(ing_event *ev, const char *name, const char *value)
 {
-    event_error err;
-    assert_int_equal(event_set_attr(ev, name, strlen(name), value, strlen(value), &lim, &err), 0);
+    ing_event_error err;
+    assert_int_equal(ing_event_set_attr(ev, name, strlen(name), value, strlen(value), &lim, &err), 0);
 }
 
 /* Encode ev and return its COPY line (malloc'd). */
-static char *line_of(event *ev, envelope_protocol proto, int32_t part, int64_t off)
+static char *line_of(ing_event *ev, envelope_protocol proto, int32_t part, int64_t off)
 {
-    event_error err;
+    ing_event_error err;
     envelope_meta meta = {.received_unix_nanos = 1700000000123456789LL,
                           .protocol = proto,
                           .peer = "127.0.0.1:5000",
@@ -41,7 +41,7 @@ static char *line_of(event *ev, envelope_protocol proto, int32_t part, int64_t o
     size_t len, blen = 0, bcap = 0;
     char *out = NULL, why[128];
 
-    assert_int_equal(event_validate(ev, &lim, 0, &err), 0);
+    assert_int_equal(ing_event_validate(ev, &lim, 0, &err), 0);
     assert_int_equal(envelope_encode(ev, &meta, &buf, &len), 0);
     assert_int_equal(row_append(buf, len, part, off, &out, &blen, &bcap, why, sizeof(why)), 0);
     free(buf);
@@ -52,10 +52,10 @@ static char *line_of(event *ev, envelope_protocol proto, int32_t part, int64_t o
 
 static void test_json_row_every_column(void **state)
 {
-    event ev;
+    ing_event ev;
     (void)state;
 
-    event_init(&ev);
+    ing_event_init(&ev);
     set(&ev, "id", "id 1");
     set(&ev, "source", "/src\\x");
     set(&ev, "type", "t");
@@ -64,7 +64,7 @@ static void test_json_row_every_column(void **state)
     set(&ev, "dataschema", "https://ex.com/s");
     set(&ev, "tenant", "a\"b");
     unsigned char *data = (unsigned char *)strdup("{\"k\":\"v\\\\n\"}");
-    event_set_data(&ev, EVENT_DATA_JSON, data, strlen((char *)data));
+    ing_event_set_data(&ev, EVENT_DATA_JSON, data, strlen((char *)data));
     char *line = line_of(&ev, ENVELOPE_HTTP, 3, 42);
 
     /* Backslashes escaped for COPY; JSON escapes doubled; absent fields \N; the time in UTC. */
@@ -73,38 +73,38 @@ static void test_json_row_every_column(void **state)
                         "{\"tenant\":\"a\\\\\"b\"}\t{\"k\":\"v\\\\\\\\n\"}\t\\N\tHTTP\t127.0.0.1:5000\tgw\t"
                         "2023-11-14T22:13:20.123456000Z\t3\t42\n");
     free(line);
-    event_clear(&ev);
+    ing_event_clear(&ev);
 }
 
 static void test_bytes_and_text_rows(void **state)
 {
-    event ev;
+    ing_event ev;
     (void)state;
 
     /* Binary data: data NULL, data_bytes as bytea hex. */
-    event_init(&ev);
+    ing_event_init(&ev);
     set(&ev, "id", "1");
     set(&ev, "source", "s");
     set(&ev, "type", "t");
     unsigned char *bin = malloc(3);
     memcpy(bin, "\x00\xff\n", 3);
-    event_set_data(&ev, EVENT_DATA_BINARY, bin, 3);
+    ing_event_set_data(&ev, EVENT_DATA_BINARY, bin, 3);
     char *line = line_of(&ev, ENVELOPE_UDP, 0, 0);
     assert_non_null(strstr(line, "\t\\N\t\\N\t\\\\x00ff0a\tUDP\t"));
     free(line);
-    event_clear(&ev);
+    ing_event_clear(&ev);
 
     /* Text with a non-JSON content type: bytes too. */
-    event_init(&ev);
+    ing_event_init(&ev);
     set(&ev, "id", "1");
     set(&ev, "source", "s");
     set(&ev, "type", "t");
     set(&ev, "datacontenttype", "text/plain");
-    event_set_data(&ev, EVENT_DATA_TEXT, (unsigned char *)strdup("hi"), 2);
+    ing_event_set_data(&ev, EVENT_DATA_TEXT, (unsigned char *)strdup("hi"), 2);
     line = line_of(&ev, ENVELOPE_GRPC, 0, 0);
     assert_non_null(strstr(line, "\ttext/plain\t\\N\t\\N\t\\N\t\\\\x6869\tGRPC\t"));
     free(line);
-    event_clear(&ev);
+    ing_event_clear(&ev);
 }
 
 static void test_dead_letters(void **state)

@@ -1,6 +1,6 @@
 /*
  * common/wire: the direct decoder against protobuf-c's unpack followed by
- * event_from_proto(), on the same bytes. Messages are built with protobuf-c
+ * ing_event_from_proto(), on the same bytes. Messages are built with protobuf-c
  * (random fields, typed attributes of every kind, data kinds, empty strings
  * and NULs), put together field by field so that fields can be repeated,
  * reordered and mixed with unknown ones, then mutated (every truncation,
@@ -326,7 +326,7 @@ static void hexdump(const uint8_t *buf, size_t len)
 
 /* ---- the two paths ---------------------------------------------------------- */
 
-static event_limits lim_default, lim_small;
+static ing_event_limits lim_default, lim_small;
 static size_t compared, refused_both, einval_both, ok_both, ok_many;
 
 static void assert_same_str(const char *a, const char *b)
@@ -337,7 +337,7 @@ static void assert_same_str(const char *a, const char *b)
         assert_string_equal(a, b);
 }
 
-static void assert_same_event(const event *a, const event *b)
+static void assert_same_event(const ing_event *a, const ing_event *b)
 {
     assert_same_str(a->id, b->id);
     assert_same_str(a->source, b->source);
@@ -358,19 +358,19 @@ static void assert_same_event(const event *a, const event *b)
         assert_memory_equal(a->data, b->data, a->data_len);
 }
 
-/* event_from_proto() on a protobuf-c message and event_from_wire() on its bytes agree. */
-static void compare_event(const CloudEvent *ce, const uint8_t *buf, size_t len, const event_limits *lim)
+/* ing_event_from_proto() on a protobuf-c message and ing_event_from_wire() on its bytes agree. */
+static void compare_event(const CloudEvent *ce, const uint8_t *buf, size_t len, const ing_event_limits *lim)
 {
-    event a, b;
-    event_error ea, eb;
+    ing_event a, b;
+    ing_event_error ea, eb;
     int ra, rb;
 
-    event_init(&a);
-    event_init(&b);
+    ing_event_init(&a);
+    ing_event_init(&b);
     memset(&ea, 0, sizeof(ea));
     memset(&eb, 0, sizeof(eb));
-    ra = ce ? event_from_proto(ce, &a, lim, &ea) : -EBADMSG;
-    rb = event_from_wire(buf, len, &b, lim, &eb);
+    ra = ce ? ing_event_from_proto(ce, &a, lim, &ea) : -EBADMSG;
+    rb = ing_event_from_wire(buf, len, &b, lim, &eb);
     if (ra != rb)
         hexdump(buf, len);
     if (ra != rb)
@@ -389,13 +389,13 @@ static void compare_event(const CloudEvent *ce, const uint8_t *buf, size_t len, 
         ok_many += a.n_ext > 16;
         assert_same_event(&a, &b);
     }
-    event_clear(&a);
-    event_clear(&b);
+    ing_event_clear(&a);
+    ing_event_clear(&b);
 }
 
 static void check_event_bytes(const uint8_t *buf, size_t len)
 {
-    const event_limits *lim = rn(3) == 0 ? &lim_small : &lim_default;
+    const ing_event_limits *lim = rn(3) == 0 ? &lim_small : &lim_default;
     CloudEvent *ce = ingest__v1__cloud_event__unpack(NULL, len, buf);
 
     compare_event(ce, buf, len, lim);
@@ -520,8 +520,8 @@ static void mutate_and_check(const bytes *base, void (*check)(const uint8_t *, s
 static int setup(void **state)
 {
     (void)state;
-    event_limits_default(&lim_default);
-    event_limits_default(&lim_small);
+    ing_event_limits_default(&lim_default);
+    ing_event_limits_default(&lim_small);
     lim_small.max_extensions = 2;
     return 0;
 }
@@ -631,17 +631,17 @@ static void test_length_wrapping_in_32_bits_is_refused(void **state)
 {
     static const uint8_t b[] = {0x0a, 0xfc, 0xff, 0xff, 0xff, 0x0f, 'x', 'y'};
     wire_request w;
-    event ev;
+    ing_event ev;
     (void)state;
 
-    event_init(&ev);
-    assert_int_equal(event_from_wire(b, sizeof(b), &ev, &lim_default, NULL), -EBADMSG);
+    ing_event_init(&ev);
+    assert_int_equal(ing_event_from_wire(b, sizeof(b), &ev, &lim_default, NULL), -EBADMSG);
     /* The same length on a request's events (field 2). */
     uint8_t r[sizeof(b)];
     memcpy(r, b, sizeof(b));
     r[0] = 0x12;
     assert_int_equal(publish_request_from_wire(r, sizeof(r), &w), -EBADMSG);
-    event_clear(&ev);
+    ing_event_clear(&ev);
 }
 
 int main(void)
