@@ -372,7 +372,7 @@ int ing_event_from_proto(const CloudEvent *ce, ing_event *ev, const ing_event_li
         envelope_attr v;
         if (e->key == NULL || e->value == NULL ||
             e->value->attr_case == INGEST__V1__CLOUD_EVENT__CLOUD_EVENT_ATTRIBUTE_VALUE__ATTR__NOT_SET)
-            return ing_event_error_set(err, EVENT_ERR_INVALID, -1, e->key ? e->key : "attributes",
+            return ing_event_error_set(err, ING_ERR_INVALID_EVENT, -1, e->key ? e->key : "attributes",
                                        "%s: attribute without a value", e->key ? e->key : "attributes");
         if (attr_of_proto(e->value, &v) != 0 || (s = envelope_attr_format(&v, buf, &heap, &len)) == NULL)
             return -ENOMEM;
@@ -397,7 +397,7 @@ int ing_event_from_proto(const CloudEvent *ce, ing_event *ev, const ing_event_li
         break;
     }
     case INGEST__V1__CLOUD_EVENT__DATA_PROTO_DATA:
-        return ing_event_error_set(err, EVENT_ERR_INVALID, -1, "data",
+        return ing_event_error_set(err, ING_ERR_INVALID_EVENT, -1, "data",
                                    "data: proto_data is not supported; send binary_data or text_data");
     default: break;
     }

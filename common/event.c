@@ -20,7 +20,20 @@ void ing_event_limits_default(ing_event_limits *lim)
     lim->max_extensions = 64;
 }
 
-int ing_event_error_set(ing_event_error *err, const char *code, long index, const char *field,
+const char *ing_errcode_name(ing_errcode code)
+{
+    switch (code) {
+    case ING_ERR_MALFORMED_JSON: return "malformed_json";
+    case ING_ERR_MALFORMED_PROTOBUF: return "malformed_protobuf";
+    case ING_ERR_INVALID_EVENT: return "invalid_event";
+    case ING_ERR_TOO_LARGE: return "too_large";
+    case ING_ERR_TOO_MANY_EVENTS: return "too_many_events";
+    case ING_ERR_NONE: break;
+    }
+    return NULL;
+}
+
+int ing_event_error_set(ing_event_error *err, ing_errcode code, long index, const char *field,
                         const char *fmt, ...)
 {
     va_list ap;
@@ -143,7 +156,7 @@ int ing_event_set_attr(ing_event *ev, const char *name, size_t name_len, const c
             why = "must not contain NUL";
         if (why) {
             snprintf(field, sizeof(field), "%.*s", (int)name_len, name);
-            return ing_event_error_set(err, EVENT_ERR_INVALID, -1, field, "%s: %s", field, why);
+            return ing_event_error_set(err, ING_ERR_INVALID_EVENT, -1, field, "%s: %s", field, why);
         }
         if ((*slot = dup_n(ev, value, len)) == NULL)
             return -ENOMEM;
@@ -168,9 +181,9 @@ int ing_event_set_attr(ing_event *ev, const char *name, size_t name_len, const c
     if (why) {
         ext_field(field, sizeof(field), name, name_len);
         if (strcmp(why, "too many extensions") == 0)
-            return ing_event_error_set(err, EVENT_ERR_INVALID, -1, field, "%s: more than %zu extensions",
+            return ing_event_error_set(err, ING_ERR_INVALID_EVENT, -1, field, "%s: more than %zu extensions",
                                        field, lim->max_extensions);
-        return ing_event_error_set(err, EVENT_ERR_INVALID, -1, field, "%s: %s", field, why);
+        return ing_event_error_set(err, ING_ERR_INVALID_EVENT, -1, field, "%s: %s", field, why);
     }
 
     if (ev->n_ext == ev->cap_ext) {
@@ -367,14 +380,14 @@ static int check_string(const char *v, const char *field, size_t max, long index
     size_t len = strlen(v);
 
     if (len == 0)
-        return ing_event_error_set(err, EVENT_ERR_INVALID, index, field, "%s: must not be empty", field);
+        return ing_event_error_set(err, ING_ERR_INVALID_EVENT, index, field, "%s: must not be empty", field);
     if (max && len > max)
-        return ing_event_error_set(err, EVENT_ERR_INVALID, index, field, "%s: longer than %zu bytes", field,
-                                   max);
+        return ing_event_error_set(err, ING_ERR_INVALID_EVENT, index, field, "%s: longer than %zu bytes",
+                                   field, max);
     if (!utf8_valid(v, len))
-        return ing_event_error_set(err, EVENT_ERR_INVALID, index, field, "%s: not valid UTF-8", field);
+        return ing_event_error_set(err, ING_ERR_INVALID_EVENT, index, field, "%s: not valid UTF-8", field);
     if (has_control(v))
-        return ing_event_error_set(err, EVENT_ERR_INVALID, index, field,
+        return ing_event_error_set(err, ING_ERR_INVALID_EVENT, index, field,
                                    "%s: must not contain control characters", field);
     return 0;
 }
@@ -384,18 +397,18 @@ int ing_event_validate(ing_event *ev, const ing_event_limits *lim, long index, i
     int rc;
 
     if (ev->source == NULL)
-        return ing_event_error_set(err, EVENT_ERR_INVALID, index, "source", "source: required");
+        return ing_event_error_set(err, ING_ERR_INVALID_EVENT, index, "source", "source: required");
     if ((rc = check_string(ev->source, "source", EVENT_ATTR_MAX, index, err)) != 0)
         return rc;
     if (ev->type == NULL)
-        return ing_event_error_set(err, EVENT_ERR_INVALID, index, "type", "type: required");
+        return ing_event_error_set(err, ING_ERR_INVALID_EVENT, index, "type", "type: required");
     if ((rc = check_string(ev->type, "type", EVENT_ATTR_MAX, index, err)) != 0)
         return rc;
     /* id is half the primary key in Postgres: the same bound as source keeps the index happy. */
     if (ev->id && (rc = check_string(ev->id, "id", EVENT_ATTR_MAX, index, err)) != 0)
         return rc;
     if (ev->specversion && strcmp(ev->specversion, "1.0") != 0)
-        return ing_event_error_set(err, EVENT_ERR_INVALID, index, "specversion",
+        return ing_event_error_set(err, ING_ERR_INVALID_EVENT, index, "specversion",
                                    "specversion: must be \"1.0\", got \"%.32s\"", ev->specversion);
     if (ev->subject && (rc = check_string(ev->subject, "subject", 0, index, err)) != 0)
         return rc;
@@ -406,32 +419,32 @@ int ing_event_validate(ing_event *ev, const ing_event_limits *lim, long index, i
         if ((rc = check_string(ev->dataschema, "dataschema", 0, index, err)) != 0)
             return rc;
         if (strpbrk(ev->dataschema, " \t") != NULL || strchr(ev->dataschema, ':') == NULL)
-            return ing_event_error_set(err, EVENT_ERR_INVALID, index, "dataschema",
+            return ing_event_error_set(err, ING_ERR_INVALID_EVENT, index, "dataschema",
                                        "dataschema: must be an absolute URI");
     }
     ev->time_sec = 0;
     ev->time_nsec = 0;
     if (ev->time && rfc3339_parse(ev->time, &ev->time_sec, &ev->time_nsec) != 0)
-        return ing_event_error_set(err, EVENT_ERR_INVALID, index, "time",
+        return ing_event_error_set(err, ING_ERR_INVALID_EVENT, index, "time",
                                    "time: not an RFC 3339 timestamp: \"%.40s\"", ev->time);
     if (ev->n_ext > lim->max_extensions)
-        return ing_event_error_set(err, EVENT_ERR_INVALID, index, "extensions", "extensions: more than %zu",
-                                   lim->max_extensions);
+        return ing_event_error_set(err, ING_ERR_INVALID_EVENT, index, "extensions",
+                                   "extensions: more than %zu", lim->max_extensions);
     for (size_t i = 0; i < ev->n_ext; i++) {
         const char *v = ev->ext[i].value;
         if (!utf8_valid(v, strlen(v)) || has_control(v)) {
             /* The field's name is formatted only for the error (perf/grpc: 1.5% of the gateway). */
             char field[64];
             ext_field(field, sizeof(field), ev->ext[i].name, strlen(ev->ext[i].name));
-            return ing_event_error_set(err, EVENT_ERR_INVALID, index, field,
+            return ing_event_error_set(err, ING_ERR_INVALID_EVENT, index, field,
                                        "%s: not valid UTF-8 or contains control characters", field);
         }
     }
     if ((ev->data_kind == EVENT_DATA_JSON || ev->data_kind == EVENT_DATA_TEXT) &&
         !utf8_valid((const char *)ev->data, ev->data_len))
-        return ing_event_error_set(err, EVENT_ERR_INVALID, index, "data", "data: not valid UTF-8");
+        return ing_event_error_set(err, ING_ERR_INVALID_EVENT, index, "data", "data: not valid UTF-8");
     if (ing_event_size(ev) > lim->max_event_bytes)
-        return ing_event_error_set(err, EVENT_ERR_TOO_LARGE, index, "", "event larger than %zu bytes",
+        return ing_event_error_set(err, ING_ERR_TOO_LARGE, index, "", "event larger than %zu bytes",
                                    lim->max_event_bytes);
     return 0;
 }

@@ -76,22 +76,33 @@ typedef struct ing_event {
     size_t store_len, store_cap;
 } ing_event;
 
+/*
+ * What is wrong with an event or a request, as every protocol names it to
+ * clients (the HTTP error code, gRPC's EventError.code, the UDP drop reason).
+ * An enum, not strings: the gateway maps each to its statuses by table.
+ */
+typedef enum ing_errcode {
+    ING_ERR_NONE = 0,
+    ING_ERR_MALFORMED_JSON,
+    ING_ERR_MALFORMED_PROTOBUF,
+    ING_ERR_INVALID_EVENT,
+    ING_ERR_TOO_LARGE,
+    ING_ERR_TOO_MANY_EVENTS,
+} ing_errcode;
+
 /* Why an event or a request was refused. */
 typedef struct ing_event_error {
-    const char *code; /* machine-readable: "invalid_event", "malformed_json", ... */
+    ing_errcode code; /* what clients are told, by name (ing_errcode_name()) */
     long index;       /* event index in its request, -1 when not one event's fault */
     char field[64];   /* the attribute at fault ("source", "extensions.foo"), or "" */
     char message[256];
 } ing_event_error;
 
-/* Error codes, shared by every protocol's error shape. */
-#define EVENT_ERR_MALFORMED "malformed_json"
-#define EVENT_ERR_INVALID   "invalid_event"
-#define EVENT_ERR_TOO_LARGE "too_large"
-#define EVENT_ERR_TOO_MANY  "too_many_events"
+/* The error code machine-readable by name, "invalid_event", ...; NULL for none. */
+const char *ing_errcode_name(ing_errcode code);
 
 /* Fill err; returns -EINVAL so callers can `return ing_event_error_set(...)`. */
-int ing_event_error_set(ing_event_error *err, const char *code, long index, const char *field,
+int ing_event_error_set(ing_event_error *err, ing_errcode code, long index, const char *field,
                         const char *fmt, ...) __attribute__((format(printf, 5, 6)));
 
 void ing_event_init(ing_event *ev);

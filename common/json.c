@@ -60,10 +60,10 @@ typedef struct scan_info {
     int data_count;              /* how many "data" members it has */
 } scan_info;
 
-static int fail(const jctx *c, const char *code, long index, const char *field, const char *fmt, ...)
+static int fail(const jctx *c, ing_errcode code, long index, const char *field, const char *fmt, ...)
     __attribute__((format(printf, 5, 6)));
 
-static int fail(const jctx *c, const char *code, long index, const char *field, const char *fmt, ...)
+static int fail(const jctx *c, ing_errcode code, long index, const char *field, const char *fmt, ...)
 {
     char msg[200];
     va_list ap;
@@ -161,13 +161,13 @@ static int scan_string(const jctx *c, size_t *pp, size_t limit, long index, int 
         while (limit - p >= 8 && (memcpy(&w, s + p, 8), !needs_look(w)))
             p += 8;
         if (p >= limit)
-            return fail(c, EVENT_ERR_MALFORMED, index, "", "truncated JSON: string at byte %zu is not closed",
-                        start);
+            return fail(c, ING_ERR_MALFORMED_JSON, index, "",
+                        "truncated JSON: string at byte %zu is not closed", start);
         unsigned char b = s[p];
         if (b == '"')
             break;
         if (b < 0x20)
-            return fail(c, EVENT_ERR_MALFORMED, index, "",
+            return fail(c, ING_ERR_MALFORMED_JSON, index, "",
                         "control character 0x%02x in a string must be escaped, at byte %zu", b, p);
         if (b != '\\') {
             non_ascii |= b >= 0x80;
@@ -175,36 +175,38 @@ static int scan_string(const jctx *c, size_t *pp, size_t limit, long index, int 
             continue;
         }
         if (p + 1 >= limit)
-            return fail(c, EVENT_ERR_MALFORMED, index, "", "truncated JSON: string at byte %zu is not closed",
-                        start);
+            return fail(c, ING_ERR_MALFORMED_JSON, index, "",
+                        "truncated JSON: string at byte %zu is not closed", start);
         b = s[p + 1];
         if (b != 'u') {
             if (memchr("\"\\/bfnrt", b, 8) == NULL)
-                return fail(c, EVENT_ERR_MALFORMED, index, "", "invalid escape '\\%c' at byte %zu",
+                return fail(c, ING_ERR_MALFORMED_JSON, index, "", "invalid escape '\\%c' at byte %zu",
                             b >= 0x20 && b < 0x7f ? b : '?', p);
             p += 2;
             continue;
         }
         unsigned int cp, lo;
         if (hex4(s, p + 2, limit, &cp) != 0)
-            return fail(c, EVENT_ERR_MALFORMED, index, "", "truncated or invalid \\u escape at byte %zu", p);
+            return fail(c, ING_ERR_MALFORMED_JSON, index, "", "truncated or invalid \\u escape at byte %zu",
+                        p);
         if (cp == 0)
             *has_nul = 1;
         /* UTF-8 cannot carry half a surrogate pair; json-c would quietly write U+FFFD. */
         if (cp >= 0xdc00 && cp <= 0xdfff)
-            return fail(c, EVENT_ERR_MALFORMED, index, "", "unpaired surrogate \\u%04x at byte %zu", cp, p);
+            return fail(c, ING_ERR_MALFORMED_JSON, index, "", "unpaired surrogate \\u%04x at byte %zu", cp,
+                        p);
         if (cp >= 0xd800 && cp <= 0xdbff) {
             if (limit - p < 12 || s[p + 6] != '\\' || s[p + 7] != 'u' || hex4(s, p + 8, limit, &lo) != 0 ||
                 lo < 0xdc00 || lo > 0xdfff)
-                return fail(c, EVENT_ERR_MALFORMED, index, "", "unpaired surrogate \\u%04x at byte %zu", cp,
-                            p);
+                return fail(c, ING_ERR_MALFORMED_JSON, index, "", "unpaired surrogate \\u%04x at byte %zu",
+                            cp, p);
             p += 6;
         }
         p += 6;
     }
     /* Escapes are ASCII, so checking the raw bytes checks every decoded one. */
     if (non_ascii && !utf8_valid(c->buf + start + 1, p - start - 1))
-        return fail(c, EVENT_ERR_MALFORMED, index, "", "invalid UTF-8 in the string at byte %zu", start);
+        return fail(c, ING_ERR_MALFORMED_JSON, index, "", "invalid UTF-8 in the string at byte %zu", start);
     *pp = p + 1;
     return 0;
 }
@@ -222,15 +224,16 @@ static int scan_number(const jctx *c, size_t *pp, size_t limit, long index, int 
     }
     if (p >= limit || !is_digit(s[p])) {
         if (p < limit && s[p] == 'I')
-            return fail(c, EVENT_ERR_MALFORMED, index, "", "-Infinity is not a JSON number, at byte %zu",
+            return fail(c, ING_ERR_MALFORMED_JSON, index, "", "-Infinity is not a JSON number, at byte %zu",
                         start);
-        return fail(c, EVENT_ERR_MALFORMED, index, "", "invalid number at byte %zu", start);
+        return fail(c, ING_ERR_MALFORMED_JSON, index, "", "invalid number at byte %zu", start);
     }
     digits = p;
     if (s[p] == '0') {
         p++;
         if (p < limit && is_digit(s[p]))
-            return fail(c, EVENT_ERR_MALFORMED, index, "", "number with a leading zero at byte %zu", start);
+            return fail(c, ING_ERR_MALFORMED_JSON, index, "", "number with a leading zero at byte %zu",
+                        start);
     } else {
         while (p < limit && is_digit(s[p]))
             p++;
@@ -239,7 +242,7 @@ static int scan_number(const jctx *c, size_t *pp, size_t limit, long index, int 
     if (p < limit && s[p] == '.') {
         integer = 0;
         if (++p >= limit || !is_digit(s[p]))
-            return fail(c, EVENT_ERR_MALFORMED, index, "", "number without digits after '.' at byte %zu",
+            return fail(c, ING_ERR_MALFORMED_JSON, index, "", "number without digits after '.' at byte %zu",
                         start);
         while (p < limit && is_digit(s[p]))
             p++;
@@ -249,7 +252,7 @@ static int scan_number(const jctx *c, size_t *pp, size_t limit, long index, int 
         if (++p < limit && (s[p] == '+' || s[p] == '-'))
             p++;
         if (p >= limit || !is_digit(s[p]))
-            return fail(c, EVENT_ERR_MALFORMED, index, "",
+            return fail(c, ING_ERR_MALFORMED_JSON, index, "",
                         "number without digits in its exponent at byte %zu", start);
         while (p < limit && is_digit(s[p]))
             p++;
@@ -260,7 +263,7 @@ static int scan_number(const jctx *c, size_t *pp, size_t limit, long index, int 
         size_t max_len = strlen(max);
         if (n_digits > max_len || (n_digits == max_len && memcmp(s + digits, max, max_len) > 0))
             return fail(
-                c, EVENT_ERR_MALFORMED, index, "",
+                c, ING_ERR_MALFORMED_JSON, index, "",
                 "integer at byte %zu does not fit in 64 bits (send it as a string, or with a fraction "
                 "or an exponent)",
                 start);
@@ -281,8 +284,8 @@ static int scan_literal(const jctx *c, size_t *pp, size_t limit, long index)
             return 0;
         }
     }
-    return fail(c, EVENT_ERR_MALFORMED, index, "", "invalid literal at byte %zu (true, false and null only)",
-                p);
+    return fail(c, ING_ERR_MALFORMED_JSON, index, "",
+                "invalid literal at byte %zu (true, false and null only)", p);
 }
 
 static int unexpected(const jctx *c, size_t p, long index)
@@ -290,17 +293,18 @@ static int unexpected(const jctx *c, size_t p, long index)
     unsigned char b = (unsigned char)c->buf[p];
 
     if (b == 'N' || b == 'I')
-        return fail(c, EVENT_ERR_MALFORMED, index, "", "NaN and Infinity are not JSON numbers, at byte %zu",
-                    p);
+        return fail(c, ING_ERR_MALFORMED_JSON, index, "",
+                    "NaN and Infinity are not JSON numbers, at byte %zu", p);
     if (b == '\'')
-        return fail(c, EVENT_ERR_MALFORMED, index, "", "single quotes at byte %zu: JSON strings use \"", p);
+        return fail(c, ING_ERR_MALFORMED_JSON, index, "", "single quotes at byte %zu: JSON strings use \"",
+                    p);
     if (b == '/')
-        return fail(c, EVENT_ERR_MALFORMED, index, "", "comments are not JSON, at byte %zu", p);
+        return fail(c, ING_ERR_MALFORMED_JSON, index, "", "comments are not JSON, at byte %zu", p);
     if (b == 0xef && c->len - p >= 3 && memcmp(c->buf + p, "\xef\xbb\xbf", 3) == 0)
-        return fail(c, EVENT_ERR_MALFORMED, index, "", "a byte order mark at byte %zu is not allowed", p);
+        return fail(c, ING_ERR_MALFORMED_JSON, index, "", "a byte order mark at byte %zu is not allowed", p);
     if (b > 0x20 && b < 0x7f)
-        return fail(c, EVENT_ERR_MALFORMED, index, "", "unexpected '%c' at byte %zu", b, p);
-    return fail(c, EVENT_ERR_MALFORMED, index, "", "unexpected byte 0x%02x at byte %zu", b, p);
+        return fail(c, ING_ERR_MALFORMED_JSON, index, "", "unexpected '%c' at byte %zu", b, p);
+    return fail(c, ING_ERR_MALFORMED_JSON, index, "", "unexpected byte 0x%02x at byte %zu", b, p);
 }
 
 /*
@@ -323,10 +327,10 @@ static int json_scan(const jctx *c, size_t p, size_t limit, long index, scan_inf
     memset(si, 0, sizeof(*si));
     p = skip_ws(c, p, limit);
     if (p >= limit)
-        return fail(c, EVENT_ERR_MALFORMED, index, "", "no JSON value: the input is empty or blank");
+        return fail(c, ING_ERR_MALFORMED_JSON, index, "", "no JSON value: the input is empty or blank");
     for (;;) {
         if (p >= limit)
-            return fail(c, EVENT_ERR_MALFORMED, index, "",
+            return fail(c, ING_ERR_MALFORMED_JSON, index, "",
                         "truncated JSON: the input ends inside %zu unclosed bracket(s), at byte %zu", depth,
                         p);
         size_t value_start = p;
@@ -341,7 +345,7 @@ static int json_scan(const jctx *c, size_t p, size_t limit, long index, scan_inf
             if (state != VALUE && state != VALUE_OR_CLOSE)
                 return unexpected(c, p, index);
             if (depth == JSON_MAX_DEPTH)
-                return fail(c, EVENT_ERR_MALFORMED, index, "", "nested deeper than %d levels at byte %zu",
+                return fail(c, ING_ERR_MALFORMED_JSON, index, "", "nested deeper than %d levels at byte %zu",
                             JSON_MAX_DEPTH, p);
             if (depth == 0)
                 outer_object = s[p] == '{';
@@ -380,7 +384,7 @@ static int json_scan(const jctx *c, size_t p, size_t limit, long index, scan_inf
                     return rc;
                 /* json-c keeps member names as C strings: "a\u0000b" would become "a". */
                 if (has_nul)
-                    return fail(c, EVENT_ERR_MALFORMED, index, "",
+                    return fail(c, ING_ERR_MALFORMED_JSON, index, "",
                                 "a member name with \\u0000 is not supported, before byte %zu", p);
                 if (depth == 1)
                     data_next =
@@ -695,9 +699,9 @@ static int set_member(const jctx *c, ing_event *ev, const char *name, size_t nle
     else
         snprintf(field, sizeof(field), "extensions.%.40s", name);
     if (core)
-        return fail(c, EVENT_ERR_INVALID, index, field, "%s: must be a string", field);
-    return fail(c, EVENT_ERR_INVALID, index, field, "%s: must be a string, number or boolean, not %s", field,
-                kind_name((unsigned char)s[v]));
+        return fail(c, ING_ERR_INVALID_EVENT, index, field, "%s: must be a string", field);
+    return fail(c, ING_ERR_INVALID_EVENT, index, field, "%s: must be a string, number or boolean, not %s",
+                field, kind_name((unsigned char)s[v]));
 }
 
 /*
@@ -718,12 +722,12 @@ static int build_event(const jctx *c, size_t start, const scan_info *si, long in
     int rc = 0;
 
     if (size > c->lim->max_event_bytes)
-        return fail(c, EVENT_ERR_TOO_LARGE, index, "", "event is %zu bytes of JSON, over the %zu-byte limit",
+        return fail(c, ING_ERR_TOO_LARGE, index, "", "event is %zu bytes of JSON, over the %zu-byte limit",
                     size, c->lim->max_event_bytes);
     if (si->objects > max_objects)
-        return fail(c, EVENT_ERR_TOO_LARGE, index, "", "event holds more than %zu JSON objects", max_objects);
+        return fail(c, ING_ERR_TOO_LARGE, index, "", "event holds more than %zu JSON objects", max_objects);
     if (si->members > max_members)
-        return fail(c, EVENT_ERR_INVALID, index, "extensions", "extensions: more than %zu",
+        return fail(c, ING_ERR_INVALID_EVENT, index, "extensions", "extensions: more than %zu",
                     c->lim->max_extensions);
     /*
      * Working memory, kept from event to event: a scratch string (unescaping
@@ -756,7 +760,7 @@ static int build_event(const jctx *c, size_t start, const scan_info *si, long in
 
         for (size_t i = 0; i < n_names; i++) {
             if (name_off[i + 1] - name_off[i] == nlen + 1 && memcmp(names + name_off[i], name, nlen) == 0) {
-                rc = fail(c, EVENT_ERR_INVALID, index, "",
+                rc = fail(c, ING_ERR_INVALID_EVENT, index, "",
                           "a member name appears twice in the event object: %.40s", name);
                 goto out;
             }
@@ -785,7 +789,7 @@ static int build_event(const jctx *c, size_t start, const scan_info *si, long in
     if (b64_at && s[b64_at] == 'n')
         b64_at = 0;
     if (data_at && b64_at) {
-        rc = fail(c, EVENT_ERR_INVALID, index, "data_base64",
+        rc = fail(c, ING_ERR_INVALID_EVENT, index, "data_base64",
                   "data_base64: not allowed together with data (one event has one payload)");
     } else if (data_at && s[data_at] == '"' && ev->datacontenttype &&
                !media_type_is_json(ev->datacontenttype)) {
@@ -814,13 +818,13 @@ static int build_event(const jctx *c, size_t start, const scan_info *si, long in
         unsigned char *bytes = NULL;
         size_t len, bad, end;
         if (s[b64_at] != '"') {
-            rc = fail(c, EVENT_ERR_INVALID, index, "data_base64", "data_base64: must be a string");
+            rc = fail(c, ING_ERR_INVALID_EVENT, index, "data_base64", "data_base64: must be a string");
             goto out;
         }
         len = unescape(s, b64_at, scratch, &end);
         rc = base64_decode(scratch, len, &bytes, &len, &bad);
         if (rc == -EINVAL)
-            rc = fail(c, EVENT_ERR_INVALID, index, "data_base64",
+            rc = fail(c, ING_ERR_INVALID_EVENT, index, "data_base64",
                       "data_base64: not standard base64 (RFC 4648), at character %zu", bad);
         if (rc == 0)
             ing_event_set_data(ev, EVENT_DATA_BINARY, bytes, len);
@@ -839,7 +843,7 @@ static int scan_document(const jctx *c, size_t start, size_t limit, long index, 
     if ((rc = json_scan(c, p, limit, index, si)) != 0)
         return rc;
     if ((q = skip_ws(c, si->end, limit)) < limit)
-        return fail(c, EVENT_ERR_MALFORMED, index, "", "unexpected data after the JSON value, at byte %zu",
+        return fail(c, ING_ERR_MALFORMED_JSON, index, "", "unexpected data after the JSON value, at byte %zu",
                     q);
     return 0;
 }
@@ -853,14 +857,14 @@ static int parse_single(const jctx *c, size_t start, size_t limit, long index, c
     if ((rc = scan_document(c, start, limit, index, &p, &si)) != 0)
         return rc;
     if (c->buf[p] != '{')
-        return fail(c, EVENT_ERR_INVALID, index, "", "expected %s, got %s", want,
+        return fail(c, ING_ERR_INVALID_EVENT, index, "", "expected %s, got %s", want,
                     kind_name((unsigned char)c->buf[p]));
     return build_event(c, p, &si, index);
 }
 
 static int too_many(const jctx *c)
 {
-    return fail(c, EVENT_ERR_TOO_MANY, -1, "", "more than %zu events in one request",
+    return fail(c, ING_ERR_TOO_MANY_EVENTS, -1, "", "more than %zu events in one request",
                 c->lim->max_batch_events);
 }
 
@@ -874,7 +878,7 @@ static int parse_batch(const jctx *c)
     if (p >= c->len || c->buf[p] != '[') {
         if ((rc = scan_document(c, 0, c->len, -1, &p, &si)) != 0)
             return rc;
-        return fail(c, EVENT_ERR_INVALID, -1, "", "expected a JSON array of events, got %s",
+        return fail(c, ING_ERR_INVALID_EVENT, -1, "", "expected a JSON array of events, got %s",
                     kind_name((unsigned char)c->buf[p]));
     }
     p = skip_ws(c, p + 1, c->len);
@@ -882,32 +886,33 @@ static int parse_batch(const jctx *c)
         goto done;
     for (long i = 0;; i++) {
         if (p >= c->len)
-            return fail(c, EVENT_ERR_MALFORMED, -1, "", "truncated JSON: the batch ends without ']'");
+            return fail(c, ING_ERR_MALFORMED_JSON, -1, "", "truncated JSON: the batch ends without ']'");
         if ((size_t)i >= c->lim->max_batch_events)
             return too_many(c);
         if ((rc = json_scan(c, p, c->len, i, &si)) != 0)
             return rc;
         if (c->buf[p] != '{')
-            return fail(c, EVENT_ERR_INVALID, i, "", "an event must be a JSON object, got %s",
+            return fail(c, ING_ERR_INVALID_EVENT, i, "", "an event must be a JSON object, got %s",
                         kind_name((unsigned char)c->buf[p]));
         if ((rc = build_event(c, p, &si, i)) != 0)
             return rc;
         p = skip_ws(c, si.end, c->len);
         if (p >= c->len)
-            return fail(c, EVENT_ERR_MALFORMED, -1, "", "truncated JSON: the batch ends without ']'");
+            return fail(c, ING_ERR_MALFORMED_JSON, -1, "", "truncated JSON: the batch ends without ']'");
         if (c->buf[p] == ']')
             break;
         if (c->buf[p] != ',')
-            return fail(c, EVENT_ERR_MALFORMED, -1, "", "expected ',' or ']' after event %ld, at byte %zu", i,
-                        p);
+            return fail(c, ING_ERR_MALFORMED_JSON, -1, "", "expected ',' or ']' after event %ld, at byte %zu",
+                        i, p);
         p = skip_ws(c, p + 1, c->len);
         if (p < c->len && c->buf[p] == ']')
-            return fail(c, EVENT_ERR_MALFORMED, -1, "", "trailing comma after event %ld, at byte %zu", i, p);
+            return fail(c, ING_ERR_MALFORMED_JSON, -1, "", "trailing comma after event %ld, at byte %zu", i,
+                        p);
     }
 done:
     p = skip_ws(c, p + 1, c->len);
     if (p < c->len)
-        return fail(c, EVENT_ERR_MALFORMED, -1, "", "unexpected data after the batch, at byte %zu", p);
+        return fail(c, ING_ERR_MALFORMED_JSON, -1, "", "unexpected data after the batch, at byte %zu", p);
     return 0;
 }
 
@@ -963,7 +968,7 @@ int json_parse_events(const char *buf, size_t len, json_form form, const ing_eve
         else
             rc = parse_single(&c, 0, c.len, -1, "an event object or an array of them");
         break;
-    default: rc = fail(&c, EVENT_ERR_INVALID, -1, "", "unknown JSON form %d", (int)form); break;
+    default: rc = fail(&c, ING_ERR_INVALID_EVENT, -1, "", "unknown JSON form %d", (int)form); break;
     }
     if (rc != 0) {
         /* All or nothing: leave `out` as it came. */

@@ -23,11 +23,11 @@ typedef enum json_form {
  * ing_event_validate() on each. A JSON null for an attribute means unset, as the
  * CloudEvents JSON format says; `data: null` means no data.
  * Returns 0, or -EINVAL with err filled:
- * EVENT_ERR_MALFORMED (with index when inside one event of a batch),
- * EVENT_ERR_INVALID (a wrong type: `source` a number, `data_base64` not
+ * ING_ERR_MALFORMED_JSON (with index when inside one event of a batch),
+ * ING_ERR_INVALID_EVENT (a wrong type: `source` a number, `data_base64` not
  * base64, both `data` and `data_base64`, a duplicate member),
- * EVENT_ERR_TOO_MANY (more than lim->max_batch_events), or
- * EVENT_ERR_TOO_LARGE (one event's text over lim->max_event_bytes, or more
+ * ING_ERR_TOO_MANY_EVENTS (more than lim->max_batch_events), or
+ * ING_ERR_TOO_LARGE (one event's text over lim->max_event_bytes, or more
  * objects in it than that allows for: json-c spends ~750 bytes on each).
  * -ENOMEM on allocation failure. On failure `out` is left as it came.
  */
@@ -37,7 +37,7 @@ int json_parse_events(const char *buf, size_t len, json_form form, const ing_eve
 /*
  * Check that `len` bytes are exactly one JSON value under the same strict
  * rules (binary-mode HTTP bodies with a JSON content type). 0, or -EINVAL
- * with err filled (EVENT_ERR_MALFORMED).
+ * with err filled (ING_ERR_MALFORMED_JSON).
  */
 int json_check(const char *buf, size_t len, const ing_event_limits *lim, ing_event_error *err);
 

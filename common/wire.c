@@ -341,7 +341,7 @@ static int add_entry(ing_event *ev, const ce_entry *e, const ing_event_limits *l
     if (!e->has_value || e->v.kind == ATTR_NONE) {
         char field[sizeof(err->field)];
         snprintf(field, sizeof(field), "%.*s", (int)e->klen, e->key);
-        return ing_event_error_set(err, EVENT_ERR_INVALID, -1, field, "%.*s: attribute without a value",
+        return ing_event_error_set(err, ING_ERR_INVALID_EVENT, -1, field, "%.*s: attribute without a value",
                                    (int)e->klen, e->key);
     }
     if ((text = envelope_attr_format(&e->v, tbuf, &heap, &tlen)) == NULL)
@@ -413,7 +413,7 @@ int ing_event_from_wire(const uint8_t *buf, size_t len, ing_event *ev, const ing
         break;
     }
     case 8:
-        return ing_event_error_set(err, EVENT_ERR_INVALID, -1, "data",
+        return ing_event_error_set(err, ING_ERR_INVALID_EVENT, -1, "data",
                                    "data: proto_data is not supported; send binary_data or text_data");
     default: break;
     }

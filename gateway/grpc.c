@@ -35,7 +35,7 @@
 #include <grpc/support/log.h>
 #include <grpc/support/time.h>
 
-#include "envelope.h"
+#include "admit.h"
 #include "grpc/health/v1/health.pb-c.h"
 #include "grpc_prot.h"
 #include "log.h"
@@ -104,10 +104,8 @@ struct gcall {
 
     gw_grpc_ack_fifo acks;
     /* A request read whose events did not fit in the queue yet (streams): pushed again when there is room. */
-    produce_msg **held;
-    size_t held_n;
+    gw_admission *held;
     gack *held_ack;
-    int held_committed;
 
     /* The status the call ends with, once decided; acks before it go out first. */
     int final_set;
@@ -158,13 +156,6 @@ static long long mono_ms(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static int64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
 }
 
 /* --- references ---------------------------------------------------------------------------------- */
@@ -384,18 +375,15 @@ static void drop_held(gcall *c)
     if (c->held_ack == NULL)
         return;
     /* Read, never queued, never acknowledged: the client sends it again. */
-    gateway_metrics_request(&c->g->gw->metrics, GW_GRPC, 0);
-    for (size_t i = 0; i < c->held_n; i++)
-        produce_msg_free(c->held[i]);
-    free(c->held);
-    c->held = NULL;
-    c->held_n = 0;
+    gw_admit_count_answered(c->g->gw, GW_GRPC, 0, 1);
     if (c->held_ack->wait) {
-        /* Never queued: no report will come for it. */
-        ack_wait_free(c->held_ack->wait);
+        /* Never queued: no report will come for it; the admission frees it. */
         c->held_ack->wait = NULL;
         ack_unref(c->held_ack);
     }
+    gw_admission_clear(c->held);
+    free(c->held);
+    c->held = NULL;
     ack_unref(c->held_ack);
     c->held_ack = NULL;
 }
@@ -406,7 +394,7 @@ static void drop_acks(gcall *c)
 
     /* Queued (or refused) but never acknowledged: the call ended first. */
     while ((a = gw_grpc_ack_fifo_pop(&c->acks)) != NULL) {
-        gateway_metrics_request(&c->g->gw->metrics, GW_GRPC, 0);
+        gw_admit_count_answered(c->g->gw, GW_GRPC, 0, 1);
         ack_unref((gack *)a);
     }
 }
@@ -456,11 +444,11 @@ static void pump(gcall *c)
                     "%sKafka did not take every event: %s; the events may still arrive, a retry with the "
                     "same ids is safe",
                     seq, rd_kafka_err2str((rd_kafka_resp_err_t)a->err));
-            gateway_metrics_refused(&g->gw->metrics, GW_GRPC,
-                                    a->err == ACK_TIMED_OUT ? "ack_timeout"
-                                    : a->err == ACK_STOPPED ? "shutting_down"
-                                                            : "kafka_error");
-            gateway_metrics_request(&g->gw->metrics, GW_GRPC, a->started_ns);
+            gw_admit_count_refused(g->gw, GW_GRPC,
+                                   a->err == ACK_TIMED_OUT ? GW_R_ack_timeout
+                                   : a->err == ACK_STOPPED ? GW_R_shutting_down
+                                                           : GW_R_kafka_error);
+            gw_admit_count_answered(g->gw, GW_GRPC, a->started_ns, 1);
             ack_unref(a);
             drop_acks(c);
             drop_held(c);
@@ -469,7 +457,7 @@ static void pump(gcall *c)
         }
         if (a) {
             int last = c->acks.n == 0 && c->held_ack == NULL && (c->read_closed || c->final_set);
-            gateway_metrics_request(&g->gw->metrics, GW_GRPC, a->started_ns);
+            gw_admit_count_answered(g->gw, GW_GRPC, a->started_ns, 1);
             start_write(c, a->resp, a->resp_len, 1, last);
             ack_unref(a);
             if (last)
@@ -529,171 +517,120 @@ static void queued(gcall *c, gack *a, int committed)
 /* Push the held request again. */
 static void push_held(gcall *c)
 {
-    int rc = queue_push_n(c->g->gw->q, (void *const *)c->held, c->held_n);
+    int rc = gw_admit_push(c->held, 1);
 
     if (rc == -EAGAIN) {
         park(c);
         return;
     }
     if (rc != 0) {
-        set_final(c, GRPC_STATUS_UNAVAILABLE, "the gateway is shutting down");
-        gateway_metrics_refused(&c->g->gw->metrics, GW_GRPC, "shutting_down");
+        char msg[sizeof(c->final_msg)];
+        gw_grpc_prot_status_message(&c->held->refusal, 0, msg, sizeof(msg));
+        set_final(c, (grpc_status_code)gw_reasons[c->held->refusal.reason].grpc_status, "%s", msg);
         drop_held(c);
         return;
     }
-    gateway_metrics_events(&c->g->gw->metrics, GW_GRPC, c->held_n);
+    queued(c, c->held_ack, c->held->committed);
+    c->held_ack = NULL;
+    gw_admission_clear(c->held);
     free(c->held);
     c->held = NULL;
-    c->held_n = 0;
-    queued(c, c->held_ack, c->held_committed);
-    c->held_ack = NULL;
 }
 
 /*
- * One PublishRequest made ready to queue: parsed, validated, encoded. That
- * is the costly part (milliseconds for a big batch), so a stream does it
- * without its lock, and the delivery reports of its earlier requests,
- * which take that lock on librdkafka's one thread, are not held up.
+ * One PublishRequest made ready to queue by the admission stage: parsed,
+ * validated, encoded. That is the costly part (milliseconds for a big
+ * batch), so a stream does it without its lock, and the delivery reports of
+ * its earlier requests, which take that lock on librdkafka's one thread,
+ * are not held up.
  */
 typedef struct prepared {
-    int refused; /* the call ends with code and msg */
-    grpc_status_code code;
-    const char
-        *reason; /* the metrics' reason when refused, or when a stream's request is acked with errors */
-    uint64_t started_ns; /* when its bytes were read */
-    char msg[300];
-    gack *a;            /* the ack with its response; NULL when refused */
-    produce_msg **msgs; /* NULL: nothing to queue (a stream's refused or empty request) */
-    size_t n;
-    int committed;
+    gw_admission adm; /* the request's records until they are queued */
+    int refused;      /* the call ends with adm.refusal */
+    gack *a;          /* the ack with its response; NULL when refused */
+    int has_records;  /* 0: a stream's request refused event by event, or an empty one: acked, nothing queued
+                       */
 } prepared;
-
-static void refuse(prepared *p, grpc_status_code code, const char *reason, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-
-static void refuse(prepared *p, grpc_status_code code, const char *reason, const char *fmt, ...)
-{
-    va_list ap;
-
-    p->refused = 1;
-    p->code = code;
-    p->reason = reason;
-    va_start(ap, fmt);
-    vsnprintf(p->msg, sizeof(p->msg), fmt, ap);
-    va_end(ap);
-}
 
 /* Let go of what was prepared and not queued. */
 static void prepared_drop(prepared *p)
 {
-    for (size_t i = 0; p->msgs && i < p->n; i++)
-        produce_msg_free(p->msgs[i]);
-    free(p->msgs);
-    p->msgs = NULL;
-    p->n = 0;
     if (p->a) {
         if (p->a->wait) {
-            /* Never queued: no report will come for it. */
-            ack_wait_free(p->a->wait);
+            /* Never queued: no report will come for it; the admission frees it. */
             p->a->wait = NULL;
             ack_unref(p->a);
         }
         ack_unref(p->a);
         p->a = NULL;
     }
+    gw_admission_clear(&p->adm);
 }
 
-/* Parse, validate, encode. Reads only what does not change after the call started: no lock needed. */
+static int oom(prepared *p)
+{
+    prepared_drop(p);
+    gw_admit_count_refused(p->adm.gw, GW_GRPC, GW_R_internal);
+    p->refused = 1;
+    p->adm.refusal.reason = GW_R_internal;
+    p->adm.refusal.index = -1;
+    snprintf(p->adm.refusal.message, sizeof(p->adm.refusal.message), "out of memory");
+    return -1;
+}
+
+/* Through the admission stage. Reads only what does not change after the call started: no lock needed. */
 static void prepare(gcall *c, const uint8_t *data, size_t len, prepared *p)
 {
     gw_grpc_front *g = c->g;
-    const gateway_config *cfg = g->gw->cfg;
-    int unary = c->m == M_PUBLISH;
-    wire_request req;
-    ing_event_batch batch;
-    gw_grpc_event_errors errs;
-    ing_event_error req_err;
-    int rc;
+    int stream = c->m == M_STREAM;
+    gw_grpc_publish pub = {data, len, 0};
 
     memset(p, 0, sizeof(*p));
-    p->committed = 1;
-    p->started_ns = prom_now_ns();
-    ing_event_batch_init(&batch);
-    memset(&errs, 0, sizeof(errs));
-    memset(&req_err, 0, sizeof(req_err));
-    if (unary && queue_above_high_water(g->gw->q)) {
+    gw_admission_init(&p->adm, g->gw, GW_GRPC, c->peer, prom_now_ns());
+    p->adm.done = on_delivered; /* no inbox: on librdkafka's thread, under the call's lock */
+    p->adm.all_errors = 1;
+    if (!stream && gw_admit_gate(&p->adm, NULL, 0) != 0) {
         /* Admission before parsing: an overloaded gateway should not spend CPU on what it will refuse. */
-        refuse(p, GRPC_STATUS_RESOURCE_EXHAUSTED, "overloaded",
-               "overloaded: the gateway's queue is above its high-water mark; retry later");
-        goto out;
+        p->refused = 1;
+        return;
     }
-    if (publish_request_from_wire(data, len, &req) != 0) {
-        refuse(p, GRPC_STATUS_INVALID_ARGUMENT, "malformed_protobuf",
-               "malformed: the message is not an ingest.v1.PublishRequest");
-        goto out;
+    if (gw_admit_prepare(&p->adm, gw_grpc_prot_parse, &pub, stream) != 0 &&
+        (!stream || p->adm.n_errors == 0)) {
+        p->refused = 1;
+        return;
     }
-    switch (req.ack) {
-    case INGEST__V1__ACK_LEVEL__ACK_LEVEL_UNSPECIFIED:
-        p->committed = strcasecmp(cfg->default_ack, "accepted") != 0;
-        break;
-    case INGEST__V1__ACK_LEVEL__ACK_LEVEL_COMMITTED: p->committed = 1; break;
-    case INGEST__V1__ACK_LEVEL__ACK_LEVEL_ACCEPTED: p->committed = 0; break;
-    default:
-        refuse(p, GRPC_STATUS_INVALID_ARGUMENT, "bad_request", "ack: %d is not an AckLevel", (int)req.ack);
-        goto out;
+    if ((p->a = ack_new(c, pub.seq)) == NULL) {
+        oom(p);
+        return;
     }
-
-    rc = gw_grpc_prot_events(&req, &g->gw->lim, &batch, &errs, &req_err);
-    if (rc == -ENOMEM)
-        goto oom;
-    if (rc != 0 && errs.n == 0) {
-        refuse(p, GRPC_STATUS_INVALID_ARGUMENT, req_err.code, "%s: %s", req_err.code, req_err.message);
-        goto out;
+    p->a->started_ns = p->adm.started_ns;
+    if (p->adm.n_errors) {
+        /* A stream's request refused event by event: acknowledged in its turn, with what is wrong. */
+        if (gw_grpc_prot_response(pub.seq, NULL, p->adm.errors, p->adm.n_errors, &p->a->resp,
+                                  &p->a->resp_len) != 0)
+            oom(p);
+        return;
     }
-    if (rc != 0 && unary) {
-        /* The first bad event names the call's status. */
-        refuse(p, GRPC_STATUS_INVALID_ARGUMENT, errs.e[0].code, "%s: event %u: %s%s", errs.e[0].code,
-               errs.e[0].index, errs.e[0].message, errs.n > 1 ? " (and other events)" : "");
-        goto out;
+    if (gw_grpc_prot_response(pub.seq, &p->adm.batch, NULL, 0, &p->a->resp, &p->a->resp_len) != 0) {
+        oom(p);
+        return;
     }
-    if (rc == 0 && batch.n == 0 && unary) {
-        refuse(p, GRPC_STATUS_INVALID_ARGUMENT, EVENT_ERR_INVALID, "%s: the request holds no event",
-               EVENT_ERR_INVALID);
-        goto out;
-    }
-    if ((p->a = ack_new(c, req.seq)) == NULL)
-        goto oom;
-    p->a->started_ns = p->started_ns;
-    if (rc != 0 || batch.n == 0) {
-        if (rc != 0)
-            p->reason = errs.e[0].code;
-        /* A stream's refused request (or an empty one): acknowledged in its turn, with what is wrong. */
-        if (gw_grpc_prot_response(req.seq, NULL, rc ? &errs : NULL, &p->a->resp, &p->a->resp_len) != 0)
-            goto oom;
-        goto out;
-    }
-    if (gw_grpc_prot_response(req.seq, &batch, NULL, &p->a->resp, &p->a->resp_len) != 0)
-        goto oom;
-    if ((p->msgs = calloc(batch.n, sizeof(*p->msgs))) == NULL)
-        goto oom;
-    if (p->committed) {
-        if ((p->a->wait = ack_wait_new((unsigned)batch.n, NULL, on_delivered, p->a)) == NULL)
-            goto oom;
+    p->has_records = p->adm.batch.n > 0;
+    if (p->adm.wait) {
+        p->a->wait = p->adm.wait;
+        p->adm.wait->ctx = p->a;
         atomic_fetch_add(&p->a->refs, 1);
     }
-    int64_t received = now_ns();
-    for (; p->n < batch.n; p->n++)
-        if ((p->msgs[p->n] = produce_msg_new(&batch.ev[p->n], received, ENVELOPE_GRPC, c->peer,
-                                             cfg->gateway_id, p->a->wait)) == NULL)
-            goto oom;
-    goto out;
+    ing_event_batch_reset(&p->adm.batch); /* the ids are in the response: only the records go on */
+}
 
-oom:
-    prepared_drop(p);
-    refuse(p, GRPC_STATUS_INTERNAL, "internal", "out of memory");
-out:
-    gw_grpc_event_errors_clear(&errs);
-    ing_event_batch_clear(&batch);
+/* End the call with a refusal. Under the call's lock. */
+static void end_refused(gcall *c, const gw_refusal *r, size_t n_errors)
+{
+    char msg[sizeof(c->final_msg)];
+
+    gw_grpc_prot_status_message(r, n_errors, msg, sizeof(msg));
+    set_final(c, (grpc_status_code)gw_reasons[r->reason].grpc_status, "%s", msg);
 }
 
 /* Queue what was prepared, and give its ack its place. Under the call's lock. */
@@ -703,58 +640,52 @@ static void commit(gcall *c, prepared *p)
     int rc;
 
     if (p->refused) {
-        gateway_metrics_refused(&g->gw->metrics, GW_GRPC, p->reason ? p->reason : "internal");
-        gateway_metrics_request(&g->gw->metrics, GW_GRPC, p->started_ns);
-        set_final(c, p->code, "%s", p->msg);
+        gw_admit_count_answered(g->gw, GW_GRPC, p->adm.started_ns, 1);
+        end_refused(c, &p->adm.refusal, p->adm.n_errors);
+        prepared_drop(p);
         return;
     }
     if (c->close_done || c->final_set) {
         /* The call is ending (cancelled, stopping, an earlier failure): not taken, not acknowledged. */
-        gateway_metrics_request(&g->gw->metrics, GW_GRPC, 0);
+        gw_admit_count_answered(g->gw, GW_GRPC, 0, 1);
         prepared_drop(p);
         return;
     }
-    if (p->msgs == NULL) {
-        /* A stream's request refused event by event: acked in its turn (counted then), with its errors. */
-        if (p->reason)
-            gateway_metrics_refused(&g->gw->metrics, GW_GRPC, p->reason);
+    if (!p->has_records) {
+        /* Refused event by event (counted then), or empty: acked in its turn, with its errors. */
         gw_grpc_ack_fifo_push(&c->acks, &p->a->a);
         p->a = NULL;
+        prepared_drop(p);
         return;
     }
-    rc = queue_push_n(g->gw->q, (void *const *)p->msgs, p->n);
-    if (rc == -EAGAIN && c->m == M_STREAM) {
+    rc = gw_admit_push(&p->adm, c->m == M_STREAM);
+    if (rc == -EAGAIN) {
         /* Read while there was room, and others took it meanwhile: hold it, read nothing more until it fits.
          */
-        c->held = p->msgs;
-        c->held_n = p->n;
+        if ((c->held = malloc(sizeof(*c->held))) == NULL) {
+            oom(p);
+            gw_admit_count_answered(g->gw, GW_GRPC, p->adm.started_ns, 1);
+            end_refused(c, &p->adm.refusal, 0);
+            return;
+        }
+        *c->held = p->adm; /* the records move; p->adm is not cleared */
         c->held_ack = p->a;
-        c->held_committed = p->committed;
         LOG_DEBUG("grpc", "stream peer=%s: seq %llu held, the queue has no room for its %zu events yet",
-                  c->peer, (unsigned long long)p->a->a.seq, p->n);
-        p->msgs = NULL;
-        p->n = 0;
+                  c->peer, (unsigned long long)p->a->a.seq, c->held->n_msgs);
         p->a = NULL;
         park(c);
         return;
     }
     if (rc != 0) {
-        gateway_metrics_refused(&g->gw->metrics, GW_GRPC, rc == -EPIPE ? "shutting_down" : "overloaded");
-        gateway_metrics_request(&g->gw->metrics, GW_GRPC, p->started_ns);
-        if (rc == -EPIPE)
-            set_final(c, GRPC_STATUS_UNAVAILABLE, "the gateway is shutting down");
-        else
-            set_final(c, GRPC_STATUS_RESOURCE_EXHAUSTED,
-                      "overloaded: the gateway's queue is full; retry later");
+        gw_admit_count_answered(g->gw, GW_GRPC, p->adm.started_ns, 1);
+        end_refused(c, &p->adm.refusal, 0);
         prepared_drop(p);
         return;
     }
-    gateway_metrics_events(&g->gw->metrics, GW_GRPC, p->n);
-    free(p->msgs);
-    p->msgs = NULL;
-    p->n = 0;
-    queued(c, p->a, p->committed); /* a report may come at once: on_delivered waits for this call's lock */
+    queued(c, p->a,
+           p->adm.committed); /* a report may come at once: on_delivered waits for this call's lock */
     p->a = NULL;
+    gw_admission_clear(&p->adm);
 }
 
 /* The bytes of a received message, in one slice the caller unrefs. */
@@ -775,7 +706,9 @@ static void prepare_message(gcall *c, grpc_byte_buffer *bb, prepared *p)
 
     if (message_bytes(bb, &s) != 0) {
         memset(p, 0, sizeof(*p));
-        refuse(p, GRPC_STATUS_INTERNAL, "internal", "cannot read the message");
+        gw_admission_init(&p->adm, c->g->gw, GW_GRPC, c->peer, prom_now_ns());
+        oom(p);
+        snprintf(p->adm.refusal.message, sizeof(p->adm.refusal.message), "cannot read the message");
         return;
     }
     prepare(c, GRPC_SLICE_START_PTR(s), GRPC_SLICE_LENGTH(s), p);
@@ -808,18 +741,34 @@ static void handle_health(gcall *c, const uint8_t *data, size_t len)
     grpc__health__v1__health_check_request__free_unpacked(req, NULL);
 }
 
-/* 0 when the call's metadata carries `authorization: Bearer <token>`; -ENOENT without one; -EACCES when
- * wrong. */
-static int auth_check(gcall *c, const char *token)
+/*
+ * Who the caller is and whether the gateway takes calls now, through the
+ * admission stage, before any message is read. A unary call's request is
+ * gated again with the queue when it is prepared; a stream waits for room
+ * instead (it parks), so overload does not refuse it. Refused: counted as
+ * one request (the call) and its final status set. Under the call's lock.
+ */
+static int gate(gcall *c)
 {
+    gw_credentials cred = {NULL, 0};
+    gw_admission a;
+    int rc;
+
     for (size_t i = 0; i < c->md.count; i++) {
         grpc_slice k = c->md.metadata[i].key, v = c->md.metadata[i].value;
-        if (GRPC_SLICE_LENGTH(k) == 13 && memcmp(GRPC_SLICE_START_PTR(k), "authorization", 13) == 0)
-            return gw_grpc_prot_bearer_ok((const char *)GRPC_SLICE_START_PTR(v), GRPC_SLICE_LENGTH(v), token)
-                       ? 0
-                       : -EACCES;
+        if (GRPC_SLICE_LENGTH(k) == 13 && memcmp(GRPC_SLICE_START_PTR(k), "authorization", 13) == 0) {
+            cred.authorization = (const char *)GRPC_SLICE_START_PTR(v);
+            cred.authorization_len = GRPC_SLICE_LENGTH(v);
+            break;
+        }
     }
-    return -ENOENT;
+    gw_admission_init(&a, c->g->gw, GW_GRPC, c->peer, 0);
+    if ((rc = gw_admit_gate(&a, &cred, 1)) != 0) {
+        gw_admit_count_answered(c->g->gw, GW_GRPC, 0, 1);
+        end_refused(c, &a.refusal, 0);
+    }
+    gw_admission_clear(&a);
+    return rc;
 }
 
 /* --- call life ------------------------------------------------------------------------------------- */
@@ -908,10 +857,8 @@ static void maybe_finish(gcall *c)
 static void on_new(gcall *c, int success)
 {
     gw_grpc_front *g = c->g;
-    const gateway_config *cfg = g->gw->cfg;
     char *peer;
     grpc_op op;
-    int rc;
 
     /* Counted live in the same breath as no longer armed: the close never sees both at 0 while this goes on.
      */
@@ -976,19 +923,8 @@ static void on_new(gcall *c, int success)
         break;
     case M_PUBLISH:
     case M_STREAM:
-        if (cfg->auth_token[0] != '\0' && (rc = auth_check(c, cfg->auth_token)) != 0) {
+        if (gate(c) != 0) {
             c->read_closed = 1;
-            /* Refused before any message: counted as one request, the call. */
-            gateway_metrics_refused(&g->gw->metrics, GW_GRPC, "unauthorized");
-            gateway_metrics_request(&g->gw->metrics, GW_GRPC, 0);
-            set_final(c, GRPC_STATUS_UNAUTHENTICATED, "%s",
-                      rc == -ENOENT ? "metadata authorization: Bearer <token> is required"
-                                    : "the bearer token is wrong");
-        } else if (atomic_load(&g->gw->stopping)) {
-            c->read_closed = 1;
-            gateway_metrics_refused(&g->gw->metrics, GW_GRPC, "shutting_down");
-            gateway_metrics_request(&g->gw->metrics, GW_GRPC, 0);
-            set_final(c, GRPC_STATUS_UNAVAILABLE, "the gateway is shutting down");
         } else if (c->m == M_PUBLISH) {
             c->read_closed = 1;
             if (c->payload == NULL) {

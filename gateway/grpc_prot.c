@@ -9,67 +9,61 @@
 #include "envelope.h"
 #include "net.h"
 
-void gw_grpc_event_errors_clear(gw_grpc_event_errors *errs)
+int gw_grpc_prot_parse(gw_admission *a, void *arg)
 {
-    free(errs->e);
-    memset(errs, 0, sizeof(*errs));
-}
-
-static int errors_add(gw_grpc_event_errors *errs, size_t index, const ing_event_error *err)
-{
-    if (errs->n == errs->cap) {
-        size_t cap = errs->cap ? errs->cap * 2 : 8;
-        gw_grpc_event_error *e = realloc(errs->e, cap * sizeof(*e));
-        if (e == NULL)
-            return -ENOMEM;
-        errs->e = e;
-        errs->cap = cap;
-    }
-    gw_grpc_event_error *e = &errs->e[errs->n++];
-    e->index = (uint32_t)index;
-    e->code = err->code ? err->code : EVENT_ERR_INVALID;
-    snprintf(e->message, sizeof(e->message), "%s", err->message);
-    return 0;
-}
-
-int gw_grpc_prot_events(const wire_request *req, const ing_event_limits *lim, ing_event_batch *out,
-                        gw_grpc_event_errors *errs, ing_event_error *req_err)
-{
+    gw_grpc_publish *pub = arg;
+    const ing_event_limits *lim = &a->gw->lim;
     const uint8_t *bytes;
     size_t len, pos = 0;
     ing_event_error err;
+    wire_request req;
     int rc;
 
-    if (req->n_events > lim->max_batch_events)
-        return ing_event_error_set(req_err, EVENT_ERR_TOO_MANY, -1, "events",
-                                   "%zu events, at most %zu in a request", req->n_events,
-                                   lim->max_batch_events);
-    /* Every event is checked, so that a stream's client learns all that is wrong with a request at once. */
-    for (size_t i = 0; wire_request_next_event(req, &pos, &bytes, &len); i++) {
-        ing_event *ev = ing_event_batch_add(out);
+    if (publish_request_from_wire(pub->data, pub->len, &req) != 0)
+        return gw_admission_refuse(a, GW_R_malformed_protobuf, -1,
+                                   "the message is not an ingest.v1.PublishRequest");
+    pub->seq = req.seq;
+    a->multi = 1; /* a request names its events by index, however many it holds */
+    switch (req.ack) {
+    case INGEST__V1__ACK_LEVEL__ACK_LEVEL_UNSPECIFIED:
+        a->committed = gw_admit_default_committed(a->gw);
+        break;
+    case INGEST__V1__ACK_LEVEL__ACK_LEVEL_COMMITTED: a->committed = 1; break;
+    case INGEST__V1__ACK_LEVEL__ACK_LEVEL_ACCEPTED: a->committed = 0; break;
+    default: return gw_admission_refuse(a, GW_R_bad_request, -1, "ack: %d is not an AckLevel", (int)req.ack);
+    }
+    if (req.n_events > lim->max_batch_events)
+        return gw_admission_refuse(a, GW_R_too_many_events, -1, "%zu events, at most %zu in a request",
+                                   req.n_events, lim->max_batch_events);
+    /* Every event is decoded, so that a stream's client learns all that is wrong with a request at once. */
+    for (size_t i = 0; wire_request_next_event(&req, &pos, &bytes, &len); i++) {
+        ing_event *ev = ing_event_batch_add(&a->batch);
         if (ev == NULL)
             return -ENOMEM;
         memset(&err, 0, sizeof(err));
         /* The request was read whole by publish_request_from_wire(): no event is malformed (-EBADMSG) here.
          */
-        rc = ing_event_from_wire(bytes, len, ev, lim, &err);
-        if (rc == 0)
-            rc = ing_event_validate(ev, lim, (long)i, &err);
-        if (rc == -ENOMEM)
+        if ((rc = ing_event_from_wire(bytes, len, ev, lim, &err)) == -ENOMEM)
             return rc;
-        if (rc != 0 && errors_add(errs, i, &err) != 0)
+        if (rc != 0 && gw_admission_event_error(a, i, &err) != 0)
             return -ENOMEM;
     }
-    if (errs->n)
-        return -EINVAL;
-    for (size_t i = 0; i < out->n; i++)
-        if (ing_event_assign_id(&out->ev[i]) != 0)
-            return -ENOMEM;
     return 0;
 }
 
-int gw_grpc_prot_response(uint64_t seq, const ing_event_batch *accepted, const gw_grpc_event_errors *errs,
-                          uint8_t **out, size_t *out_len)
+void gw_grpc_prot_status_message(const gw_refusal *r, size_t n_errors, char *out, size_t size)
+{
+    const char *code = gw_reasons[r->reason].name;
+
+    if (r->index >= 0)
+        snprintf(out, size, "%s: event %ld: %s%s", code, r->index, r->message,
+                 n_errors > 1 ? " (and other events)" : "");
+    else
+        snprintf(out, size, "%s: %s", code, r->message);
+}
+
+int gw_grpc_prot_response(uint64_t seq, const ing_event_batch *accepted, const gw_event_error *errs,
+                          size_t n_errs, uint8_t **out, size_t *out_len)
 {
     Ingest__V1__PublishResponse r = INGEST__V1__PUBLISH_RESPONSE__INIT;
     Ingest__V1__EventError *ee = NULL, **eps = NULL;
@@ -86,17 +80,17 @@ int gw_grpc_prot_response(uint64_t seq, const ing_event_batch *accepted, const g
         r.n_ids = accepted->n;
         r.ids = ids;
     }
-    if (errs && errs->n) {
-        if ((ee = calloc(errs->n, sizeof(*ee))) == NULL || (eps = malloc(errs->n * sizeof(*eps))) == NULL)
+    if (errs && n_errs) {
+        if ((ee = calloc(n_errs, sizeof(*ee))) == NULL || (eps = malloc(n_errs * sizeof(*eps))) == NULL)
             goto out;
-        for (size_t i = 0; i < errs->n; i++) {
+        for (size_t i = 0; i < n_errs; i++) {
             ingest__v1__event_error__init(&ee[i]);
-            ee[i].index = errs->e[i].index;
-            ee[i].code = (char *)errs->e[i].code;
-            ee[i].message = (char *)errs->e[i].message;
+            ee[i].index = errs[i].index;
+            ee[i].code = (char *)gw_reasons[errs[i].reason].name;
+            ee[i].message = (char *)errs[i].message;
             eps[i] = &ee[i];
         }
-        r.n_errors = errs->n;
+        r.n_errors = n_errs;
         r.errors = eps;
     }
     size_t len = ingest__v1__publish_response__get_packed_size(&r);
@@ -124,21 +118,6 @@ void gw_grpc_prot_peer(const char *uri, char *out, size_t size)
     }
     /* The C core percent-encodes the brackets of an IPv6 address in the URI. */
     net_percent_decode(s + 5, out, size);
-}
-
-int gw_grpc_prot_bearer_ok(const char *value, size_t len, const char *token)
-{
-    size_t tlen = strlen(token);
-    unsigned char diff;
-
-    if (value == NULL || len < 7 || strncasecmp(value, "Bearer ", 7) != 0)
-        return 0;
-    value += 7;
-    len -= 7;
-    diff = (unsigned char)(len != tlen);
-    for (size_t i = 0; i < len; i++)
-        diff |= (unsigned char)(value[i] ^ (tlen ? token[i % tlen] : 0));
-    return diff == 0 && tlen > 0;
 }
 
 void gw_grpc_ack_fifo_init(gw_grpc_ack_fifo *f)

@@ -10,41 +10,41 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "admit.h"
 #include "event.h"
 #include "ingest/v1/ingest.pb-c.h"
 #include "wire.h"
 
-/* One refused event of a request, as PublishResponse.errors carries it. */
-typedef struct gw_grpc_event_error {
-    uint32_t index;
-    const char *code; /* EVENT_ERR_* */
-    char message[256];
-} gw_grpc_event_error;
-
-typedef struct gw_grpc_event_errors {
-    gw_grpc_event_error *e;
-    size_t n, cap;
-} gw_grpc_event_errors;
-
-void gw_grpc_event_errors_clear(gw_grpc_event_errors *errs);
+/* A PublishRequest as the admission stage's parser takes it; seq is set by the parse. */
+typedef struct gw_grpc_publish {
+    const uint8_t *data;
+    size_t len;
+    uint64_t seq;
+} gw_grpc_publish;
 
 /*
- * The events of `req` (read by publish_request_from_wire()), decoded, validated and given ids, into `out`
- * (initialized by the caller), all or nothing. Returns 0; -EINVAL with
- * every refused event in `errs` (index, code, message naming the field), or
- * with `req_err` filled (index -1) when the request as a whole is refused
- * (more than lim->max_batch_events events); -ENOMEM.
+ * The admission stage's parser (admit.h) for a PublishRequest (`arg`, a
+ * gw_grpc_publish): the request read straight from its bytes, its ack level
+ * into a->committed, each event decoded into a->batch, and every event that
+ * does not decode listed with gw_admission_event_error(). Refused as a whole
+ * (index -1): malformed (malformed_protobuf), an unknown ack level
+ * (bad_request), more than lim->max_batch_events events (too_many_events).
  */
-int gw_grpc_prot_events(const wire_request *req, const ing_event_limits *lim, ing_event_batch *out,
-                        gw_grpc_event_errors *errs, ing_event_error *req_err);
+int gw_grpc_prot_parse(gw_admission *a, void *arg);
+
+/*
+ * The status message of a refused call: "code: message", with "event N: "
+ * when one event is at fault, and a note when others are too.
+ */
+void gw_grpc_prot_status_message(const gw_refusal *r, size_t n_errors, char *out, size_t size);
 
 /*
  * A PublishResponse for request `seq`: the ids of `accepted` (NULL: none
  * accepted) and the refused events of `errs` (NULL: none), packed into a new
  * malloc'd buffer. 0 or -ENOMEM.
  */
-int gw_grpc_prot_response(uint64_t seq, const ing_event_batch *accepted, const gw_grpc_event_errors *errs,
-                          uint8_t **out, size_t *out_len);
+int gw_grpc_prot_response(uint64_t seq, const ing_event_batch *accepted, const gw_event_error *errs,
+                          size_t n_errs, uint8_t **out, size_t *out_len);
 
 /*
  * The Envelope's peer from grpc_call_get_peer()'s URI: "ipv4:1.2.3.4:5" is
@@ -52,13 +52,6 @@ int gw_grpc_prot_response(uint64_t seq, const ing_event_batch *accepted, const g
  * kept whole. Always NUL-terminates out.
  */
 void gw_grpc_prot_peer(const char *uri, char *out, size_t size);
-
-/*
- * Whether an `authorization` metadata value (len bytes, not NUL-terminated)
- * is "Bearer <token>" (the scheme case-insensitive), compared in time
- * independent of where it differs.
- */
-int gw_grpc_prot_bearer_ok(const char *value, size_t len, const char *token);
 
 /*
  * A stream's acks in the order of their requests. Each is appended when its

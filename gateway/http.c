@@ -19,7 +19,7 @@
 #include <http_parser.h>
 #include <zlib.h>
 
-#include "envelope.h"
+#include "admit.h"
 #include "http_server.h"
 #include "json.h"
 #include "log.h"
@@ -77,52 +77,57 @@ static void respond_buffer(gw_http_request *req, int status, const char *extra, 
     gw_http_respond(req, status, "application/json", extra, body ? body : "", len, close);
 }
 
-static void respond_error(gw_http_front *f, gw_http_request *req, int status, const char *code, long index,
-                          const char *extra, const char *fmt, ...) __attribute__((format(printf, 7, 8)));
-
-static void respond_error(gw_http_front *f, gw_http_request *req, int status, const char *code, long index,
-                          const char *extra, const char *fmt, ...)
+/*
+ * Answer a refusal in the contract's error shape, with the status the reason
+ * table gives (or `status`, when not 0), Retry-After where a retry may work,
+ * and count the answer.
+ */
+static void respond_refusal(gw_http_front *f, gw_http_request *req, const gw_refusal *r, int status)
 {
     struct evbuffer *b = evbuffer_new();
-    char msg[512], headers[160] = "";
-    va_list ap;
+    const gw_reason_info *info = &gw_reasons[r->reason];
+    char msg[sizeof(r->message)], headers[160] = "";
 
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof(msg), fmt, ap);
-    va_end(ap);
+    if (status == 0)
+        status = info->http_status;
     /* Messages quote request bytes (a path, a header), cut anywhere: keep the answer valid UTF-8. */
+    memcpy(msg, r->message, sizeof(msg));
     if (!utf8_valid(msg, strlen(msg)))
         for (char *m = msg; *m; m++)
             if ((unsigned char)*m >= 0x80)
                 *m = '?';
-    evbuffer_add_printf(b, "{\"error\":{\"code\":\"%s\",\"message\":\"", code);
+    evbuffer_add_printf(b, "{\"error\":{\"code\":\"%s\",\"message\":\"", info->name);
     json_escape(b, msg);
-    if (index >= 0)
-        evbuffer_add_printf(b, "\",\"index\":%ld}}", index);
+    if (r->index >= 0)
+        evbuffer_add_printf(b, "\",\"index\":%ld}}", r->index);
     else
         evbuffer_add_printf(b, "\"}}");
     if (status == 429 || status == 503)
-        snprintf(headers, sizeof(headers), "Retry-After: %lld\r\n%s", (long long)f->gw->cfg->retry_after_s,
-                 extra ? extra : "");
-    else if (extra)
-        snprintf(headers, sizeof(headers), "%s", extra);
-    LOG_DEBUG("http", "%d %s peer=%s: %s", status, code, req->peer, msg);
-    gateway_metrics_refused(&f->gw->metrics, GW_HTTP, code);
-    gateway_metrics_request(&f->gw->metrics, GW_HTTP, req->started_ns);
+        snprintf(headers, sizeof(headers), "Retry-After: %lld\r\n", (long long)f->gw->cfg->retry_after_s);
+    else if (r->reason == GW_R_unauthorized)
+        snprintf(headers, sizeof(headers), "WWW-Authenticate: Bearer realm=\"ingest\"\r\n");
+    else if (r->reason == GW_R_method_not_allowed)
+        snprintf(headers, sizeof(headers), "Allow: POST\r\n");
+    LOG_DEBUG("http", "%d %s peer=%s: %s", status, info->name, req->peer, msg);
+    gw_admit_count_answered(f->gw, GW_HTTP, req->started_ns, 1);
     respond_buffer(req, status, headers, b, status >= 500 && status != 503);
     evbuffer_free(b);
 }
 
-static int status_of(const char *code)
-{
-    if (strcmp(code, EVENT_ERR_TOO_LARGE) == 0 || strcmp(code, EVENT_ERR_TOO_MANY) == 0)
-        return 413;
-    return 400;
-}
+/* A refusal this front end decides itself, not the admission stage: counted, then answered. */
+static void refuse(gw_http_front *f, gw_http_request *req, gw_reason reason, int status, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
 
-static void respond_event_error(gw_http_front *f, gw_http_request *req, const ing_event_error *err)
+static void refuse(gw_http_front *f, gw_http_request *req, gw_reason reason, int status, const char *fmt, ...)
 {
-    respond_error(f, req, status_of(err->code), err->code, err->index, NULL, "%s", err->message);
+    gw_refusal r = {.reason = reason, .index = -1};
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(r.message, sizeof(r.message), fmt, ap);
+    va_end(ap);
+    gw_admit_count_refused(f->gw, GW_HTTP, reason);
+    respond_refusal(f, req, &r, status);
 }
 
 /* --- request reading ---------------------------------------------------------------------------- */
@@ -161,17 +166,6 @@ static int parse_ack(const gw_http_request *req, const char *dflt, ack_level *ac
         return -1;
     }
     return 0;
-}
-
-/* Compare in time independent of where the strings differ. */
-static int secret_equal(const char *a, const char *b)
-{
-    size_t la = strlen(a), lb = strlen(b);
-    unsigned char diff = (unsigned char)(la != lb);
-
-    for (size_t i = 0; i < la; i++)
-        diff |= (unsigned char)(a[i] ^ b[i % (lb ? lb : 1)]);
-    return diff == 0;
 }
 
 /* Inflate a gzip body into a new buffer of at most `max` bytes. 0, -E2BIG, -EINVAL, -ENOMEM. */
@@ -293,7 +287,7 @@ static int parse_binary(const gw_http_request *req, const char *ctype, const cha
         return rc;
     if (ev->source == NULL && ev->type == NULL)
         return ing_event_error_set(
-            err, EVENT_ERR_INVALID, -1, "source",
+            err, ING_ERR_INVALID_EVENT, -1, "source",
             "source: required (binary mode takes attributes from ce-* headers; for a JSON "
             "event send Content-Type: application/cloudevents+json)");
     if (len > 0) {
@@ -337,13 +331,14 @@ static void wait_done(ack_wait *w)
         gw_http_request *req = iw->req;
         req->user = NULL;
         if (err == 0) {
-            gateway_metrics_request(&iw->front->gw->metrics, GW_HTTP, req->started_ns);
+            gw_admit_count_answered(iw->front->gw, GW_HTTP, req->started_ns, 1);
             gw_http_respond(req, 200, "application/json", NULL, iw->body, iw->len, 0);
         } else {
-            respond_error(iw->front, req, 503, "kafka_error", -1, NULL,
-                          "Kafka did not take every event: %s; the events may still arrive, a retry with the "
-                          "same ids is safe",
-                          rd_kafka_err2str((rd_kafka_resp_err_t)err));
+            refuse(
+                iw->front, req, GW_R_kafka_error, 0,
+                "Kafka did not take every event: %s; the events may still arrive, a retry with the same ids "
+                "is safe",
+                rd_kafka_err2str((rd_kafka_resp_err_t)err));
         }
         wait_finish(iw);
     }
@@ -360,11 +355,10 @@ static void wait_timeout(evutil_socket_t fd, short what, void *arg)
     /* The wait lives on until its last report comes; nobody answers then. */
     iw->wait->ctx = NULL;
     req->user = NULL;
-    respond_error(
-        iw->front, req, 503, "ack_timeout", -1, NULL,
-        "Kafka did not acknowledge within %lld ms; the events may still arrive, a retry with the same "
-        "ids is safe",
-        (long long)iw->front->gw->cfg->ack_timeout_ms);
+    refuse(iw->front, req, GW_R_ack_timeout, 0,
+           "Kafka did not acknowledge within %lld ms; the events may still arrive, a retry with the same ids "
+           "is safe",
+           (long long)iw->front->gw->cfg->ack_timeout_ms);
     wait_finish(iw);
 }
 
@@ -417,32 +411,23 @@ static char *render_ids(const ing_event_batch *b, size_t *out_len)
     return out;
 }
 
-static int64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
-}
+/* What the parser of one request needs: the request, and its body once decoded. */
+typedef struct http_body {
+    gw_http_request *req;
+    unsigned char *inflated;
+} http_body;
 
-/* Parse, validate and queue; answer now, or later from wait_done/wait_timeout. */
-static void ingest(gw_http_front *f, gw_http_request *req, ack_level ack)
+/* The admission stage's parser for HTTP: Content-Encoding, then the content mode by Content-Type. */
+static int parse_http(gw_admission *a, void *arg)
 {
-    gateway *gw = f->gw;
-    const gateway_config *cfg = gw->cfg;
-    ing_event_batch batch;
+    http_body *hb = arg;
+    gw_http_request *req = hb->req;
+    const ing_event_limits *lim = &a->gw->lim;
     ing_event_error err;
-    unsigned char *inflated = NULL;
-    produce_msg **msgs = NULL;
-    char *ok = NULL;
-    size_t ok_len = 0;
-    ack_wait *w = NULL;
-    size_t n_msgs = 0;
     char mt[128];
     int charset_ok, rc;
 
-    ing_event_batch_init(&batch);
     memset(&err, 0, sizeof(err));
-
     size_t len = evbuffer_get_length(req->body);
     const unsigned char *body = evbuffer_pullup(req->body, -1);
     if (body == NULL)
@@ -450,24 +435,20 @@ static void ingest(gw_http_front *f, gw_http_request *req, ack_level ack)
 
     const char *enc = gw_http_request_header(req, "content-encoding");
     if (enc && *enc && strcasecmp(enc, "identity") != 0) {
-        if (strcasecmp(enc, "gzip") != 0 && strcasecmp(enc, "x-gzip") != 0) {
-            respond_error(f, req, 415, "unsupported_encoding", -1, NULL,
-                          "Content-Encoding '%.40s' is not supported; send gzip or identity", enc);
-            goto out;
-        }
+        if (strcasecmp(enc, "gzip") != 0 && strcasecmp(enc, "x-gzip") != 0)
+            return gw_admission_refuse(a, GW_R_unsupported_encoding, -1,
+                                       "Content-Encoding '%.40s' is not supported; send gzip or identity",
+                                       enc);
         size_t dlen;
-        rc = gunzip(body, len, gw->lim.max_request_bytes, &inflated, &dlen);
-        if (rc == -E2BIG) {
-            respond_error(f, req, 413, EVENT_ERR_TOO_LARGE, -1, NULL, "the decoded body is over %zu bytes",
-                          gw->lim.max_request_bytes);
-            goto out;
-        }
-        if (rc != 0) {
-            respond_error(f, req, rc == -ENOMEM ? 500 : 400, rc == -ENOMEM ? "internal" : "bad_encoding", -1,
-                          NULL, "%s", rc == -ENOMEM ? "out of memory" : "the body is not valid gzip");
-            goto out;
-        }
-        body = inflated;
+        rc = gunzip(body, len, lim->max_request_bytes, &hb->inflated, &dlen);
+        if (rc == -E2BIG)
+            return gw_admission_refuse(a, GW_R_too_large, -1, "the decoded body is over %zu bytes",
+                                       lim->max_request_bytes);
+        if (rc == -ENOMEM)
+            return rc;
+        if (rc != 0)
+            return gw_admission_refuse(a, GW_R_bad_encoding, -1, "the body is not valid gzip");
+        body = hb->inflated;
         len = dlen;
     }
 
@@ -476,193 +457,152 @@ static void ingest(gw_http_front *f, gw_http_request *req, ack_level ack)
     int has_ce = gw_http_request_header(req, "ce-specversion") || gw_http_request_header(req, "ce-source") ||
                  gw_http_request_header(req, "ce-type");
     json_form form;
-    int structured = 1;
     if (strcmp(mt, "application/cloudevents+json") == 0) {
         form = JSON_FORM_EVENT;
     } else if (strcmp(mt, "application/cloudevents-batch+json") == 0) {
         form = JSON_FORM_BATCH;
     } else if (strncmp(mt, "application/cloudevents", 23) == 0) {
-        respond_error(f, req, 415, "unsupported_media_type", -1, NULL,
-                      "'%s' is not supported: structured mode takes application/cloudevents+json or "
-                      "application/cloudevents-batch+json",
-                      mt);
-        goto out;
+        return gw_admission_refuse(
+            a, GW_R_unsupported_media_type, -1,
+            "'%s' is not supported: structured mode takes application/cloudevents+json "
+            "or application/cloudevents-batch+json",
+            mt);
     } else if (strcmp(mt, "application/json") == 0 && !has_ce) {
         form = JSON_FORM_ANY;
     } else if ((strcmp(mt, "application/x-ndjson") == 0 || strcmp(mt, "application/ndjson") == 0) &&
                !has_ce) {
         form = JSON_FORM_NDJSON;
     } else {
-        structured = 0;
-        form = JSON_FORM_EVENT;
+        /* Binary mode: one event, so no index (the index rule, admit.h). */
+        rc = parse_binary(req, ctype, mt, body, len, lim, &a->batch, &err);
+        goto parsed;
     }
-    if (structured && !charset_ok) {
-        respond_error(f, req, 415, "unsupported_media_type", -1, NULL, "only charset=utf-8 is supported");
-        goto out;
-    }
-
-    if (structured)
-        rc = json_parse_events((const char *)body, len, form, &gw->lim, &batch, &err);
-    else
-        rc = parse_binary(req, ctype, mt, body, len, &gw->lim, &batch, &err);
-    if (rc == -ENOMEM) {
-        respond_error(f, req, 500, "internal", -1, NULL, "out of memory");
-        goto out;
-    }
-    if (rc != 0) {
-        respond_event_error(f, req, &err);
-        goto out;
-    }
-    if (batch.n == 0) {
-        respond_error(f, req, 400, EVENT_ERR_INVALID, -1, NULL, "the request holds no event");
-        goto out;
-    }
-    /* All or nothing: every event is checked before any is queued. Errors name the index in a batch. */
-    int many = structured && (form == JSON_FORM_BATCH || form == JSON_FORM_NDJSON);
-    if (structured && form == JSON_FORM_ANY) {
+    if (!charset_ok)
+        return gw_admission_refuse(a, GW_R_unsupported_media_type, -1, "only charset=utf-8 is supported");
+    if (form == JSON_FORM_BATCH || form == JSON_FORM_NDJSON) {
+        a->multi = 1;
+    } else if (form == JSON_FORM_ANY) {
         size_t p = 0;
         while (p < len && (body[p] == ' ' || body[p] == '\t' || body[p] == '\r' || body[p] == '\n'))
             p++;
-        many = p < len && body[p] == '[';
+        a->multi = p < len && body[p] == '[';
     }
-    for (size_t i = 0; i < batch.n; i++) {
-        if (ing_event_validate(&batch.ev[i], &gw->lim, many ? (long)i : -1, &err) != 0) {
-            respond_event_error(f, req, &err);
-            goto out;
-        }
-        if (ing_event_assign_id(&batch.ev[i]) != 0) {
-            respond_error(f, req, 500, "internal", -1, NULL, "out of memory");
-            goto out;
-        }
-    }
+    rc = json_parse_events((const char *)body, len, form, lim, &a->batch, &err);
+parsed:
+    if (rc == -EINVAL)
+        return gw_admission_refuse_error(a, &err);
+    return rc;
+}
 
-    if ((ok = render_ids(&batch, &ok_len)) == NULL || (msgs = calloc(batch.n, sizeof(*msgs))) == NULL)
-        goto oom;
-    if (ack == ACK_COMMITTED && (w = ack_wait_new((unsigned)batch.n, f->inbox, wait_done, NULL)) == NULL)
-        goto oom;
-    int64_t received = now_ns();
-    for (; n_msgs < batch.n; n_msgs++)
-        if ((msgs[n_msgs] = produce_msg_new(&batch.ev[n_msgs], received, ENVELOPE_HTTP, req->peer,
-                                            cfg->gateway_id, w)) == NULL)
-            goto oom;
+/* Parse, validate and queue through the admission stage; answer now, or later from wait_done/wait_timeout. */
+static void ingest(gw_http_front *f, gw_http_request *req, int committed)
+{
+    gw_admission a;
+    http_body hb = {.req = req};
+    ingest_wait *iw = NULL;
+    char *ok = NULL;
+    size_t ok_len = 0;
 
-    rc = queue_push_n(gw->q, (void *const *)msgs, n_msgs);
-    if (rc == -EAGAIN || rc == -EINVAL) {
-        respond_error(f, req, 429, "overloaded", -1, NULL, "the gateway's queue is full; retry later");
+    gw_admission_init(&a, f->gw, GW_HTTP, req->peer, req->started_ns);
+    a.committed = committed;
+    a.inbox = f->inbox;
+    a.done = wait_done;
+    if (gw_admit_prepare(&a, parse_http, &hb, 0) != 0) {
+        respond_refusal(f, req, &a.refusal, 0);
         goto out;
     }
-    if (rc == -EPIPE) {
-        respond_error(f, req, 503, "shutting_down", -1, NULL, "the gateway is shutting down");
+    /* Everything that can fail for want of memory before the push: once queued, the events go. */
+    if ((ok = render_ids(&a.batch, &ok_len)) == NULL ||
+        (committed && ((iw = calloc(1, sizeof(*iw))) == NULL ||
+                       (iw->timer = evtimer_new(f->base, wait_timeout, iw)) == NULL))) {
+        refuse(f, req, GW_R_internal, 0, "out of memory");
         goto out;
     }
-    n_msgs = 0; /* the queue has them now */
-    gateway_metrics_events(&gw->metrics, GW_HTTP, batch.n);
-
-    if (ack == ACK_ACCEPTED) {
-        gateway_metrics_request(&gw->metrics, GW_HTTP, req->started_ns);
+    if (committed)
+        iw->wait = a.wait;
+    if (gw_admit_push(&a, 0) != 0) {
+        respond_refusal(f, req, &a.refusal, 0);
+        goto out;
+    }
+    if (!committed) {
+        gw_admit_count_answered(f->gw, GW_HTTP, req->started_ns, 1);
         gw_http_respond(req, 202, "application/json", NULL, ok, ok_len, 0);
         goto out;
     }
-
-    ingest_wait *iw = calloc(1, sizeof(*iw));
-    if (iw == NULL) {
-        /* Queued already: the events will go; say so the safe way. */
-        w->ctx = NULL;
-        w = NULL;
-        respond_error(f, req, 503, "internal", -1, NULL, "out of memory; the events may still arrive");
-        goto out;
-    }
-    struct timeval tv = {cfg->ack_timeout_ms / 1000, (cfg->ack_timeout_ms % 1000) * 1000};
+    struct timeval tv = {f->gw->cfg->ack_timeout_ms / 1000, (f->gw->cfg->ack_timeout_ms % 1000) * 1000};
     iw->front = f;
     iw->req = req;
-    iw->wait = w;
     iw->len = ok_len;
     iw->body = ok;
     ok = NULL;
-    iw->timer = evtimer_new(f->base, wait_timeout, iw);
     atomic_fetch_add(&f->pending, 1);
-    if (iw->timer == NULL) {
-        w->ctx = NULL;
-        w = NULL;
-        wait_finish(iw);
-        respond_error(f, req, 503, "internal", -1, NULL, "out of memory; the events may still arrive");
-        goto out;
-    }
     evtimer_add(iw->timer, &tv);
     iw->next = f->waiting;
     if (f->waiting)
         f->waiting->prev = iw;
     f->waiting = iw;
     req->user = iw;
-    w->ctx = iw; /* reports may all have come already: wait_done runs on this loop, after this returns */
-    w = NULL;
-    goto out;
+    iw->wait->ctx =
+        iw; /* reports may all have come already: wait_done runs on this loop, after this returns */
+    iw = NULL;
 
-oom:
-    respond_error(f, req, 500, "internal", -1, NULL, "out of memory");
 out:
-    for (size_t i = 0; i < n_msgs; i++)
-        produce_msg_free(msgs[i]);
-    free(msgs);
-    if (w)
-        ack_wait_free(w);
+    if (iw) {
+        if (iw->timer)
+            event_free(iw->timer);
+        free(iw);
+    }
     free(ok);
-    free(inflated);
-    ing_event_batch_clear(&batch);
+    free(hb.inflated);
+    gw_admission_clear(&a);
 }
 
 static void handle(gw_http_request *req, void *arg)
 {
     gw_http_front *f = arg;
-    const gateway_config *cfg = f->gw->cfg;
+    const char *auth = gw_http_request_header(req, "authorization");
+    gw_credentials cred = {auth, auth ? strlen(auth) : 0};
+    gw_admission a;
     ack_level ack;
     char bad[48];
 
     if (strcmp(req->path, "/v1/events") != 0) {
-        respond_error(f, req, 404, "not_found", -1, NULL,
-                      "no such path: %.100s (events go to POST /v1/events)", req->path);
+        refuse(f, req, GW_R_not_found, 0, "no such path: %.100s (events go to POST /v1/events)", req->path);
         return;
     }
     if (req->method != HTTP_POST) {
-        respond_error(f, req, 405, "method_not_allowed", -1, "Allow: POST\r\n", "%s is not allowed; use POST",
-                      http_method_str((enum http_method)req->method));
+        refuse(f, req, GW_R_method_not_allowed, 0, "%s is not allowed; use POST",
+               http_method_str((enum http_method)req->method));
         return;
     }
-    if (cfg->auth_token[0] != '\0') {
-        const char *auth = gw_http_request_header(req, "authorization");
-        if (auth == NULL || strncasecmp(auth, "Bearer ", 7) != 0 ||
-            !secret_equal(auth + 7, cfg->auth_token)) {
-            respond_error(f, req, 401, "unauthorized", -1, "WWW-Authenticate: Bearer realm=\"ingest\"\r\n",
-                          auth ? "the bearer token is wrong" : "an Authorization: Bearer token is required");
-            return;
-        }
-    }
-    if (parse_ack(req, cfg->default_ack, &ack, bad, sizeof(bad)) != 0) {
-        respond_error(f, req, 400, "bad_request", -1, NULL, "ack: '%s' is not committed or accepted", bad);
+    /* Who it is, the stop, overload: before the body is parsed, so a refusal costs next to nothing. */
+    gw_admission_init(&a, f->gw, GW_HTTP, req->peer, req->started_ns);
+    if (gw_admit_gate(&a, &cred, 0) != 0) {
+        respond_refusal(f, req, &a.refusal, 0);
+        gw_admission_clear(&a);
         return;
     }
-    if (atomic_load(&f->gw->stopping)) {
-        respond_error(f, req, 503, "shutting_down", -1, NULL, "the gateway is shutting down");
+    gw_admission_clear(&a);
+    if (parse_ack(req, f->gw->cfg->default_ack, &ack, bad, sizeof(bad)) != 0) {
+        refuse(f, req, GW_R_bad_request, 0, "ack: '%s' is not committed or accepted", bad);
         return;
     }
-    /* Admission before parsing: an overloaded gateway should not spend CPU on what it will refuse. */
-    if (queue_above_high_water(f->gw->q)) {
-        respond_error(f, req, 429, "overloaded", -1, NULL,
-                      "the gateway's queue is above its high-water mark");
-        return;
-    }
-    ingest(f, req, ack);
+    ingest(f, req, ack == ACK_COMMITTED);
 }
 
 static void on_error(gw_http_request *req, int status, const char *code, const char *message, void *arg)
 {
     gw_http_front *f = arg;
+    (void)code;
 
-    if (status == 413)
-        respond_error(f, req, 413, EVENT_ERR_TOO_LARGE, -1, NULL, "the request body is over %zu bytes",
-                      f->gw->lim.max_request_bytes);
-    else
-        respond_error(f, req, status, code, -1, NULL, "%s", message);
+    switch (status) {
+    case 413:
+        refuse(f, req, GW_R_too_large, 0, "the request body is over %zu bytes", f->gw->lim.max_request_bytes);
+        break;
+    case 431: refuse(f, req, GW_R_headers_too_large, 0, "%s", message); break;
+    case 500: refuse(f, req, GW_R_internal, 0, "%s", message); break;
+    default: refuse(f, req, GW_R_bad_request, status, "%s", message); break;
+    }
 }
 
 gw_http_front *gw_http_front_new(struct event_base *base, evutil_socket_t fd, gateway *gw)
@@ -719,10 +659,9 @@ static void stop_waiting_cb(evutil_socket_t fd, short what, void *arg)
         gw_http_request *req = iw->req;
         iw->wait->ctx = NULL; /* the wait lives on until its last report; nobody answers then */
         req->user = NULL;
-        respond_error(
-            f, req, 503, "shutting_down", -1, NULL,
-            "the gateway stopped before Kafka acknowledged; the events may still arrive, a retry with "
-            "the same ids is safe");
+        refuse(f, req, GW_R_shutting_down, 0,
+               "the gateway stopped before Kafka acknowledged; the events may still arrive, a retry with the "
+               "same ids is safe");
         wait_finish(iw);
     }
 }

@@ -5,10 +5,6 @@
 
 #include <event2/buffer.h>
 
-#define GW_REASON_NAME(r) #r,
-static const char *const reason_names[GW_N_REASONS] = {GW_REASONS(GW_REASON_NAME)};
-#undef GW_REASON_NAME
-
 static const char *const protocol_names[GW_N_PROTOCOLS] = {"http", "udp", "grpc"};
 
 /*
@@ -29,25 +25,6 @@ static const unsigned reasons_of[GW_N_PROTOCOLS] = {
                 R(kafka_error) | R(internal),
 };
 
-gw_reason gw_reason_of(const char *code)
-{
-    for (int r = 0; r < GW_R_other; r++)
-        if (strcmp(code, reason_names[r]) == 0)
-            return (gw_reason)r;
-    return GW_R_other;
-}
-
-const char *gw_reason_name(gw_reason r)
-{
-    return (unsigned)r < GW_N_REASONS ? reason_names[r] : "other";
-}
-
-int gw_reason_is_drop(gw_reason r)
-{
-    return r == GW_R_overloaded || r == GW_R_shutting_down || r == GW_R_ack_timeout ||
-           r == GW_R_kafka_error || r == GW_R_internal;
-}
-
 void gateway_metrics_requests(gateway_metrics *m, gw_protocol p, uint64_t started_ns, size_t n)
 {
     atomic_fetch_add_explicit(&m->requests[p], n, memory_order_relaxed);
@@ -65,9 +42,9 @@ void gateway_metrics_events(gateway_metrics *m, gw_protocol p, size_t n)
     atomic_fetch_add_explicit(&m->events[p], n, memory_order_relaxed);
 }
 
-void gateway_metrics_refused(gateway_metrics *m, gw_protocol p, const char *code)
+void gateway_metrics_refused(gateway_metrics *m, gw_protocol p, gw_reason r)
 {
-    atomic_fetch_add_explicit(&m->refused[p][gw_reason_of(code)], 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&m->refused[p][r], 1, memory_order_relaxed);
 }
 
 uint64_t gateway_metrics_refused_count(const gateway_metrics *m, gw_protocol p, gw_reason r)
@@ -82,10 +59,10 @@ static void write_refused(const gateway_metrics *m, struct evbuffer *out, const 
     for (int p = 0; p < GW_N_PROTOCOLS; p++)
         for (int r = 0; r < GW_N_REASONS; r++) {
             uint64_t v = atomic_load_explicit(&m->refused[p][r], memory_order_relaxed);
-            if (gw_reason_is_drop((gw_reason)r) != drops || (v == 0 && !(reasons_of[p] & (1u << r))))
+            if (gw_reasons[r].dropped != drops || (v == 0 && !(reasons_of[p] & (1u << r))))
                 continue;
             snprintf(labels, sizeof(labels), "protocol=\"%s\",reason=\"%s\"", protocol_names[p],
-                     reason_names[r]);
+                     gw_reasons[r].name);
             prom_sample_u64(out, name, labels, v);
         }
 }

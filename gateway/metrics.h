@@ -15,36 +15,7 @@
 #include <stdint.h>
 
 #include "prom.h"
-
-typedef enum gw_protocol { GW_HTTP, GW_UDP, GW_GRPC, GW_N_PROTOCOLS } gw_protocol;
-
-/* Every reason a request is refused, as in the error codes the clients see. */
-#define GW_REASONS(X)                                                                                        \
-    X(malformed_json)                                                                                        \
-    X(malformed_protobuf)                                                                                    \
-    X(invalid_event)                                                                                         \
-    X(too_large)                                                                                             \
-    X(too_many_events)                                                                                       \
-    X(empty)                                                                                                 \
-    X(truncated)                                                                                             \
-    X(unsupported_media_type)                                                                                \
-    X(unsupported_encoding)                                                                                  \
-    X(bad_encoding)                                                                                          \
-    X(bad_request)                                                                                           \
-    X(headers_too_large)                                                                                     \
-    X(not_found)                                                                                             \
-    X(method_not_allowed)                                                                                    \
-    X(unauthorized)                                                                                          \
-    X(overloaded)                                                                                            \
-    X(shutting_down)                                                                                         \
-    X(ack_timeout)                                                                                           \
-    X(kafka_error)                                                                                           \
-    X(internal)                                                                                              \
-    X(other)
-
-#define GW_REASON_ENUM(r) GW_R_##r,
-typedef enum gw_reason { GW_REASONS(GW_REASON_ENUM) GW_N_REASONS } gw_reason;
-#undef GW_REASON_ENUM
+#include "reason.h"
 
 typedef struct gateway_metrics {
     atomic_uint_fast64_t requests[GW_N_PROTOCOLS];
@@ -53,20 +24,14 @@ typedef struct gateway_metrics {
     prom_histogram latency[GW_N_PROTOCOLS];
 } gateway_metrics;
 
-/* The reason for an error code ("invalid_event", ...); unknown codes are GW_R_other. */
-gw_reason gw_reason_of(const char *code);
-const char *gw_reason_name(gw_reason r);
-/* 1 when a refusal for `r` is the gateway's doing (dropped), 0 when the request's (rejected). */
-int gw_reason_is_drop(gw_reason r);
-
 /* One request answered or handled; started_ns from prom_now_ns() (0: no latency sample). */
 void gateway_metrics_request(gateway_metrics *m, gw_protocol p, uint64_t started_ns);
 /* n requests handled together, all started at started_ns. */
 void gateway_metrics_requests(gateway_metrics *m, gw_protocol p, uint64_t started_ns, size_t n);
 /* n events of one request went into the queue. */
 void gateway_metrics_events(gateway_metrics *m, gw_protocol p, size_t n);
-/* One request refused, with its error code. */
-void gateway_metrics_refused(gateway_metrics *m, gw_protocol p, const char *code);
+/* One request refused, for reason r. */
+void gateway_metrics_refused(gateway_metrics *m, gw_protocol p, gw_reason r);
 uint64_t gateway_metrics_refused_count(const gateway_metrics *m, gw_protocol p, gw_reason r);
 
 /* ingest_requests_total, ingest_events_received_total, ingest_rejected_total, ingest_dropped_total and

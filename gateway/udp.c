@@ -10,7 +10,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "envelope.h"
+#include "admit.h"
 #include "json.h"
 #include "log.h"
 #include "net.h"
@@ -46,167 +46,89 @@ static long long now_ms(void)
 }
 
 /*
- * Count a dropped datagram under its reason, and log it at most once a
- * second with the totals so far: a flood must not flood the log.
+ * Log a dropped datagram at most once a second, with the totals so far: a
+ * flood must not flood the log. (The admission stage counted it already.)
  */
-static void drop(udp_front *u, const char *peer, const char *reason, const char *detail)
+static void log_drop(udp_front *u, const char *peer, gw_reason reason, const char *detail)
 {
-    gateway_metrics *m = &u->gw->metrics;
+    const gateway_metrics *m = &u->gw->metrics;
     long long now = now_ms(), last = atomic_load(&u->last_log_ms);
+    unsigned long long invalid = 0;
 
-    gateway_metrics_refused(m, GW_UDP, reason);
     if (now - last < 1000 || !atomic_compare_exchange_strong(&u->last_log_ms, &last, now))
         return;
+    for (int r = 0; r < GW_N_REASONS; r++)
+        if (!gw_reasons[r].dropped && r != GW_R_truncated)
+            invalid += gateway_metrics_refused_count(m, GW_UDP, (gw_reason)r);
     LOG_WARN("udp",
              "dropped datagram peer=%s reason=%s: %s (dropped so far: invalid=%llu truncated=%llu "
              "overloaded=%llu)",
-             peer, reason, detail,
-             (unsigned long long)(gateway_metrics_refused_count(m, GW_UDP, GW_R_malformed_json) +
-                                  gateway_metrics_refused_count(m, GW_UDP, GW_R_malformed_protobuf) +
-                                  gateway_metrics_refused_count(m, GW_UDP, GW_R_invalid_event) +
-                                  gateway_metrics_refused_count(m, GW_UDP, GW_R_too_large) +
-                                  gateway_metrics_refused_count(m, GW_UDP, GW_R_empty)),
+             peer, gw_reasons[reason].name, detail, invalid,
              (unsigned long long)gateway_metrics_refused_count(m, GW_UDP, GW_R_truncated),
              (unsigned long long)gateway_metrics_refused_count(m, GW_UDP, GW_R_overloaded));
 }
 
-static int64_t now_ns(void)
+static void on_refused(gw_admission *a, const char *peer, const gw_refusal *r)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+    log_drop(a->user, peer, r->reason, r->message);
 }
 
 /*
  * One receive thread's scratch, reused from batch to batch so the steady
- * state allocates only what travels on (the messages).
+ * state allocates only what travels on (the records).
  */
 typedef struct udp_work {
-    ing_event_batch b;  /* one datagram's events */
-    produce_msg **msgs; /* this recvmmsg batch's messages, datagram after datagram */
-    size_t n_msgs, cap_msgs;
-    size_t first[UDP_BATCH + 1];  /* datagram k's messages are msgs[first[k] .. first[k + 1]) */
-    const char *peer[UDP_BATCH];  /* for the log of a datagram dropped at the queue */
-    int n_dgrams;                 /* datagrams with messages waiting in msgs */
+    gw_admission adm;             /* the recvmmsg batch: one unit per datagram taken */
     struct sockaddr_storage last; /* the peer formatted last, and how */
     socklen_t last_len;
     char last_peer[64];
     char peers[UDP_BATCH][64];
 } udp_work;
 
-static int reserve(udp_work *w, size_t more)
-{
-    if (w->n_msgs + more <= w->cap_msgs)
-        return 0;
-    size_t cap = w->cap_msgs ? w->cap_msgs : 64;
-    while (cap < w->n_msgs + more)
-        cap *= 2;
-    produce_msg **m = realloc(w->msgs, cap * sizeof(*m));
-    if (m == NULL)
-        return -ENOMEM;
-    w->msgs = m;
-    w->cap_msgs = cap;
-    return 0;
-}
+typedef struct datagram {
+    const unsigned char *buf;
+    size_t len;
+} datagram;
 
-/*
- * One datagram: parse and validate all its events, and make their messages
- * (appended to w->msgs as datagram w->n_dgrams); any fault drops all of it.
- */
-static void handle(udp_front *u, udp_work *w, const unsigned char *buf, size_t len, const char *peer,
-                   int64_t received)
+/* The admission stage's parser for a datagram: JSON (NDJSON) when it starts with '{', else a protobuf
+ * CloudEvent. */
+static int parse_datagram(gw_admission *a, void *arg)
 {
-    gateway *gw = u->gw;
-    ing_event_batch *b = &w->b;
+    const datagram *d = arg;
+    const ing_event_limits *lim = &a->gw->lim;
     ing_event_error err;
-    size_t p = 0, made = 0;
+    size_t p = 0;
     int rc;
 
-    ing_event_batch_reset(b);
-    while (p < len && (buf[p] == ' ' || buf[p] == '\t' || buf[p] == '\r' || buf[p] == '\n'))
+    memset(&err, 0, sizeof(err));
+    while (p < d->len && (d->buf[p] == ' ' || d->buf[p] == '\t' || d->buf[p] == '\r' || d->buf[p] == '\n'))
         p++;
-    if (p == len) {
-        drop(u, peer, "empty", "an empty datagram");
-        return;
-    }
-    err.code = NULL;
-    if (buf[p] == '{') {
-        /* One JSON event is NDJSON of one line. */
-        rc = json_parse_events((const char *)buf, len, JSON_FORM_NDJSON, &gw->lim, b, &err);
+    if (p == d->len)
+        return gw_admission_refuse(a, GW_R_empty, -1, "an empty datagram");
+    if (d->buf[p] == '{') {
+        /* One JSON event is NDJSON of one line; NDJSON names its events by index. */
+        a->multi = 1;
+        rc = json_parse_events((const char *)d->buf, d->len, JSON_FORM_NDJSON, lim, &a->batch, &err);
     } else {
-        ing_event *ev = ing_event_batch_add(b);
-        rc = ev ? ing_event_from_wire(buf, len, ev, &gw->lim, &err) : -ENOMEM;
+        ing_event *ev = ing_event_batch_add(&a->batch);
+        if (ev == NULL)
+            return -ENOMEM;
+        rc = ing_event_from_wire(d->buf, d->len, ev, lim, &err);
         if (rc == -EBADMSG)
-            rc = ing_event_error_set(&err, "malformed_protobuf", -1, "",
-                                     "not JSON, and not a protobuf CloudEvent");
+            return gw_admission_refuse(a, GW_R_malformed_protobuf, -1,
+                                       "not JSON, and not a protobuf CloudEvent");
     }
-    for (size_t i = 0; rc == 0 && i < b->n; i++)
-        if ((rc = ing_event_validate(&b->ev[i], &gw->lim, b->n > 1 ? (long)i : -1, &err)) == 0)
-            rc = ing_event_assign_id(&b->ev[i]);
-    if (rc != 0) {
-        drop(u, peer, rc == -ENOMEM ? "internal" : err.code, rc == -ENOMEM ? "out of memory" : err.message);
-        return;
-    }
-    if (reserve(w, b->n) != 0)
-        goto oom;
-    for (; made < b->n; made++)
-        if ((w->msgs[w->n_msgs + made] = produce_msg_new(&b->ev[made], received, ENVELOPE_UDP, peer,
-                                                         gw->cfg->gateway_id, NULL)) == NULL)
-            goto oom;
-    w->peer[w->n_dgrams] = peer;
-    w->first[w->n_dgrams] = w->n_msgs;
-    w->n_msgs += made;
-    w->first[++w->n_dgrams] = w->n_msgs;
-    return;
-oom:
-    while (made > 0)
-        produce_msg_free(w->msgs[w->n_msgs + --made]);
-    drop(u, peer, "internal", "out of memory");
+    return rc == -EINVAL ? gw_admission_refuse_error(a, &err) : rc;
 }
 
-/* Datagrams [lo, hi) of the batch that the queue did not take: dropped, each under its reason. */
-static void refuse(udp_front *u, udp_work *w, int lo, int hi, int rc)
+/* One datagram through the admission stage: refused before parsing when the gateway cannot take it. */
+static void handle(udp_work *w, const unsigned char *buf, size_t len, const char *peer)
 {
-    for (int k = lo; k < hi; k++) {
-        for (size_t i = w->first[k]; i < w->first[k + 1]; i++)
-            produce_msg_free(w->msgs[i]);
-        drop(u, w->peer[k], rc == -EPIPE ? "shutting_down" : "overloaded",
-             rc == -EPIPE ? "the gateway is stopping" : "the queue is above its high-water mark");
-    }
-}
+    datagram d = {buf, len};
 
-/*
- * Queue what the batch's datagrams made: one push (one lock, at most one
- * producer wake-up) for the whole batch. Above the high-water mark nothing
- * is taken; when the queue has room for some but not all, each datagram is
- * tried alone, so a datagram is still all or nothing.
- */
-static void flush(udp_front *u, udp_work *w)
-{
-    queue *q = u->gw->q;
-    int rc = -EAGAIN;
-
-    if (w->n_dgrams == 0)
-        return;
-    if (!queue_above_high_water(q))
-        rc = queue_push_n(q, (void *const *)w->msgs, w->n_msgs);
-    if (rc == 0) {
-        gateway_metrics_events(&u->gw->metrics, GW_UDP, w->n_msgs);
-    } else if (rc != -EPIPE && !queue_above_high_water(q)) {
-        /* -EAGAIN (no room for all) or -EINVAL (more than the whole queue holds) */
-        for (int k = 0; k < w->n_dgrams; k++) {
-            size_t n = w->first[k + 1] - w->first[k];
-            if (!queue_above_high_water(q) &&
-                (rc = queue_push_n(q, (void *const *)&w->msgs[w->first[k]], n)) == 0)
-                gateway_metrics_events(&u->gw->metrics, GW_UDP, n);
-            else
-                refuse(u, w, k, k + 1, rc == 0 ? -EAGAIN : rc);
-        }
-    } else {
-        refuse(u, w, 0, w->n_dgrams, rc);
-    }
-    w->n_msgs = 0;
-    w->n_dgrams = 0;
+    w->adm.peer = peer;
+    if (gw_admit_gate(&w->adm, NULL, 0) == 0)
+        gw_admit_prepare(&w->adm, parse_datagram, &d, 0);
 }
 
 /* "ip:port" of a peer; a sender usually sends many datagrams from one socket, so the last is kept. */
@@ -241,7 +163,11 @@ static void *udp_main(void *arg)
         free(w);
         return NULL;
     }
-    ing_event_batch_init(&w->b);
+    gw_admission_init(&w->adm, u->gw, GW_UDP, NULL, 0);
+    w->adm.committed = 0;
+    w->adm.all_errors = 0;
+    w->adm.on_refused = on_refused;
+    w->adm.user = u;
     while (!atomic_load(&u->stop)) {
         for (int i = 0; i < UDP_BATCH; i++) {
             iov[i].iov_base = bufs + (size_t)i * u->max_datagram;
@@ -260,19 +186,21 @@ static void *udp_main(void *arg)
             continue;
         }
         uint64_t started = prom_now_ns();
-        int64_t received = now_ns();
+        gw_admission_reset(&w->adm, started);
         for (int i = 0; i < n; i++) {
             const char *peer = peer_name(w, i, &peers[i], msgs[i].msg_hdr.msg_namelen);
-            if (msgs[i].msg_hdr.msg_flags & MSG_TRUNC)
-                drop(u, peer, "truncated", "larger than --udp-max-datagram");
-            else
-                handle(u, w, iov[i].iov_base, msgs[i].msg_len, peer, received);
+            if (msgs[i].msg_hdr.msg_flags & MSG_TRUNC) {
+                gw_admit_count_refused(u->gw, GW_UDP, GW_R_truncated);
+                log_drop(u, peer, GW_R_truncated, "larger than --udp-max-datagram");
+            } else {
+                handle(w, iov[i].iov_base, msgs[i].msg_len, peer);
+            }
         }
-        flush(u, w);
-        gateway_metrics_requests(&u->gw->metrics, GW_UDP, started, (size_t)n);
+        /* The batch's datagrams in one queue operation: one lock, at most one producer wake-up. */
+        gw_admit_push(&w->adm, 0);
+        gw_admit_count_answered(u->gw, GW_UDP, started, (size_t)n);
     }
-    ing_event_batch_clear(&w->b);
-    free(w->msgs);
+    gw_admission_clear(&w->adm);
     free(w);
     free(bufs);
     return NULL;

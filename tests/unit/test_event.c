@@ -257,7 +257,7 @@ static void test_event_size_limit(void **state)
     data[n] = '\0';
     ing_event_set_data(&ev, EVENT_DATA_BINARY, data, n);
     assert_int_equal(ing_event_validate(&ev, &lim, 3, &err), -EINVAL);
-    assert_string_equal(err.code, EVENT_ERR_TOO_LARGE);
+    assert_int_equal(err.code, ING_ERR_TOO_LARGE);
     assert_int_equal(err.index, 3);
     ing_event_clear(&ev);
 

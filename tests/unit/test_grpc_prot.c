@@ -1,7 +1,7 @@
 /*
  * gateway/grpc_prot: a PublishRequest into validated events or the list of
- * what is wrong, the PublishResponse on the wire, the peer and the bearer
- * token as the C core hands them, and the in-seq-order release of a
+ * what is wrong (through the admission stage), the PublishResponse on the
+ * wire, the peer as the C core hands it, and the in-seq-order release of a
  * stream's acks whatever order Kafka answers in.
  */
 #include <errno.h>
@@ -18,11 +18,22 @@
 #include "grpc_prot.h"
 
 static ing_event_limits lim;
+static gateway_config cfg = {.default_ack = "committed", .gateway_id = "gw-test", .auth_token = ""};
+static gateway gw;
 
 static int setup(void **state)
 {
     (void)state;
     ing_event_limits_default(&lim);
+    gw.cfg = &cfg;
+    gw.q = queue_new(64, 48);
+    return gw.q ? 0 : -1;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    queue_free(gw.q);
     return 0;
 }
 
@@ -34,20 +45,25 @@ static void ce_init(Ingest__V1__CloudEvent *ce, const char *id, const char *sour
     ce->type = (char *)type;
 }
 
-/* gw_grpc_prot_events() on the request as it comes off the wire: packed by protobuf-c, read by wire.c. */
-static int events_of(const Ingest__V1__PublishRequest *req, const ing_event_limits *l, ing_event_batch *b,
-                     gw_grpc_event_errors *errs, ing_event_error *req_err)
+/*
+ * The request as it comes off the wire (packed by protobuf-c, read by
+ * wire.c) through the admission stage with gw_grpc_prot_parse(), as a
+ * stream's request goes: every bad event listed, none queued.
+ */
+static int events_of(const Ingest__V1__PublishRequest *req, const ing_event_limits *l, gw_admission *a)
 {
     size_t n = ingest__v1__publish_request__get_packed_size(req);
     uint8_t *buf = malloc(n ? n : 1);
-    wire_request w;
     int rc;
 
     assert_non_null(buf);
     assert_int_equal(ingest__v1__publish_request__pack(req, buf), n);
-    assert_int_equal(publish_request_from_wire(buf, n, &w), 0);
-    assert_int_equal(w.n_events, req->n_events);
-    rc = gw_grpc_prot_events(&w, l, b, errs, req_err);
+    gw.lim = *l;
+    gw_admission_init(a, &gw, GW_GRPC, "[::1]:5", 0);
+    a->all_errors = 1;
+    gw_grpc_publish pub = {buf, n, 0};
+    rc = gw_admit_prepare(a, gw_grpc_prot_parse, &pub, 1);
+    assert_int_equal(pub.seq, req->seq);
     free(buf);
     return rc;
 }
@@ -56,9 +72,7 @@ static void test_events_valid_get_ids_in_order(void **state)
 {
     Ingest__V1__CloudEvent ces[3], *ptrs[3];
     Ingest__V1__PublishRequest req = INGEST__V1__PUBLISH_REQUEST__INIT;
-    gw_grpc_event_errors errs = {0};
-    ing_event_error req_err;
-    ing_event_batch b;
+    gw_admission a;
     (void)state;
 
     ce_init(&ces[0], "", "/s", "t");
@@ -68,26 +82,27 @@ static void test_events_valid_get_ids_in_order(void **state)
         ptrs[i] = &ces[i];
     req.n_events = 3;
     req.events = ptrs;
-    ing_event_batch_init(&b);
-    assert_int_equal(events_of(&req, &lim, &b, &errs, &req_err), 0);
-    assert_int_equal(b.n, 3);
-    assert_int_equal(errs.n, 0);
-    assert_int_equal(strlen(b.ev[0].id), EVENT_ID_LEN);
-    assert_string_equal(b.ev[1].id, "given");
-    assert_int_equal(strlen(b.ev[2].id), EVENT_ID_LEN);
+    req.seq = 77;
+    req.ack = INGEST__V1__ACK_LEVEL__ACK_LEVEL_ACCEPTED;
+    assert_int_equal(events_of(&req, &lim, &a), 0);
+    assert_int_equal(a.batch.n, 3);
+    assert_int_equal(a.n_errors, 0);
+    assert_int_equal(a.n_msgs, 3);
+    assert_int_equal(a.committed, 0);
+    assert_null(a.wait);
+    assert_int_equal(strlen(a.batch.ev[0].id), EVENT_ID_LEN);
+    assert_string_equal(a.batch.ev[1].id, "given");
+    assert_int_equal(strlen(a.batch.ev[2].id), EVENT_ID_LEN);
     /* UUIDv7: assigned in time order. */
-    assert_true(strcmp(b.ev[0].id, b.ev[2].id) < 0);
-    ing_event_batch_clear(&b);
-    gw_grpc_event_errors_clear(&errs);
+    assert_true(strcmp(a.batch.ev[0].id, a.batch.ev[2].id) < 0);
+    gw_admission_clear(&a); /* frees the records never queued */
 }
 
 static void test_events_every_bad_one_is_listed(void **state)
 {
     Ingest__V1__CloudEvent ces[5], *ptrs[5];
     Ingest__V1__PublishRequest req = INGEST__V1__PUBLISH_REQUEST__INIT;
-    gw_grpc_event_errors errs = {0};
-    ing_event_error req_err;
-    ing_event_batch b;
+    gw_admission a;
     (void)state;
 
     ce_init(&ces[0], "a", "/s", "t");
@@ -100,30 +115,34 @@ static void test_events_every_bad_one_is_listed(void **state)
         ptrs[i] = &ces[i];
     req.n_events = 5;
     req.events = ptrs;
-    ing_event_batch_init(&b);
-    assert_int_equal(events_of(&req, &lim, &b, &errs, &req_err), -EINVAL);
-    assert_int_equal(errs.n, 3);
-    assert_int_equal(errs.e[0].index, 1);
-    assert_int_equal(errs.e[1].index, 3);
-    assert_int_equal(errs.e[2].index, 4);
-    for (size_t i = 0; i < errs.n; i++)
-        assert_string_equal(errs.e[i].code, EVENT_ERR_INVALID);
-    assert_non_null(strstr(errs.e[0].message, "type"));
-    assert_non_null(strstr(errs.e[1].message, "source"));
-    assert_non_null(strstr(errs.e[2].message, "specversion"));
-    ing_event_batch_clear(&b);
-    gw_grpc_event_errors_clear(&errs);
-    gw_grpc_event_errors_clear(&errs); /* cleared twice: harmless */
+    assert_int_equal(events_of(&req, &lim, &a), -1);
+    assert_int_equal(a.n_errors, 3);
+    assert_int_equal(a.n_msgs, 0);
+    assert_int_equal(a.errors[0].index, 1);
+    assert_int_equal(a.errors[1].index, 3);
+    assert_int_equal(a.errors[2].index, 4);
+    for (size_t i = 0; i < a.n_errors; i++)
+        assert_int_equal(a.errors[i].reason, GW_R_invalid_event);
+    assert_non_null(strstr(a.errors[0].message, "type"));
+    assert_non_null(strstr(a.errors[1].message, "source"));
+    assert_non_null(strstr(a.errors[2].message, "specversion"));
+    /* The first bad event names the refusal: the index rule. */
+    assert_int_equal(a.refusal.reason, GW_R_invalid_event);
+    assert_int_equal(a.refusal.index, 1);
+    char msg[300];
+    gw_grpc_prot_status_message(&a.refusal, a.n_errors, msg, sizeof(msg));
+    assert_non_null(strstr(msg, "invalid_event: event 1: "));
+    assert_non_null(strstr(msg, "(and other events)"));
+    gw_admission_clear(&a);
+    gw_admission_clear(&a); /* cleared twice: harmless */
 }
 
 static void test_events_too_many_is_the_request_s_fault(void **state)
 {
     Ingest__V1__CloudEvent ces[3], *ptrs[3];
     Ingest__V1__PublishRequest req = INGEST__V1__PUBLISH_REQUEST__INIT;
-    gw_grpc_event_errors errs = {0};
-    ing_event_error req_err;
     ing_event_limits small = lim;
-    ing_event_batch b;
+    gw_admission a;
     (void)state;
 
     for (int i = 0; i < 3; i++) {
@@ -133,19 +152,18 @@ static void test_events_too_many_is_the_request_s_fault(void **state)
     small.max_batch_events = 2;
     req.n_events = 3;
     req.events = ptrs;
-    ing_event_batch_init(&b);
-    assert_int_equal(events_of(&req, &small, &b, &errs, &req_err), -EINVAL);
-    assert_int_equal(errs.n, 0);
-    assert_int_equal(b.n, 0);
-    assert_string_equal(req_err.code, EVENT_ERR_TOO_MANY);
-    assert_int_equal(req_err.index, -1);
-    ing_event_batch_clear(&b);
+    assert_int_equal(events_of(&req, &small, &a), -1);
+    assert_int_equal(a.n_errors, 0);
+    assert_int_equal(a.batch.n, 0);
+    assert_int_equal(a.refusal.reason, GW_R_too_many_events);
+    assert_int_equal(a.refusal.index, -1);
+    gw_admission_clear(&a);
 }
 
 static void test_response_round_trip(void **state)
 {
     ing_event_batch b;
-    gw_grpc_event_errors errs = {0};
+    gw_event_error errs[2];
     uint8_t *buf;
     size_t len;
     (void)state;
@@ -155,7 +173,7 @@ static void test_response_round_trip(void **state)
     ev->id = strdup("id-1");
     ev = ing_event_batch_add(&b);
     ev->id = strdup("id-2");
-    assert_int_equal(gw_grpc_prot_response(42, &b, NULL, &buf, &len), 0);
+    assert_int_equal(gw_grpc_prot_response(42, &b, NULL, 0, &buf, &len), 0);
     Ingest__V1__PublishResponse *r = ingest__v1__publish_response__unpack(NULL, len, buf);
     assert_non_null(r);
     assert_int_equal(r->seq, 42);
@@ -168,11 +186,9 @@ static void test_response_round_trip(void **state)
     free(buf);
     ing_event_batch_clear(&b);
 
-    errs.e = calloc(2, sizeof(*errs.e));
-    errs.n = errs.cap = 2;
-    errs.e[0] = (gw_grpc_event_error){.index = 3, .code = EVENT_ERR_INVALID, .message = "source: required"};
-    errs.e[1] = (gw_grpc_event_error){.index = 7, .code = EVENT_ERR_TOO_LARGE, .message = "too big"};
-    assert_int_equal(gw_grpc_prot_response(9, NULL, &errs, &buf, &len), 0);
+    errs[0] = (gw_event_error){.index = 3, .reason = GW_R_invalid_event, .message = "source: required"};
+    errs[1] = (gw_event_error){.index = 7, .reason = GW_R_too_large, .message = "too big"};
+    assert_int_equal(gw_grpc_prot_response(9, NULL, errs, 2, &buf, &len), 0);
     r = ingest__v1__publish_response__unpack(NULL, len, buf);
     assert_non_null(r);
     assert_int_equal(r->seq, 9);
@@ -186,10 +202,9 @@ static void test_response_round_trip(void **state)
     assert_string_equal(r->errors[1]->code, "too_large");
     ingest__v1__publish_response__free_unpacked(r, NULL);
     free(buf);
-    gw_grpc_event_errors_clear(&errs);
 
     /* Nothing at all (seq 0, an empty request's ack): an empty message, still a buffer to free. */
-    assert_int_equal(gw_grpc_prot_response(0, NULL, NULL, &buf, &len), 0);
+    assert_int_equal(gw_grpc_prot_response(0, NULL, NULL, 0, &buf, &len), 0);
     assert_int_equal(len, 0);
     free(buf);
 }
@@ -211,28 +226,6 @@ static void test_peer(void **state)
     assert_string_equal(out, "");
     gw_grpc_prot_peer("ipv4:255.255.255.255:65535", out, 8);
     assert_string_equal(out, "255.255");
-}
-
-static void test_bearer(void **state)
-{
-    (void)state;
-#define OK(v) gw_grpc_prot_bearer_ok(v, strlen(v), "tok3n")
-    assert_true(OK("Bearer tok3n"));
-    assert_true(OK("bearer tok3n"));
-    assert_true(OK("BEARER tok3n"));
-    assert_false(OK("Bearer tok3"));
-    assert_false(OK("Bearer tok3n!"));
-    assert_false(OK("Bearer Tok3n"));
-    assert_false(OK("tok3n"));
-    assert_false(OK("Basic tok3n"));
-    assert_false(OK("Bearer "));
-    assert_false(OK(""));
-#undef OK
-    /* Not NUL-terminated: only len bytes count. */
-    assert_true(gw_grpc_prot_bearer_ok("Bearer tok3nXYZ", 12, "tok3n"));
-    assert_false(gw_grpc_prot_bearer_ok(NULL, 0, "tok3n"));
-    /* An empty token matches nothing (auth is off then, and never asked). */
-    assert_false(gw_grpc_prot_bearer_ok("Bearer ", 7, ""));
 }
 
 static void test_acks_leave_in_seq_order(void **state)
@@ -281,8 +274,7 @@ int main(void)
         cmocka_unit_test(test_events_too_many_is_the_request_s_fault),
         cmocka_unit_test(test_response_round_trip),
         cmocka_unit_test(test_peer),
-        cmocka_unit_test(test_bearer),
         cmocka_unit_test(test_acks_leave_in_seq_order),
     };
-    return cmocka_run_group_tests(tests, setup, NULL);
+    return cmocka_run_group_tests(tests, setup, teardown);
 }

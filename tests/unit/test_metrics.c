@@ -63,17 +63,28 @@ static void test_histogram_buckets_are_cumulative(void **state)
     evbuffer_free(b);
 }
 
+/* The one table: every reason has a name, an HTTP status and a gRPC status; codes from common/ map total. */
 static void test_reasons(void **state)
 {
     (void)state;
-    assert_int_equal(gw_reason_of("invalid_event"), GW_R_invalid_event);
-    assert_int_equal(gw_reason_of("truncated"), GW_R_truncated);
-    assert_int_equal(gw_reason_of("no such code"), GW_R_other);
-    assert_string_equal(gw_reason_name(GW_R_malformed_protobuf), "malformed_protobuf");
-    assert_true(gw_reason_is_drop(GW_R_overloaded));
-    assert_true(gw_reason_is_drop(GW_R_ack_timeout));
-    assert_false(gw_reason_is_drop(GW_R_invalid_event));
-    assert_false(gw_reason_is_drop(GW_R_unauthorized));
+    for (int r = 0; r < GW_N_REASONS; r++) {
+        assert_non_null(gw_reasons[r].name);
+        assert_true(gw_reasons[r].http_status >= 400 && gw_reasons[r].http_status < 600);
+        assert_true(gw_reasons[r].grpc_status != GW_GRPC_OK);
+        for (int k = 0; k < r; k++)
+            assert_string_not_equal(gw_reasons[r].name, gw_reasons[k].name);
+    }
+    assert_string_equal(gw_reasons[GW_R_malformed_protobuf].name, "malformed_protobuf");
+    assert_int_equal(gw_reasons[GW_R_overloaded].http_status, 429);
+    assert_int_equal(gw_reasons[GW_R_overloaded].grpc_status, GW_GRPC_RESOURCE_EXHAUSTED);
+    assert_int_equal(gw_reasons[GW_R_unauthorized].grpc_status, GW_GRPC_UNAUTHENTICATED);
+    assert_true(gw_reasons[GW_R_overloaded].dropped);
+    assert_true(gw_reasons[GW_R_ack_timeout].dropped);
+    assert_false(gw_reasons[GW_R_invalid_event].dropped);
+    assert_false(gw_reasons[GW_R_unauthorized].dropped);
+    /* Every code common/ gives has its reason, by the same name. */
+    for (ing_errcode c = ING_ERR_MALFORMED_JSON; c <= ING_ERR_TOO_MANY_EVENTS; c++)
+        assert_string_equal(gw_reasons[gw_reason_of_errcode(c)].name, ing_errcode_name(c));
 }
 
 static void test_gateway_families(void **state)
@@ -85,9 +96,9 @@ static void test_gateway_families(void **state)
     gateway_metrics_request(m, GW_UDP, 0);
     gateway_metrics_request(m, GW_UDP, prom_now_ns());
     gateway_metrics_events(m, GW_UDP, 7);
-    gateway_metrics_refused(m, GW_UDP, "truncated");
-    gateway_metrics_refused(m, GW_HTTP, "overloaded");
-    gateway_metrics_refused(m, GW_GRPC, "not_found"); /* not a gRPC reason, yet shown once it happened */
+    gateway_metrics_refused(m, GW_UDP, GW_R_truncated);
+    gateway_metrics_refused(m, GW_HTTP, GW_R_overloaded);
+    gateway_metrics_refused(m, GW_GRPC, GW_R_not_found); /* not a gRPC reason, yet shown once it happened */
     gateway_metrics_write(m, b);
     char *s = text_of(b);
     assert_non_null(strstr(s, "ingest_requests_total{protocol=\"udp\"} 2\n"));

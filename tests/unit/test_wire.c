@@ -380,7 +380,7 @@ static void compare_event(const CloudEvent *ce, const uint8_t *buf, size_t len, 
         refused_both++;
     } else if (ra == -EINVAL) {
         einval_both++;
-        assert_string_equal(ea.code, eb.code);
+        assert_int_equal(ea.code, eb.code);
         assert_string_equal(ea.field, eb.field);
         assert_string_equal(ea.message, eb.message);
         assert_int_equal(ea.index, eb.index);

@@ -1,0 +1,164 @@
+/*
+ * One admission stage for every protocol. Each request (an HTTP request, a
+ * UDP datagram, a gRPC message) goes through it in this order:
+ *
+ *   1. gw_admit_gate():    can we take it at all: the caller's identity (the
+ *                          hook where quotas will go too), the stop, overload.
+ *                          Nothing is parsed yet, so a refusal here is cheap.
+ *   2. gw_admit_prepare(): the front end's parser turns the bytes into events;
+ *                          then every event is validated (common/), given an
+ *                          id, and encoded into its Envelope and Kafka record.
+ *   3. gw_admit_push():    into the shared queue, all or nothing per request.
+ *
+ * and every step counts what it decides in the metrics, so the front ends
+ * hold no validation, id, encoding or metrics code of their own: they read
+ * bytes, call these, and answer in their protocol.
+ *
+ * The event index rule, the same on every protocol: in a request whose form
+ * can carry several events (an HTTP batch or NDJSON body, a UDP JSON
+ * datagram, which is NDJSON, any gRPC PublishRequest), a refusal that is one
+ * event's fault names it by its 0-based position in the request; a form
+ * that carries exactly one event (HTTP's single-event and binary modes, a
+ * UDP protobuf datagram) names none, and neither does a refusal of the
+ * request as a whole (index -1).
+ *
+ * A gw_admission is one request on its way in, owned by the thread that
+ * handles it (no lock): HTTP's I/O loop, a UDP receive thread, a gRPC call
+ * under its lock. UDP puts a whole recvmmsg batch in one admission, one
+ * "unit" per datagram, and pushes them with one queue operation; each unit
+ * is still all or nothing.
+ */
+#ifndef INGEST_GATEWAY_ADMIT_H
+#define INGEST_GATEWAY_ADMIT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "event.h"
+#include "gateway.h"
+#include "producer.h"
+#include "reason.h"
+
+/* Why a request was refused: what the front end tells its client. */
+typedef struct gw_refusal {
+    gw_reason reason;
+    long index; /* the event at fault (the index rule above), or -1 */
+    char message[300];
+} gw_refusal;
+
+/* One event refused, where a protocol lists them all (gRPC's PublishResponse.errors). */
+typedef struct gw_event_error {
+    uint32_t index;
+    gw_reason reason;
+    char message[256];
+} gw_event_error;
+
+/* What the caller showed of who it is; NULL members: not shown. */
+typedef struct gw_credentials {
+    const char *authorization; /* the Authorization header or metadata value */
+    size_t authorization_len;
+} gw_credentials;
+
+typedef struct gw_admission gw_admission;
+
+/*
+ * A front end's parser: the request's events into a->batch (added with
+ * ing_event_batch_add(), in request order), reading gw->lim for the limits.
+ * It sets a->multi when the request's form can carry several events (the
+ * index rule), and may set a->committed (the request's ack level). Returns 0; -ENOMEM;
+ * or -EINVAL after gw_admission_refuse() / gw_admission_refuse_error() for a
+ * fault of the request (or of one event, when it stops at the first). A
+ * protocol that reports every bad event (a->all_errors) records each with
+ * gw_admission_event_error() and returns 0.
+ */
+typedef int (*gw_parse_fn)(gw_admission *a, void *arg);
+
+struct gw_admission {
+    gateway *gw;
+    gw_protocol protocol;
+    const char *peer;    /* the client's "ip:port", into the Envelope; the caller keeps it alive */
+    uint64_t started_ns; /* prom_now_ns() at the request's arrival, for the latency histogram */
+    int64_t received_ns; /* wall clock at arrival, into the Envelope */
+
+    /* Set by the caller before gw_admit_prepare(): */
+    int committed;    /* make an ack_wait for the records (the parser may change it) */
+    ack_inbox *inbox; /* the ack_wait's loop (NULL: done runs on the reporting thread) */
+    void (*done)(ack_wait *w);
+    int all_errors; /* validate every event and list each bad one in errors */
+    int multi;      /* set by the parser: the request's form can carry several events (index rule) */
+    /* Called for every refusal the stage decides (UDP logs drops with it); may be NULL. */
+    void (*on_refused)(gw_admission *a, const char *peer, const gw_refusal *r);
+    void *user;
+
+    /* Results: */
+    gw_refusal refusal;     /* when a step returned -1: why */
+    ing_event_batch batch;  /* the last prepared unit's events, valid and with ids */
+    ack_wait *wait;         /* the last prepared unit's, when committed: set w->ctx before pushing */
+    gw_event_error *errors; /* with all_errors: every bad event of the last unit, by index */
+    size_t n_errors, cap_errors;
+
+    /* The records made so far, unit after unit; what was not queued is freed by gw_admission_clear(). */
+    produce_msg **msgs;
+    size_t n_msgs, cap_msgs;
+    size_t *unit_first; /* unit k's records are msgs[unit_first[k] .. unit_first[k + 1]) */
+    const char **unit_peer;
+    ack_wait **unit_wait;
+    size_t n_units, cap_units;
+};
+
+/* A new admission for one request (or, for UDP, one batch of datagrams). */
+void gw_admission_init(gw_admission *a, gateway *gw, gw_protocol p, const char *peer, uint64_t started_ns);
+/* Free everything not queued: the events, records, waits. The admission may be initialized again. */
+void gw_admission_clear(gw_admission *a);
+/* Drop what was not queued and start the next request, keeping the memory (a UDP thread's next batch). */
+void gw_admission_reset(gw_admission *a, uint64_t started_ns);
+
+/*
+ * 1. Can the gateway take this request at all. `cred` NULL: the protocol
+ * carries no identity (UDP), and --auth-token does not apply to it.
+ * `may_wait`: the caller holds the request back itself while the queue is
+ * above its high-water mark (a gRPC stream parks), so overload is no
+ * refusal here. 0, or -1 with a->refusal set (unauthorized, shutting_down,
+ * overloaded) and counted.
+ */
+int gw_admit_gate(gw_admission *a, const gw_credentials *cred, int may_wait);
+
+/*
+ * 2. Parse with `parse`, then validate, give ids and encode every event:
+ * a new unit of records, all of the request's or none. 0; or -1 with
+ * a->refusal set and counted (with all_errors, a->errors lists every bad
+ * event and refusal names the first). A request without events is refused
+ * unless `may_be_empty` (a stream's empty request is acknowledged empty).
+ */
+int gw_admit_prepare(gw_admission *a, gw_parse_fn parse, void *arg, int may_be_empty);
+
+/*
+ * 3. Queue every unit prepared, each all or nothing, with one queue
+ * operation when they all fit. 0 when all went in (counted); -EAGAIN when
+ * the queue had no room and `keep` asked to keep them for another try
+ * (a gRPC stream holds its request); else -1: the units that did not fit
+ * are refused (overloaded, shutting_down), counted and freed, each reported
+ * to on_refused, and a->refusal says why (for a single unit).
+ */
+int gw_admit_push(gw_admission *a, int keep);
+
+/* For a front end's parser: refuse the request (index -1) or one event. Returns -EINVAL. */
+int gw_admission_refuse(gw_admission *a, gw_reason reason, long index, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+int gw_admission_refuse_error(gw_admission *a, const ing_event_error *err);
+/* For a front end's parser, with all_errors: event `index` is bad. 0 or -ENOMEM. */
+int gw_admission_event_error(gw_admission *a, size_t index, const ing_event_error *err);
+
+/*
+ * Counting what the front end found or finished itself: a refusal it
+ * decided (404, 405, an ack timeout, a Kafka error...), and the answer of a
+ * request (its latency, from started_ns; 0 for none). Every request is
+ * answered exactly once; a refusal is counted once, by whoever decides it.
+ */
+void gw_admit_count_refused(gateway *gw, gw_protocol p, gw_reason reason);
+void gw_admit_count_answered(gateway *gw, gw_protocol p, uint64_t started_ns, size_t n);
+
+/* The ack level a request gets when it names none (--default-ack). */
+int gw_admit_default_committed(const gateway *gw);
+
+#endif
