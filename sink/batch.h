@@ -26,7 +26,7 @@ typedef struct batch {
     char *copy; /* COPY text, one line per row */
     size_t copy_len, copy_cap;
     size_t rows;     /* records with a row */
-    size_t inserted; /* set by pg_write_batch(): rows new to `events` (not there already) */
+    size_t inserted; /* set by sink_pg_write_batch(): rows new to `events` (not there already) */
 } batch;
 
 void batch_init(batch *b);

@@ -161,7 +161,7 @@ static int write_once(sink *s)
 
     if ((pg = pg_connect_slot(s, &s->wpg)) == NULL)
         return -EIO;
-    if (pg_write_batch(pg, s->cfg.kafka_topic, &s->wb, produce_dead, s, err, sizeof(err)) != 0) {
+    if (sink_pg_write_batch(pg, s->cfg.kafka_topic, &s->wb, produce_dead, s, err, sizeof(err)) != 0) {
         LOG_WARN("pg", "batch of %zu not written: %s", s->wb.n, err);
         return -EIO;
     }
@@ -314,7 +314,7 @@ static void on_assign(sink *s, rd_kafka_topic_partition_list_t *parts)
     long long backoff = 100;
     for (;;) {
         PGconn *pg = pg_connected(s);
-        if (pg && pg_load_offsets(pg, s->cfg.kafka_topic, next, max, err, sizeof(err)) == 0)
+        if (pg && sink_pg_load_offsets(pg, s->cfg.kafka_topic, next, max, err, sizeof(err)) == 0)
             break;
         if (pg)
             LOG_WARN("pg", "cannot read stored offsets, will retry: %s", err);

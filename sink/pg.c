@@ -154,8 +154,8 @@ static int store_offsets(PGconn *pg, const char *topic, const batch *b, char *er
     return 0;
 }
 
-int pg_write_batch(PGconn *pg, const char *topic, batch *b, pg_dead_fn dead, void *arg, char *err,
-                   size_t errlen)
+int sink_pg_write_batch(PGconn *pg, const char *topic, batch *b, pg_dead_fn dead, void *arg, char *err,
+                        size_t errlen)
 {
     size_t n_dead = 0;
 
@@ -216,7 +216,8 @@ fail:
     return -EIO;
 }
 
-int pg_load_offsets(PGconn *pg, const char *topic, int64_t *next, int n_partitions, char *err, size_t errlen)
+int sink_pg_load_offsets(PGconn *pg, const char *topic, int64_t *next, int n_partitions, char *err,
+                         size_t errlen)
 {
     const char *params[1] = {topic};
     PGresult *r;

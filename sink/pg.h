@@ -27,13 +27,14 @@ typedef int (*pg_dead_fn)(const batch *b, void *arg);
  * Postgres is unreachable or failing (retry later: nothing was written);
  * -EINVAL for an error that a retry will not mend (err says which).
  */
-int pg_write_batch(PGconn *pg, const char *topic, batch *b, pg_dead_fn dead, void *arg, char *err,
-                   size_t errlen);
+int sink_pg_write_batch(PGconn *pg, const char *topic, batch *b, pg_dead_fn dead, void *arg, char *err,
+                        size_t errlen);
 
 /*
  * The stored next offsets of `topic`: fills next[p] for p < n_partitions
  * (-1 where none is stored). 0, or -EIO.
  */
-int pg_load_offsets(PGconn *pg, const char *topic, int64_t *next, int n_partitions, char *err, size_t errlen);
+int sink_pg_load_offsets(PGconn *pg, const char *topic, int64_t *next, int n_partitions, char *err,
+                         size_t errlen);
 
 #endif
