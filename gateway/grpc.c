@@ -755,10 +755,11 @@ static int gate(gcall *c)
     int rc;
 
     for (size_t i = 0; i < c->md.count; i++) {
-        grpc_slice k = c->md.metadata[i].key, v = c->md.metadata[i].value;
-        if (GRPC_SLICE_LENGTH(k) == 13 && memcmp(GRPC_SLICE_START_PTR(k), "authorization", 13) == 0) {
-            cred.authorization = (const char *)GRPC_SLICE_START_PTR(v);
-            cred.authorization_len = GRPC_SLICE_LENGTH(v);
+        /* By address: a short slice holds its bytes inline, so a copy's would not outlive the loop. */
+        const grpc_slice *k = &c->md.metadata[i].key, *v = &c->md.metadata[i].value;
+        if (GRPC_SLICE_LENGTH(*k) == 13 && memcmp(GRPC_SLICE_START_PTR(*k), "authorization", 13) == 0) {
+            cred.authorization = (const char *)GRPC_SLICE_START_PTR(*v);
+            cred.authorization_len = GRPC_SLICE_LENGTH(*v);
             break;
         }
     }
