@@ -8,12 +8,11 @@
  * members, unescaping attribute strings and keeping numbers as written, and
  * copies `data` as the client wrote it, less the blanks between tokens.
  *
- * json-c, the library chosen first, accepts NaN, -01, single quotes, raw
- * control characters and bad UTF-8 even in strict mode, turns a lone \ud800
- * into U+FFFD, cuts names at \u0000, clamps integers past 64 bits and keeps
- * the last of two equal names, so it already needed this scanner in front;
- * building its tree of the attributes then cost more than this walk, and
- * printing `data` back altered what the client wrote.
+ * The rules are RFC 8259's and the contract's, and each refusal says which:
+ * what a client sends either arrives as written or is refused with its
+ * byte offset, never quietly changed on the way (no U+FFFD for a lone
+ * surrogate, no clamped integer, no name cut at \u0000, no last-of-two
+ * duplicate members).
  */
 #include "json.h"
 
@@ -191,7 +190,8 @@ static int scan_string(const jctx *c, size_t *pp, size_t limit, long index, int 
                         p);
         if (cp == 0)
             *has_nul = 1;
-        /* UTF-8 cannot carry half a surrogate pair; json-c would quietly write U+FFFD. */
+        /* UTF-8 cannot carry half a surrogate pair: refused, not replaced by U+FFFD behind the client's back.
+         */
         if (cp >= 0xdc00 && cp <= 0xdfff)
             return fail(c, ING_ERR_MALFORMED_JSON, index, "", "unpaired surrogate \\u%04x at byte %zu", cp,
                         p);
@@ -211,7 +211,11 @@ static int scan_string(const jctx *c, size_t *pp, size_t limit, long index, int 
     return 0;
 }
 
-/* RFC 8259's number; an integer must fit in 64 bits, or json-c would clamp it. */
+/*
+ * RFC 8259's number. An attribute's integer must fit in 64 bits (RFC 8259,
+ * 6: beyond that, readers disagree or clamp), so that what consumers read is
+ * what the client sent.
+ */
 static int scan_number(const jctx *c, size_t *pp, size_t limit, long index, int fit64)
 {
     const unsigned char *s = (const unsigned char *)c->buf;
@@ -258,7 +262,7 @@ static int scan_number(const jctx *c, size_t *pp, size_t limit, long index, int 
             p++;
     }
     if (integer && fit64) {
-        /* json-c keeps integers as int64_t or uint64_t; past that it clamps. */
+        /* The widest integers most readers keep exactly: int64_t and uint64_t. */
         const char *max = neg ? "9223372036854775808" : "18446744073709551615";
         size_t max_len = strlen(max);
         if (n_digits > max_len || (n_digits == max_len && memcmp(s + digits, max, max_len) > 0))
@@ -382,7 +386,8 @@ static int json_scan(const jctx *c, size_t p, size_t limit, long index, scan_inf
             if (state == NAME || state == NAME_OR_CLOSE) {
                 if ((rc = scan_string(c, &p, limit, index, &has_nul)) != 0)
                     return rc;
-                /* json-c keeps member names as C strings: "a\u0000b" would become "a". */
+                /* Names are C strings here and text in Postgres (which refuses NUL): "a\u0000b" cannot
+                 * travel. */
                 if (has_nul)
                     return fail(c, ING_ERR_MALFORMED_JSON, index, "",
                                 "a member name with \\u0000 is not supported, before byte %zu", p);
@@ -411,7 +416,7 @@ static int json_scan(const jctx *c, size_t p, size_t limit, long index, scan_inf
         case '9':
             if (state != VALUE && state != VALUE_OR_CLOSE)
                 return unexpected(c, p, index);
-            /* Only what json-c builds must fit 64 bits: `data` is copied as written. */
+            /* Only attributes must fit 64 bits: `data` is copied as written, its numbers untouched. */
             if ((rc = scan_number(c, &p, limit, index, !in_data)) != 0)
                 return rc;
             value = 1;

@@ -28,7 +28,8 @@ typedef enum json_form {
  * base64, both `data` and `data_base64`, a duplicate member),
  * ING_ERR_TOO_MANY_EVENTS (more than lim->max_batch_events), or
  * ING_ERR_TOO_LARGE (one event's text over lim->max_event_bytes, or more
- * objects in it than that allows for: json-c spends ~750 bytes on each).
+ * objects in it than that allows for: a bound on the memory a consumer that
+ * builds a tree of it spends, hundreds of bytes an object in common libraries).
  * -ENOMEM on allocation failure. On failure `out` is left as it came.
  */
 int json_parse_events(const char *buf, size_t len, json_form form, const ing_event_limits *lim,
