@@ -75,14 +75,14 @@ static void sleep_ms(long long ms)
 }
 
 /* Server notices ("relation already exists, skipping") at debug level, not on stderr. */
-static void pg_notice(void *arg, const char *message)
+static void notice(void *arg, const char *message)
 {
     (void)arg;
     LOG_DEBUG("pg", "%s", message);
 }
 
 /* A usable connection, or NULL (logged) when Postgres does not answer. */
-static PGconn *pg_connect_slot(sink *s, PGconn **slot)
+static PGconn *connect_slot(sink *s, PGconn **slot)
 {
     if (*slot && PQstatus(*slot) == CONNECTION_OK)
         return *slot;
@@ -93,14 +93,14 @@ static PGconn *pg_connect_slot(sink *s, PGconn **slot)
         LOG_WARN("pg", "not reachable: %s", PQerrorMessage(*slot));
         return NULL;
     }
-    PQsetNoticeProcessor(*slot, pg_notice, NULL);
+    PQsetNoticeProcessor(*slot, notice, NULL);
     LOG_INFO("pg", "connected server_version=%d", PQserverVersion(*slot));
     return *slot;
 }
 
-static PGconn *pg_connected(sink *s)
+static PGconn *connected(sink *s)
 {
-    return pg_connect_slot(s, &s->pg);
+    return connect_slot(s, &s->pg);
 }
 
 /* The dead letters of a batch, produced and acknowledged before its offsets commit. */
@@ -159,7 +159,7 @@ static int write_once(sink *s)
     char err[512];
     PGconn *pg;
 
-    if ((pg = pg_connect_slot(s, &s->wpg)) == NULL)
+    if ((pg = connect_slot(s, &s->wpg)) == NULL)
         return -EIO;
     if (sink_pg_write_batch(pg, s->cfg.kafka_topic, &s->wb, produce_dead, s, err, sizeof(err)) != 0) {
         LOG_WARN("pg", "batch of %zu not written: %s", s->wb.n, err);
@@ -313,7 +313,7 @@ static void on_assign(sink *s, rd_kafka_topic_partition_list_t *parts)
     int64_t *next = calloc((size_t)(max ? max : 1), sizeof(*next));
     long long backoff = 100;
     for (;;) {
-        PGconn *pg = pg_connected(s);
+        PGconn *pg = connected(s);
         if (pg && sink_pg_load_offsets(pg, s->cfg.kafka_topic, next, max, err, sizeof(err)) == 0)
             break;
         if (pg)
@@ -489,7 +489,7 @@ int main(int argc, char **argv)
     /* The schema first, under its advisory lock, however long Postgres takes to come. */
     long long backoff = 100;
     for (;;) {
-        PGconn *pg = pg_connected(&s);
+        PGconn *pg = connected(&s);
         if (pg && migrate(pg, errbuf, sizeof(errbuf)) >= 0) {
             atomic_store(&s.migrated, 1);
             break;

@@ -154,7 +154,7 @@ static int store_offsets(PGconn *pg, const char *topic, const batch *b, char *er
     return 0;
 }
 
-int sink_pg_write_batch(PGconn *pg, const char *topic, batch *b, pg_dead_fn dead, void *arg, char *err,
+int sink_pg_write_batch(PGconn *pg, const char *topic, batch *b, sink_pg_dead_fn dead, void *arg, char *err,
                         size_t errlen)
 {
     size_t n_dead = 0;

@@ -20,14 +20,14 @@
  * must be safely elsewhere (the DLQ topic) before the offsets move past
  * them. Returns 0, or -1 to roll the batch back.
  */
-typedef int (*pg_dead_fn)(const batch *b, void *arg);
+typedef int (*sink_pg_dead_fn)(const batch *b, void *arg);
 
 /*
  * Write `b` (records of `topic`). Returns 0 when committed; -EIO when
  * Postgres is unreachable or failing (retry later: nothing was written);
  * -EINVAL for an error that a retry will not mend (err says which).
  */
-int sink_pg_write_batch(PGconn *pg, const char *topic, batch *b, pg_dead_fn dead, void *arg, char *err,
+int sink_pg_write_batch(PGconn *pg, const char *topic, batch *b, sink_pg_dead_fn dead, void *arg, char *err,
                         size_t errlen);
 
 /*
