@@ -23,6 +23,7 @@
 #include "status.h"
 #include "app.h"
 #include "batch.h"
+#include "dlq.h"
 #include "kafka.h"
 #include "log.h"
 #include "migrate.h"
@@ -33,8 +34,7 @@
 typedef struct sink {
     sink_config cfg;
     rd_kafka_t *consumer;
-    rd_kafka_t *dlq;
-    rd_kafka_topic_t *dlq_topic;
+    sink_dlq *dlq;
     PGconn *pg; /* the main thread's: stored offsets at assignment, migrations */
     batch b;    /* the batch being filled */
     int paused;
@@ -103,41 +103,6 @@ static PGconn *connected(sink *s)
     return connect_slot(s, &s->pg);
 }
 
-/* The dead letters of a batch, produced and acknowledged before its offsets commit. */
-static int produce_dead(const batch *b, void *arg)
-{
-    sink *s = arg;
-    char part[16], off[24];
-
-    for (size_t i = 0; i < b->n; i++) {
-        const batch_rec *r = &b->rec[i];
-        if (!r->dead)
-            continue;
-        snprintf(part, sizeof(part), "%" PRId32, r->partition);
-        snprintf(off, sizeof(off), "%" PRId64, r->offset);
-        rd_kafka_headers_t *h = rd_kafka_headers_new(4);
-        rd_kafka_header_add(h, "ingest_error", -1, r->dead, -1);
-        rd_kafka_header_add(h, "ingest_topic", -1, s->cfg.kafka_topic, -1);
-        rd_kafka_header_add(h, "ingest_partition", -1, part, -1);
-        rd_kafka_header_add(h, "ingest_offset", -1, off, -1);
-        rd_kafka_resp_err_t err =
-            rd_kafka_producev(s->dlq, RD_KAFKA_V_RKT(s->dlq_topic), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
-                              RD_KAFKA_V_VALUE(r->value, r->value_len), RD_KAFKA_V_KEY(r->key, r->key_len),
-                              RD_KAFKA_V_HEADERS(h), RD_KAFKA_V_END);
-        if (err) {
-            rd_kafka_headers_destroy(h);
-            LOG_WARN("dlq", "produce: %s", rd_kafka_err2str(err));
-            return -1;
-        }
-    }
-    /* Acknowledged by Kafka, or the batch is not committed. */
-    if (rd_kafka_flush(s->dlq, 30000) != RD_KAFKA_RESP_ERR_NO_ERROR) {
-        LOG_WARN("dlq", "not acknowledged in time");
-        return -1;
-    }
-    return 0;
-}
-
 static void set_paused(sink *s, int pause)
 {
     rd_kafka_topic_partition_list_t *parts = NULL;
@@ -161,7 +126,7 @@ static int write_once(sink *s)
 
     if ((pg = connect_slot(s, &s->wpg)) == NULL)
         return -EIO;
-    if (sink_pg_write_batch(pg, s->cfg.kafka_topic, &s->wb, produce_dead, s, err, sizeof(err)) != 0) {
+    if (sink_pg_write_batch(pg, s->cfg.kafka_topic, &s->wb, sink_dlq_send, s->dlq, err, sizeof(err)) != 0) {
         LOG_WARN("pg", "batch of %zu not written: %s", s->wb.n, err);
         return -EIO;
     }
@@ -459,13 +424,12 @@ int main(int argc, char **argv)
         status = 2;
         goto out;
     }
-    if ((s.dlq = kafka_new(RD_KAFKA_PRODUCER, s.cfg.kafka_bootstrap, kafka_producer_defaults, NULL, errbuf,
-                           sizeof(errbuf))) == NULL) {
+    if ((s.dlq = sink_dlq_new(s.cfg.kafka_bootstrap, s.cfg.dlq_topic, s.cfg.kafka_topic, errbuf,
+                              sizeof(errbuf))) == NULL) {
         fprintf(stderr, "sink: dead-letter producer: %s\n", errbuf);
         status = 2;
         goto out;
     }
-    s.dlq_topic = rd_kafka_topic_new(s.dlq, s.cfg.dlq_topic, NULL);
     s.status.pg_dsn = s.cfg.pg_dsn;
     s.status.topic = s.cfg.kafka_topic;
     s.status.consumer = s.consumer;
@@ -538,12 +502,7 @@ out:
     admin_stop(s.admin);
     if (s.consumer)
         rd_kafka_destroy(s.consumer);
-    if (s.dlq_topic)
-        rd_kafka_topic_destroy(s.dlq_topic);
-    if (s.dlq) {
-        rd_kafka_flush(s.dlq, 5000);
-        rd_kafka_destroy(s.dlq);
-    }
+    sink_dlq_free(s.dlq);
     if (s.pg)
         PQfinish(s.pg);
     if (s.wpg)
