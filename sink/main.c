@@ -30,32 +30,17 @@
 #include "net.h"
 #include "pg.h"
 #include "sink.h"
+#include "writer.h"
 
 typedef struct sink {
     sink_config cfg;
     rd_kafka_t *consumer;
     sink_dlq *dlq;
+    sink_writer *writer;
     PGconn *pg; /* the main thread's: stored offsets at assignment, migrations */
     batch b;    /* the batch being filled */
     int paused;
     atomic_int stop;
-
-    /*
-     * The writer thread writes one batch while the main thread fills the next,
-     * so that consuming and decoding overlap Postgres's work (perf/sink: they
-     * took turns). Depth one: the main thread waits when both are full.
-     */
-    pthread_t writer;
-    int writer_started;
-    pthread_mutex_t lock;
-    pthread_cond_t cond;
-    batch wb;    /* handed to the writer */
-    int wb_full; /* wb waits or is being written */
-    int writer_quit;
-    atomic_int failing;  /* the last attempt failed: Postgres down or failing */
-    atomic_int one_shot; /* a failed attempt drops the batch instead of retrying (revoke, stop) */
-    atomic_int dropped;  /* a batch was dropped: every later one holding the same partitions must go too */
-    PGconn *wpg;         /* the writer's connection */
     atomic_int migrated;
     admin_server *admin;
     sink_status status;
@@ -74,33 +59,9 @@ static void sleep_ms(long long ms)
     nanosleep(&ts, NULL);
 }
 
-/* Server notices ("relation already exists, skipping") at debug level, not on stderr. */
-static void notice(void *arg, const char *message)
-{
-    (void)arg;
-    LOG_DEBUG("pg", "%s", message);
-}
-
-/* A usable connection, or NULL (logged) when Postgres does not answer. */
-static PGconn *connect_slot(sink *s, PGconn **slot)
-{
-    if (*slot && PQstatus(*slot) == CONNECTION_OK)
-        return *slot;
-    if (*slot)
-        PQfinish(*slot);
-    *slot = PQconnectdb(s->cfg.pg_dsn);
-    if (PQstatus(*slot) != CONNECTION_OK) {
-        LOG_WARN("pg", "not reachable: %s", PQerrorMessage(*slot));
-        return NULL;
-    }
-    PQsetNoticeProcessor(*slot, notice, NULL);
-    LOG_INFO("pg", "connected server_version=%d", PQserverVersion(*slot));
-    return *slot;
-}
-
 static PGconn *connected(sink *s)
 {
-    return connect_slot(s, &s->pg);
+    return sink_pg_connect(&s->pg, s->cfg.pg_dsn);
 }
 
 static void set_paused(sink *s, int pause)
@@ -118,85 +79,6 @@ static void set_paused(sink *s, int pause)
     LOG_INFO("sink", "%s consumption", pause ? "paused" : "resumed");
 }
 
-/* One attempt at the writer's batch, on the writer thread. 0 when written, -EIO to retry. */
-static int write_once(sink *s)
-{
-    char err[512];
-    PGconn *pg;
-
-    if ((pg = connect_slot(s, &s->wpg)) == NULL)
-        return -EIO;
-    if (sink_pg_write_batch(pg, s->cfg.kafka_topic, &s->wb, sink_dlq_send, s->dlq, err, sizeof(err)) != 0) {
-        LOG_WARN("pg", "batch of %zu not written: %s", s->wb.n, err);
-        return -EIO;
-    }
-    LOG_DEBUG("sink", "wrote batch records=%zu rows=%zu", s->wb.n, s->wb.rows);
-    return 0;
-}
-
-/* A committed batch: count it, and move each of its partitions' next offset on. */
-static void count_written(sink *s, const batch *b, uint64_t started_ns)
-{
-    sink_metrics *m = &s->status.metrics;
-    size_t dead = 0, live = 0;
-
-    for (size_t i = 0; i < b->n; i++) {
-        dead += b->rec[i].dead != NULL;
-        live += b->rec[i].line_len && !b->rec[i].dead;
-    }
-    atomic_fetch_add(&m->batches, 1);
-    atomic_fetch_add(&m->records, b->n);
-    atomic_fetch_add(&m->rows, b->inserted);
-    atomic_fetch_add(&m->duplicates, live > b->inserted ? live - b->inserted : 0);
-    atomic_fetch_add(&m->dead, dead);
-    prom_histogram_observe(&m->batch_duration, prom_now_ns() - started_ns);
-    /* A partition's records come in offset order: the end of each run of them moves its offset on. */
-    for (size_t i = 0; i < b->n; i++)
-        if (i + 1 == b->n || b->rec[i + 1].partition != b->rec[i].partition)
-            sink_metrics_set_next(m, b->rec[i].partition, b->rec[i].offset + 1);
-}
-
-static void *writer_main(void *arg)
-{
-    sink *s = arg;
-
-    pthread_setname_np(pthread_self(), "sink-writer");
-    pthread_mutex_lock(&s->lock);
-    for (;;) {
-        while (!s->wb_full && !s->writer_quit)
-            pthread_cond_wait(&s->cond, &s->lock);
-        if (!s->wb_full)
-            break;
-        pthread_mutex_unlock(&s->lock);
-
-        long long backoff = 100;
-        uint64_t started = prom_now_ns();
-        int rc;
-        while ((rc = write_once(s)) != 0) {
-            atomic_fetch_add(&s->status.metrics.failures, 1);
-            atomic_store(&s->failing, 1);
-            if (atomic_load(&s->one_shot) || atomic_load(&s->stop)) {
-                /* Dropped, not lost: its offsets were not stored, the next reader starts before it. */
-                LOG_WARN("sink", "batch of %zu dropped; it will be read again", s->wb.n);
-                atomic_store(&s->dropped, 1);
-                break;
-            }
-            sleep_ms(backoff);
-            backoff = backoff * 2 > s->cfg.pg_retry_max_ms ? s->cfg.pg_retry_max_ms : backoff * 2;
-        }
-        if (rc == 0)
-            count_written(s, &s->wb, started);
-        batch_clear(&s->wb);
-
-        pthread_mutex_lock(&s->lock);
-        s->wb_full = 0;
-        atomic_store(&s->failing, 0);
-        pthread_cond_broadcast(&s->cond);
-    }
-    pthread_mutex_unlock(&s->lock);
-    return NULL;
-}
-
 /*
  * Wait until the writer has finished its batch. While it cannot write,
  * pause consumption and keep serving the group; with `serve` 0 (inside a
@@ -204,20 +86,10 @@ static void *writer_main(void *arg)
  */
 static void wait_writer(sink *s, int serve)
 {
-    pthread_mutex_lock(&s->lock);
-    while (s->wb_full) {
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_nsec += 50 * 1000000L;
-        if (ts.tv_nsec >= 1000000000L) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000L;
-        }
-        pthread_cond_timedwait(&s->cond, &s->lock, &ts);
-        if (!serve || !s->wb_full)
+    while (sink_writer_wait(s->writer, 50) != 0) {
+        if (!serve)
             continue;
-        pthread_mutex_unlock(&s->lock);
-        if (atomic_load(&s->failing))
+        if (sink_writer_failing(s->writer))
             set_paused(s, 1);
         /* Rebalances are served here; paused partitions bring nothing, what was fetched joins the batch. */
         rd_kafka_message_t *m = rd_kafka_consumer_poll(s->consumer, 0);
@@ -227,9 +99,7 @@ static void wait_writer(sink *s, int serve)
                 LOG_ERROR("sink", "out of memory");
             rd_kafka_message_destroy(m);
         }
-        pthread_mutex_lock(&s->lock);
     }
-    pthread_mutex_unlock(&s->lock);
 }
 
 /* Hand the filled batch to the writer (after the one before it is written). */
@@ -238,32 +108,9 @@ static void submit(sink *s, int serve)
     wait_writer(s, serve);
     if (s->b.n == 0)
         return;
-    pthread_mutex_lock(&s->lock);
-    batch tmp = s->wb; /* empty: cleared by the writer, its memory reused */
-    s->wb = s->b;
-    s->b = tmp;
-    s->wb_full = 1;
-    pthread_cond_broadcast(&s->cond);
-    pthread_mutex_unlock(&s->lock);
-    if (s->paused && !atomic_load(&s->failing))
+    sink_writer_submit(s->writer, &s->b);
+    if (s->paused && !sink_writer_failing(s->writer))
         set_paused(s, 0);
-}
-
-/* Write everything we hold, one attempt each (revoke, stop): what fails is read again by the next owner. */
-static void drain_once(sink *s)
-{
-    atomic_store(&s->one_shot, 1);
-    wait_writer(s, 0);
-    /*
-     * Never write past a dropped batch: its offsets were not stored, and a
-     * later batch of the same partitions would store offsets beyond it.
-     */
-    if (atomic_exchange(&s->dropped, 0))
-        batch_clear(&s->b);
-    submit(s, 0);
-    wait_writer(s, 0);
-    atomic_store(&s->dropped, 0);
-    atomic_store(&s->one_shot, 0);
 }
 
 /* On assignment, start each partition where Postgres says its rows end. */
@@ -312,7 +159,7 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err, rd_kafka_topic
     } else {
         /* Write what we have of them once; if that fails, the next owner reads it again from Postgres's
          * offsets. */
-        drain_once(s);
+        sink_writer_drain(s->writer, &s->b);
         LOG_INFO("sink", "partitions revoked count=%d", parts->cnt);
         sink_metrics_forget_all(&s->status.metrics);
         rd_kafka_assign(rk, NULL);
@@ -327,6 +174,7 @@ static void *signal_main(void *arg)
 
     LOG_INFO("sink", "stopping signal=%s", sig == SIGTERM ? "SIGTERM" : "SIGINT");
     atomic_store(&s->stop, 1);
+    sink_writer_stop(s->writer);
     return NULL;
 }
 
@@ -360,11 +208,11 @@ static int run(sink *s)
         if (s->b.n &&
             ((long long)s->b.n >= s->cfg.batch_rows || mono_ms() - first_at >= s->cfg.batch_timeout_ms))
             submit(s, 1);
-        else if (s->paused && !atomic_load(&s->failing))
+        else if (s->paused && !sink_writer_failing(s->writer))
             set_paused(s, 0);
     }
     /* A clean stop writes what it has, once. */
-    drain_once(s);
+    sink_writer_drain(s->writer, &s->b);
     return 0;
 }
 
@@ -377,9 +225,6 @@ int main(int argc, char **argv)
 
     app_block_signals();
     batch_init(&s.b);
-    batch_init(&s.wb);
-    pthread_mutex_init(&s.lock, NULL);
-    pthread_cond_init(&s.cond, NULL);
     sink_metrics_init(&s.status.metrics);
     if ((rc = app_config_load(&sink_config_program, &s.cfg, argc, argv, &s.cfg.log_level,
                               &s.cfg.log_format)) >= 0) {
@@ -430,11 +275,16 @@ int main(int argc, char **argv)
         status = 2;
         goto out;
     }
+    if ((s.writer = sink_writer_new(s.cfg.pg_dsn, s.cfg.kafka_topic, s.cfg.pg_retry_max_ms, s.dlq,
+                                    &s.status.metrics, errbuf, sizeof(errbuf))) == NULL) {
+        fprintf(stderr, "sink: %s\n", errbuf);
+        goto out;
+    }
     s.status.pg_dsn = s.cfg.pg_dsn;
     s.status.topic = s.cfg.kafka_topic;
     s.status.consumer = s.consumer;
     s.status.migrated = &s.migrated;
-    s.status.failing = &s.failing;
+    s.status.writer = s.writer;
     admin_handlers ah = {.thread_name = "sink-admin",
                          .not_ready = sink_status_not_ready,
                          .metrics = sink_status_metrics,
@@ -466,12 +316,6 @@ int main(int argc, char **argv)
         backoff = backoff * 2 > s.cfg.pg_retry_max_ms ? s.cfg.pg_retry_max_ms : backoff * 2;
     }
 
-    if (pthread_create(&s.writer, NULL, writer_main, &s) != 0) {
-        LOG_ERROR("sink", "cannot start the writer thread");
-        goto stopped;
-    }
-    s.writer_started = 1;
-
     rd_kafka_topic_partition_list_t *sub = rd_kafka_topic_partition_list_new(1);
     rd_kafka_topic_partition_list_add(sub, s.cfg.kafka_topic, RD_KAFKA_PARTITION_UA);
     rd_kafka_resp_err_t err = rd_kafka_subscribe(s.consumer, sub);
@@ -489,26 +333,18 @@ stopped:
     status = 0;
 joined:
     atomic_store(&s.stop, 1);
-    if (s.writer_started) {
-        pthread_mutex_lock(&s.lock);
-        s.writer_quit = 1;
-        pthread_cond_broadcast(&s.cond);
-        pthread_mutex_unlock(&s.lock);
-        pthread_join(s.writer, NULL);
-    }
     pthread_kill(sig_thread, SIGTERM);
     pthread_join(sig_thread, NULL);
 out:
     admin_stop(s.admin);
     if (s.consumer)
         rd_kafka_destroy(s.consumer);
+    /* The consumer left the group above, its revoke written through the writer: the writer may go. */
+    sink_writer_free(s.writer);
     sink_dlq_free(s.dlq);
     if (s.pg)
         PQfinish(s.pg);
-    if (s.wpg)
-        PQfinish(s.wpg);
     batch_free(&s.b);
-    batch_free(&s.wb);
     sink_metrics_free(&s.status.metrics);
     config_free(&sink_config_program, &s.cfg);
     if (status == 0)

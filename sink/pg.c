@@ -9,6 +9,29 @@
 #include "log.h"
 #include "row.h"
 
+/* Server notices ("relation already exists, skipping") at debug level, not on stderr. */
+static void notice(void *arg, const char *message)
+{
+    (void)arg;
+    LOG_DEBUG("pg", "%s", message);
+}
+
+PGconn *sink_pg_connect(PGconn **slot, const char *dsn)
+{
+    if (*slot && PQstatus(*slot) == CONNECTION_OK)
+        return *slot;
+    if (*slot)
+        PQfinish(*slot);
+    *slot = PQconnectdb(dsn);
+    if (PQstatus(*slot) != CONNECTION_OK) {
+        LOG_WARN("pg", "not reachable: %s", *slot ? PQerrorMessage(*slot) : "out of memory");
+        return NULL;
+    }
+    PQsetNoticeProcessor(*slot, notice, NULL);
+    LOG_INFO("pg", "connected server_version=%d", PQserverVersion(*slot));
+    return *slot;
+}
+
 /* A result we expect to be `want`; else the message into err. */
 static int expect(PGresult *r, ExecStatusType want, char *err, size_t errlen)
 {

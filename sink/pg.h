@@ -23,6 +23,15 @@
 typedef int (*sink_pg_dead_fn)(const batch *b, void *arg);
 
 /*
+ * A usable connection in *slot: the one there while it is still good, else
+ * a new one (the old one closed), logged. NULL when Postgres does not
+ * answer (logged; *slot then holds the failed connection, for the next
+ * call to replace). Blocks as long as libpq does: the DSN's connect_timeout
+ * and keepalives bound it. The thread that owns the slot only.
+ */
+PGconn *sink_pg_connect(PGconn **slot, const char *dsn);
+
+/*
  * Write `b` (records of `topic`). Returns 0 when committed; -EIO when
  * Postgres is unreachable or failing (retry later: nothing was written);
  * -EINVAL for an error that a retry will not mend (err says which).

@@ -9,6 +9,8 @@
 #include <event2/buffer.h>
 #include <libpq-fe.h>
 
+#include "writer.h"
+
 void sink_metrics_init(sink_metrics *m)
 {
     memset(m, 0, sizeof(*m));
@@ -62,7 +64,7 @@ const char *sink_status_not_ready(void *arg)
 
     if (!atomic_load(st->migrated))
         return "schema not migrated yet";
-    if (atomic_load(st->failing))
+    if (sink_writer_failing(st->writer))
         return "cannot write to Postgres";
     if (PQping(st->pg_dsn) != PQPING_OK)
         return "Postgres not reachable";

@@ -30,12 +30,14 @@ typedef struct sink_metrics {
     int n_next;
 } sink_metrics;
 
+struct sink_writer;
+
 typedef struct sink_status {
     const char *pg_dsn;
     const char *topic;
     rd_kafka_t *consumer;
-    atomic_int *migrated; /* 1 once the schema is there */
-    atomic_int *failing;  /* 1 while the writer cannot write */
+    const atomic_int *migrated;       /* 1 once the schema is there */
+    const struct sink_writer *writer; /* failing while it cannot write */
     sink_metrics metrics;
 } sink_status;
 
