@@ -135,7 +135,10 @@ static int write_range(PGconn *pg, batch *b, size_t lo, size_t hi, char *err, si
                 char *nl = strchr(why, '\n');
                 if (nl)
                     *nl = '\0';
-                rec->dead = strdup(why);
+                if ((rec->dead = strdup(why)) == NULL) {
+                    snprintf(err, errlen, "out of memory");
+                    return -1;
+                }
                 LOG_WARN("sink", "dead letter partition=%" PRId32 " offset=%" PRId64 ": %s", rec->partition,
                          rec->offset, why);
             }

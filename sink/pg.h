@@ -18,7 +18,7 @@
 /*
  * Called before COMMIT with the batch's dead letters (rec->dead set): they
  * must be safely elsewhere (the DLQ topic) before the offsets move past
- * them. Returns 0, or -1 to roll the batch back.
+ * them. Returns 0, or non-zero to roll the batch back.
  */
 typedef int (*sink_pg_dead_fn)(const batch *b, void *arg);
 
@@ -33,8 +33,8 @@ PGconn *sink_pg_connect(PGconn **slot, const char *dsn);
 
 /*
  * Write `b` (records of `topic`). Returns 0 when committed; -EIO when
- * Postgres is unreachable or failing (retry later: nothing was written);
- * -EINVAL for an error that a retry will not mend (err says which).
+ * Postgres is unreachable or failing, or memory ran out (retry later:
+ * nothing was written). err says why.
  */
 int sink_pg_write_batch(PGconn *pg, const char *topic, batch *b, sink_pg_dead_fn dead, void *arg, char *err,
                         size_t errlen);
