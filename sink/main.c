@@ -141,6 +141,10 @@ int main(int argc, char **argv)
     s.status.consumer = sink_consumer_handle(s.consumer);
     s.status.migrated = &s.migrated;
     s.status.writer = s.writer;
+    if (sink_status_watch(&s.status, errbuf, sizeof(errbuf)) != 0) {
+        fprintf(stderr, "sink: %s\n", errbuf);
+        goto out;
+    }
     admin_handlers ah = {.thread_name = "sink-admin",
                          .not_ready = sink_status_not_ready,
                          .metrics = sink_status_metrics,
@@ -182,6 +186,7 @@ stop:
     pthread_join(sig_thread, NULL);
 out:
     admin_stop(s.admin);
+    sink_status_unwatch(&s.status);
     /* The consumer before the writer: leaving the group writes what it holds, through the writer. */
     sink_consumer_free(s.consumer);
     sink_writer_free(s.writer);

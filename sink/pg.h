@@ -32,6 +32,16 @@ typedef int (*sink_pg_dead_fn)(const batch *b, void *arg);
 PGconn *sink_pg_connect(PGconn **slot, const char *dsn);
 
 /*
+ * Does Postgres answer? A connection of its own, made without blocking and
+ * given up after timeout_ms whatever the network does (a server that
+ * accepts TCP but says nothing included), then closed. 0 when a session
+ * could start; -ETIMEDOUT, -EIO (refused, or failed: err says why),
+ * -ENOMEM. Only the name lookup is not bounded (libpq resolves names
+ * synchronously): the caller must bear that, as a watcher does. Any thread.
+ */
+int sink_pg_ping(const char *dsn, int timeout_ms, char *err, size_t errlen);
+
+/*
  * Write `b` (records of `topic`). Returns 0 when committed; -EIO when
  * Postgres is unreachable or failing, or memory ran out (retry later:
  * nothing was written). err says why.
