@@ -14,7 +14,11 @@ struct evbuffer;
 
 typedef struct admin_handlers {
     const char *thread_name; /* at most 15 bytes */
-    /* Why the program is not ready, or NULL when it is. Runs on the admin thread; may block briefly. */
+    /*
+     * Why the program is not ready, or NULL when it is. Runs on the admin
+     * thread, which also answers /healthz: it must not block, so it reads
+     * what a watcher (common/watch.h) keeps instead of asking the network.
+     */
     const char *(*not_ready)(void *ctx);
     /* Append the metrics in the Prometheus text format. */
     void (*metrics)(void *ctx, struct evbuffer *out);

@@ -2,8 +2,6 @@
 
 #include <event2/buffer.h>
 
-#include <unistd.h>
-
 #include "log.h"
 #include "prom.h"
 
@@ -35,39 +33,37 @@ static void set_reachable(gateway_status *st, int brokers)
     }
 }
 
-static void *watch_main(void *arg)
+/*
+ * The watcher's check. Its answer is kept in gw->kafka_reachable rather
+ * than read from the watch, because gRPC's Health/Check asks with the
+ * gateway alone, and may still ask after the watcher has stopped.
+ */
+static const char *check_kafka(void *arg)
 {
     gateway_status *st = arg;
 
-    pthread_setname_np(pthread_self(), "gw-kafka-watch");
-    while (!atomic_load(&st->quit)) {
-        /* A second between questions, in steps short enough for a quick stop. */
-        for (int i = 0; i < 10 && !atomic_load(&st->quit); i++)
-            usleep(100000);
-        if (!atomic_load(&st->quit))
-            set_reachable(st, kafka_answers(st->prod, 1000));
-    }
-    return NULL;
+    set_reachable(st, kafka_answers(st->prod, st->timeout_ms));
+    return atomic_load(&st->gw->kafka_reachable) == 1 ? NULL : "Kafka not reachable";
 }
 
 int gateway_status_watch(gateway_status *st, int timeout_ms)
 {
-    atomic_init(&st->quit, 0);
+    char err[128];
+
+    st->timeout_ms = timeout_ms;
     atomic_store(&st->gw->kafka_reachable, -1);
-    set_reachable(st, kafka_answers(st->prod, timeout_ms));
-    if (pthread_create(&st->watcher, NULL, watch_main, st) != 0)
+    /* Asks once now, on this thread, then once a second from the watcher's. */
+    if ((st->watcher = watch_start("gw-kafka-watch", 1000, 0, check_kafka, st, err, sizeof(err))) == NULL) {
+        LOG_ERROR("gateway", "%s", err);
         return -1;
-    st->watching = 1;
+    }
     return 0;
 }
 
 void gateway_status_unwatch(gateway_status *st)
 {
-    if (!st->watching)
-        return;
-    atomic_store(&st->quit, 1);
-    pthread_join(st->watcher, NULL);
-    st->watching = 0;
+    watch_stop(st->watcher);
+    st->watcher = NULL;
 }
 
 const char *gateway_not_ready(gateway *gw)

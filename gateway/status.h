@@ -9,18 +9,15 @@
 #ifndef INGEST_GATEWAY_STATUS_H
 #define INGEST_GATEWAY_STATUS_H
 
-#include <pthread.h>
-#include <stdatomic.h>
-
 #include "gateway.h"
 #include "producer.h"
+#include "watch.h"
 
 typedef struct gateway_status {
     gateway *gw;
     producer *prod;
-    pthread_t watcher;
-    int watching;
-    atomic_int quit;
+    int timeout_ms; /* longest wait for Kafka's answer */
+    watch *watcher;
 } gateway_status;
 
 /*

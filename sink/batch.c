@@ -54,8 +54,13 @@ int batch_add(batch *b, int32_t partition, int64_t offset, const void *key, size
         return rc;
     }
     if (rc != 0) {
+        /* Without its reason it would be neither a row nor a dead letter: its offset would pass it by. */
+        if ((r->dead = strdup(why)) == NULL) {
+            free(r->key);
+            free(r->value);
+            return -ENOMEM;
+        }
         LOG_WARN("sink", "dead letter partition=%d offset=%lld: %s", (int)partition, (long long)offset, why);
-        r->dead = strdup(why);
     } else {
         r->line_len = b->copy_len - r->line_off;
         b->rows++;

@@ -1,12 +1,15 @@
 /*
- * The sink: consume Envelopes from Kafka in a consumer group, write them to
- * Postgres in batches that commit rows and offsets together (pg.c), send
- * what cannot be written to the dead-letter topic, and resume each assigned
- * partition from the offset stored in Postgres. Postgres down: pause the
- * partitions, retry with back-off, resume by itself.
+ * The sink: consume Envelopes from Kafka in a consumer group (consumer.c),
+ * write them to Postgres in batches that commit rows and offsets together
+ * (writer.c, pg.c), send what cannot be written to the dead-letter topic
+ * (dlq.c), and report on the admin port (status.c). Postgres down: pause
+ * the partitions, retry with back-off, resume by itself.
+ *
+ * This file is the glue: the settings, the start (in the order each part
+ * needs the others), the stop, and the schema's migrations before any of it
+ * consumes.
  */
 #include <errno.h>
-#include <inttypes.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -14,407 +17,79 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <time.h>
-#include <unistd.h>
 
 #include <libpq-fe.h>
 
 #include "admin.h"
-#include "status.h"
 #include "app.h"
-#include "batch.h"
+#include "backoff.h"
+#include "consumer.h"
+#include "dlq.h"
 #include "kafka.h"
 #include "log.h"
 #include "migrate.h"
 #include "net.h"
 #include "pg.h"
 #include "sink.h"
+#include "status.h"
+#include "writer.h"
 
 typedef struct sink {
     sink_config cfg;
-    rd_kafka_t *consumer;
-    rd_kafka_t *dlq;
-    rd_kafka_topic_t *dlq_topic;
-    PGconn *pg; /* the main thread's: stored offsets at assignment, migrations */
-    batch b;    /* the batch being filled */
-    int paused;
+    sink_dlq *dlq;
+    sink_writer *writer;
+    sink_consumer *consumer;
+    PGconn *pg;    /* the main thread's, for the migrations; then the consumer's */
+    backoff retry; /* the migrations, while Postgres is not there */
+    int retry_ready;
     atomic_int stop;
-
-    /*
-     * The writer thread writes one batch while the main thread fills the next,
-     * so that consuming and decoding overlap Postgres's work (perf/sink: they
-     * took turns). Depth one: the main thread waits when both are full.
-     */
-    pthread_t writer;
-    int writer_started;
-    pthread_mutex_t lock;
-    pthread_cond_t cond;
-    batch wb;    /* handed to the writer */
-    int wb_full; /* wb waits or is being written */
-    int writer_quit;
-    atomic_int failing;  /* the last attempt failed: Postgres down or failing */
-    atomic_int one_shot; /* a failed attempt drops the batch instead of retrying (revoke, stop) */
-    atomic_int dropped;  /* a batch was dropped: every later one holding the same partitions must go too */
-    PGconn *wpg;         /* the writer's connection */
     atomic_int migrated;
     admin_server *admin;
     sink_status status;
 } sink;
-
-static long long mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static void sleep_ms(long long ms)
-{
-    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
-
-/* Server notices ("relation already exists, skipping") at debug level, not on stderr. */
-static void pg_notice(void *arg, const char *message)
-{
-    (void)arg;
-    LOG_DEBUG("pg", "%s", message);
-}
-
-/* A usable connection, or NULL (logged) when Postgres does not answer. */
-static PGconn *pg_connect_slot(sink *s, PGconn **slot)
-{
-    if (*slot && PQstatus(*slot) == CONNECTION_OK)
-        return *slot;
-    if (*slot)
-        PQfinish(*slot);
-    *slot = PQconnectdb(s->cfg.pg_dsn);
-    if (PQstatus(*slot) != CONNECTION_OK) {
-        LOG_WARN("pg", "not reachable: %s", PQerrorMessage(*slot));
-        return NULL;
-    }
-    PQsetNoticeProcessor(*slot, pg_notice, NULL);
-    LOG_INFO("pg", "connected server_version=%d", PQserverVersion(*slot));
-    return *slot;
-}
-
-static PGconn *pg_connected(sink *s)
-{
-    return pg_connect_slot(s, &s->pg);
-}
-
-/* The dead letters of a batch, produced and acknowledged before its offsets commit. */
-static int produce_dead(const batch *b, void *arg)
-{
-    sink *s = arg;
-    char part[16], off[24];
-
-    for (size_t i = 0; i < b->n; i++) {
-        const batch_rec *r = &b->rec[i];
-        if (!r->dead)
-            continue;
-        snprintf(part, sizeof(part), "%" PRId32, r->partition);
-        snprintf(off, sizeof(off), "%" PRId64, r->offset);
-        rd_kafka_headers_t *h = rd_kafka_headers_new(4);
-        rd_kafka_header_add(h, "ingest_error", -1, r->dead, -1);
-        rd_kafka_header_add(h, "ingest_topic", -1, s->cfg.kafka_topic, -1);
-        rd_kafka_header_add(h, "ingest_partition", -1, part, -1);
-        rd_kafka_header_add(h, "ingest_offset", -1, off, -1);
-        rd_kafka_resp_err_t err =
-            rd_kafka_producev(s->dlq, RD_KAFKA_V_RKT(s->dlq_topic), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
-                              RD_KAFKA_V_VALUE(r->value, r->value_len), RD_KAFKA_V_KEY(r->key, r->key_len),
-                              RD_KAFKA_V_HEADERS(h), RD_KAFKA_V_END);
-        if (err) {
-            rd_kafka_headers_destroy(h);
-            LOG_WARN("dlq", "produce: %s", rd_kafka_err2str(err));
-            return -1;
-        }
-    }
-    /* Acknowledged by Kafka, or the batch is not committed. */
-    if (rd_kafka_flush(s->dlq, 30000) != RD_KAFKA_RESP_ERR_NO_ERROR) {
-        LOG_WARN("dlq", "not acknowledged in time");
-        return -1;
-    }
-    return 0;
-}
-
-static void set_paused(sink *s, int pause)
-{
-    rd_kafka_topic_partition_list_t *parts = NULL;
-
-    if (s->paused == pause || rd_kafka_assignment(s->consumer, &parts) != RD_KAFKA_RESP_ERR_NO_ERROR)
-        return;
-    if (pause)
-        rd_kafka_pause_partitions(s->consumer, parts);
-    else
-        rd_kafka_resume_partitions(s->consumer, parts);
-    rd_kafka_topic_partition_list_destroy(parts);
-    s->paused = pause;
-    LOG_INFO("sink", "%s consumption", pause ? "paused" : "resumed");
-}
-
-/* One attempt at the writer's batch, on the writer thread. 0 when written, -EIO to retry. */
-static int write_once(sink *s)
-{
-    char err[512];
-    PGconn *pg;
-
-    if ((pg = pg_connect_slot(s, &s->wpg)) == NULL)
-        return -EIO;
-    if (sink_pg_write_batch(pg, s->cfg.kafka_topic, &s->wb, produce_dead, s, err, sizeof(err)) != 0) {
-        LOG_WARN("pg", "batch of %zu not written: %s", s->wb.n, err);
-        return -EIO;
-    }
-    LOG_DEBUG("sink", "wrote batch records=%zu rows=%zu", s->wb.n, s->wb.rows);
-    return 0;
-}
-
-/* A committed batch: count it, and move each of its partitions' next offset on. */
-static void count_written(sink *s, const batch *b, uint64_t started_ns)
-{
-    sink_metrics *m = &s->status.metrics;
-    size_t dead = 0, live = 0;
-
-    for (size_t i = 0; i < b->n; i++) {
-        dead += b->rec[i].dead != NULL;
-        live += b->rec[i].line_len && !b->rec[i].dead;
-    }
-    atomic_fetch_add(&m->batches, 1);
-    atomic_fetch_add(&m->records, b->n);
-    atomic_fetch_add(&m->rows, b->inserted);
-    atomic_fetch_add(&m->duplicates, live > b->inserted ? live - b->inserted : 0);
-    atomic_fetch_add(&m->dead, dead);
-    prom_histogram_observe(&m->batch_duration, prom_now_ns() - started_ns);
-    /* A partition's records come in offset order: the end of each run of them moves its offset on. */
-    for (size_t i = 0; i < b->n; i++)
-        if (i + 1 == b->n || b->rec[i + 1].partition != b->rec[i].partition)
-            sink_metrics_set_next(m, b->rec[i].partition, b->rec[i].offset + 1);
-}
-
-static void *writer_main(void *arg)
-{
-    sink *s = arg;
-
-    pthread_setname_np(pthread_self(), "sink-writer");
-    pthread_mutex_lock(&s->lock);
-    for (;;) {
-        while (!s->wb_full && !s->writer_quit)
-            pthread_cond_wait(&s->cond, &s->lock);
-        if (!s->wb_full)
-            break;
-        pthread_mutex_unlock(&s->lock);
-
-        long long backoff = 100;
-        uint64_t started = prom_now_ns();
-        int rc;
-        while ((rc = write_once(s)) != 0) {
-            atomic_fetch_add(&s->status.metrics.failures, 1);
-            atomic_store(&s->failing, 1);
-            if (atomic_load(&s->one_shot) || atomic_load(&s->stop)) {
-                /* Dropped, not lost: its offsets were not stored, the next reader starts before it. */
-                LOG_WARN("sink", "batch of %zu dropped; it will be read again", s->wb.n);
-                atomic_store(&s->dropped, 1);
-                break;
-            }
-            sleep_ms(backoff);
-            backoff = backoff * 2 > s->cfg.pg_retry_max_ms ? s->cfg.pg_retry_max_ms : backoff * 2;
-        }
-        if (rc == 0)
-            count_written(s, &s->wb, started);
-        batch_clear(&s->wb);
-
-        pthread_mutex_lock(&s->lock);
-        s->wb_full = 0;
-        atomic_store(&s->failing, 0);
-        pthread_cond_broadcast(&s->cond);
-    }
-    pthread_mutex_unlock(&s->lock);
-    return NULL;
-}
-
-/*
- * Wait until the writer has finished its batch. While it cannot write,
- * pause consumption and keep serving the group; with `serve` 0 (inside a
- * rebalance callback) just wait.
- */
-static void wait_writer(sink *s, int serve)
-{
-    pthread_mutex_lock(&s->lock);
-    while (s->wb_full) {
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_nsec += 50 * 1000000L;
-        if (ts.tv_nsec >= 1000000000L) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000L;
-        }
-        pthread_cond_timedwait(&s->cond, &s->lock, &ts);
-        if (!serve || !s->wb_full)
-            continue;
-        pthread_mutex_unlock(&s->lock);
-        if (atomic_load(&s->failing))
-            set_paused(s, 1);
-        /* Rebalances are served here; paused partitions bring nothing, what was fetched joins the batch. */
-        rd_kafka_message_t *m = rd_kafka_consumer_poll(s->consumer, 0);
-        if (m) {
-            if (!m->err &&
-                batch_add(&s->b, m->partition, m->offset, m->key, m->key_len, m->payload, m->len) != 0)
-                LOG_ERROR("sink", "out of memory");
-            rd_kafka_message_destroy(m);
-        }
-        pthread_mutex_lock(&s->lock);
-    }
-    pthread_mutex_unlock(&s->lock);
-}
-
-/* Hand the filled batch to the writer (after the one before it is written). */
-static void submit(sink *s, int serve)
-{
-    wait_writer(s, serve);
-    if (s->b.n == 0)
-        return;
-    pthread_mutex_lock(&s->lock);
-    batch tmp = s->wb; /* empty: cleared by the writer, its memory reused */
-    s->wb = s->b;
-    s->b = tmp;
-    s->wb_full = 1;
-    pthread_cond_broadcast(&s->cond);
-    pthread_mutex_unlock(&s->lock);
-    if (s->paused && !atomic_load(&s->failing))
-        set_paused(s, 0);
-}
-
-/* Write everything we hold, one attempt each (revoke, stop): what fails is read again by the next owner. */
-static void drain_once(sink *s)
-{
-    atomic_store(&s->one_shot, 1);
-    wait_writer(s, 0);
-    /*
-     * Never write past a dropped batch: its offsets were not stored, and a
-     * later batch of the same partitions would store offsets beyond it.
-     */
-    if (atomic_exchange(&s->dropped, 0))
-        batch_clear(&s->b);
-    submit(s, 0);
-    wait_writer(s, 0);
-    atomic_store(&s->dropped, 0);
-    atomic_store(&s->one_shot, 0);
-}
-
-/* On assignment, start each partition where Postgres says its rows end. */
-static void on_assign(sink *s, rd_kafka_topic_partition_list_t *parts)
-{
-    char err[512];
-    int max = 0;
-
-    for (int i = 0; i < parts->cnt; i++)
-        if (parts->elems[i].partition + 1 > max)
-            max = parts->elems[i].partition + 1;
-    int64_t *next = calloc((size_t)(max ? max : 1), sizeof(*next));
-    long long backoff = 100;
-    for (;;) {
-        PGconn *pg = pg_connected(s);
-        if (pg && sink_pg_load_offsets(pg, s->cfg.kafka_topic, next, max, err, sizeof(err)) == 0)
-            break;
-        if (pg)
-            LOG_WARN("pg", "cannot read stored offsets, will retry: %s", err);
-        if (atomic_load(&s->stop)) {
-            free(next);
-            return;
-        }
-        sleep_ms(backoff);
-        backoff = backoff * 2 > s->cfg.pg_retry_max_ms ? s->cfg.pg_retry_max_ms : backoff * 2;
-    }
-    for (int i = 0; i < parts->cnt; i++) {
-        int p = parts->elems[i].partition;
-        parts->elems[i].offset = next[p] >= 0 ? next[p] : RD_KAFKA_OFFSET_BEGINNING;
-        LOG_INFO("sink", "assigned topic=%s partition=%d from_offset=%" PRId64, parts->elems[i].topic, p,
-                 next[p]);
-        sink_metrics_set_next(&s->status.metrics, p, next[p] >= 0 ? next[p] : 0);
-    }
-    free(next);
-    rd_kafka_assign(s->consumer, parts);
-    s->paused = 0;
-}
-
-static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err, rd_kafka_topic_partition_list_t *parts,
-                         void *opaque)
-{
-    sink *s = opaque;
-
-    if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
-        on_assign(s, parts);
-    } else {
-        /* Write what we have of them once; if that fails, the next owner reads it again from Postgres's
-         * offsets. */
-        drain_once(s);
-        LOG_INFO("sink", "partitions revoked count=%d", parts->cnt);
-        sink_metrics_forget_all(&s->status.metrics);
-        rd_kafka_assign(rk, NULL);
-        s->paused = 0;
-    }
-}
 
 static void *signal_main(void *arg)
 {
     sink *s = arg;
     int sig = app_wait_signal();
 
-    LOG_INFO("sink", "stopping signal=%s", sig == SIGTERM ? "SIGTERM" : "SIGINT");
-    atomic_store(&s->stop, 1);
+    /* main() ends this thread with a signal of its own once stop is set: that one is no news. */
+    if (!atomic_exchange(&s->stop, 1))
+        LOG_INFO("sink", "stopping signal=%s", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+    backoff_wake(&s->retry);
+    sink_consumer_stop(s->consumer);
+    sink_writer_stop(s->writer);
     return NULL;
 }
 
-static int run(sink *s)
+static int migrate_once(void *arg)
 {
-    long long first_at = 0;
+    sink *s = arg;
+    char err[512];
+    PGconn *pg = sink_pg_connect(&s->pg, s->cfg.pg_dsn);
 
-    while (!atomic_load(&s->stop)) {
-        long long wait = 100;
-        if (s->b.n) {
-            wait = first_at + s->cfg.batch_timeout_ms - mono_ms();
-            if (wait < 0)
-                wait = 0;
-        }
-        rd_kafka_message_t *m = rd_kafka_consumer_poll(s->consumer, (int)wait);
-        if (m) {
-            if (m->err) {
-                if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
-                    LOG_WARN("kafka", "consume: %s", rd_kafka_message_errstr(m));
-            } else {
-                if (s->b.n == 0)
-                    first_at = mono_ms();
-                if (batch_add(&s->b, m->partition, m->offset, m->key, m->key_len, m->payload, m->len) != 0) {
-                    LOG_ERROR("sink", "out of memory");
-                    rd_kafka_message_destroy(m);
-                    return -1;
-                }
-            }
-            rd_kafka_message_destroy(m);
-        }
-        if (s->b.n &&
-            ((long long)s->b.n >= s->cfg.batch_rows || mono_ms() - first_at >= s->cfg.batch_timeout_ms))
-            submit(s, 1);
-        else if (s->paused && !atomic_load(&s->failing))
-            set_paused(s, 0);
+    if (pg == NULL)
+        return -EIO;
+    if (migrate(pg, err, sizeof(err)) < 0) {
+        LOG_WARN("pg", "migration failed, will retry: %s", err);
+        return -EIO;
     }
-    /* A clean stop writes what it has, once. */
-    drain_once(s);
     return 0;
+}
+
+static int stopping(void *arg)
+{
+    return atomic_load(&((sink *)arg)->stop);
 }
 
 int main(int argc, char **argv)
 {
     static sink s;
     char errbuf[512];
-    int status = 1, rc;
+    int status = 1, rc, started = 0;
     pthread_t sig_thread;
 
     app_block_signals();
-    batch_init(&s.b);
-    batch_init(&s.wb);
-    pthread_mutex_init(&s.lock, NULL);
-    pthread_cond_init(&s.cond, NULL);
     sink_metrics_init(&s.status.metrics);
     if ((rc = app_config_load(&sink_config_program, &s.cfg, argc, argv, &s.cfg.log_level,
                               &s.cfg.log_format)) >= 0) {
@@ -438,39 +113,38 @@ int main(int argc, char **argv)
         status = 2;
         goto out;
     }
-    char group[256];
-    snprintf(group, sizeof(group), "%s", s.cfg.kafka_group);
-    const kafka_prop consumer_defaults[] = {{"group.id", group},
-                                            {"enable.auto.commit", "false"},
-                                            {"auto.offset.reset", "earliest"},
-                                            {NULL, NULL}};
-    rd_kafka_conf_t *conf =
-        kafka_conf_new(s.cfg.kafka_bootstrap, consumer_defaults, &s.cfg.kafka_props, errbuf, sizeof(errbuf));
-    if (conf == NULL) {
+    /* 100 ms first, as the writer's: a blip costs little; the cap is the operator's. */
+    if ((rc = backoff_init(&s.retry, s.cfg.pg_retry_max_ms < 100 ? s.cfg.pg_retry_max_ms : 100,
+                           s.cfg.pg_retry_max_ms)) != 0) {
+        fprintf(stderr, "sink: back-off: %s\n", strerror(-rc));
+        goto out;
+    }
+    s.retry_ready = 1;
+    if ((s.consumer = sink_consumer_new(&s.cfg, &s.status.metrics, errbuf, sizeof(errbuf))) == NULL) {
         fprintf(stderr, "sink: %s\n", errbuf);
         status = 2;
         goto out;
     }
-    rd_kafka_conf_set_rebalance_cb(conf, rebalance_cb);
-    rd_kafka_conf_set_opaque(conf, &s);
-    if ((s.consumer = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errbuf, sizeof(errbuf))) == NULL) {
-        rd_kafka_conf_destroy(conf);
-        fprintf(stderr, "sink: kafka consumer: %s\n", errbuf);
-        status = 2;
-        goto out;
-    }
-    if ((s.dlq = kafka_new(RD_KAFKA_PRODUCER, s.cfg.kafka_bootstrap, kafka_producer_defaults, NULL, errbuf,
-                           sizeof(errbuf))) == NULL) {
+    if ((s.dlq = sink_dlq_new(s.cfg.kafka_bootstrap, s.cfg.dlq_topic, s.cfg.kafka_topic, errbuf,
+                              sizeof(errbuf))) == NULL) {
         fprintf(stderr, "sink: dead-letter producer: %s\n", errbuf);
         status = 2;
         goto out;
     }
-    s.dlq_topic = rd_kafka_topic_new(s.dlq, s.cfg.dlq_topic, NULL);
+    if ((s.writer = sink_writer_new(s.cfg.pg_dsn, s.cfg.kafka_topic, s.cfg.pg_retry_max_ms, s.dlq,
+                                    &s.status.metrics, errbuf, sizeof(errbuf))) == NULL) {
+        fprintf(stderr, "sink: %s\n", errbuf);
+        goto out;
+    }
     s.status.pg_dsn = s.cfg.pg_dsn;
     s.status.topic = s.cfg.kafka_topic;
-    s.status.consumer = s.consumer;
+    s.status.consumer = sink_consumer_handle(s.consumer);
     s.status.migrated = &s.migrated;
-    s.status.failing = &s.failing;
+    s.status.writer = s.writer;
+    if (sink_status_watch(&s.status, errbuf, sizeof(errbuf)) != 0) {
+        fprintf(stderr, "sink: %s\n", errbuf);
+        goto out;
+    }
     admin_handlers ah = {.thread_name = "sink-admin",
                          .not_ready = sink_status_not_ready,
                          .metrics = sink_status_metrics,
@@ -479,80 +153,52 @@ int main(int argc, char **argv)
         fprintf(stderr, "sink: --admin-addr %s\n", errbuf);
         goto out;
     }
-    pthread_create(&sig_thread, NULL, signal_main, &s);
+    if (pthread_create(&sig_thread, NULL, signal_main, &s) != 0) {
+        fprintf(stderr, "sink: cannot start the signal thread\n");
+        goto out;
+    }
+    started = 1;
 
     LOG_INFO("sink", "started kafka=%s topic=%s group=%s dlq=%s batch_rows=%lld batch_timeout_ms=%lld",
              s.cfg.kafka_bootstrap, s.cfg.kafka_topic, s.cfg.kafka_group, s.cfg.dlq_topic,
              (long long)s.cfg.batch_rows, (long long)s.cfg.batch_timeout_ms);
-    kafka_probe(s.consumer, 5000);
+    kafka_probe(sink_consumer_handle(s.consumer), 5000);
 
     /* The schema first, under its advisory lock, however long Postgres takes to come. */
-    long long backoff = 100;
-    for (;;) {
-        PGconn *pg = pg_connected(&s);
-        if (pg && migrate(pg, errbuf, sizeof(errbuf)) >= 0) {
-            atomic_store(&s.migrated, 1);
-            break;
-        }
-        if (pg)
-            LOG_WARN("pg", "migration failed, will retry: %s", errbuf);
-        if (atomic_load(&s.stop))
-            goto stopped;
-        sleep_ms(backoff);
-        backoff = backoff * 2 > s.cfg.pg_retry_max_ms ? s.cfg.pg_retry_max_ms : backoff * 2;
+    if (backoff_retry(&s.retry, migrate_once, stopping, &s) != 0) {
+        status = 0; /* stopped while waiting for Postgres */
+        goto stop;
     }
+    atomic_store(&s.migrated, 1);
 
-    if (pthread_create(&s.writer, NULL, writer_main, &s) != 0) {
-        LOG_ERROR("sink", "cannot start the writer thread");
-        goto stopped;
-    }
-    s.writer_started = 1;
-
-    rd_kafka_topic_partition_list_t *sub = rd_kafka_topic_partition_list_new(1);
-    rd_kafka_topic_partition_list_add(sub, s.cfg.kafka_topic, RD_KAFKA_PARTITION_UA);
-    rd_kafka_resp_err_t err = rd_kafka_subscribe(s.consumer, sub);
-    rd_kafka_topic_partition_list_destroy(sub);
-    if (err) {
-        LOG_ERROR("kafka", "subscribe %s: %s", s.cfg.kafka_topic, rd_kafka_err2str(err));
-        goto stopped;
-    }
-    if (run(&s) == 0)
+    /* The consumer reads the stored offsets on the connection that migrated. */
+    rc = sink_consumer_subscribe(s.consumer, s.writer, s.pg);
+    s.pg = NULL;
+    if (rc != 0)
+        goto stop;
+    if (sink_consumer_run(s.consumer) == 0)
         status = 0;
-    rd_kafka_consumer_close(s.consumer);
-    goto joined;
+    sink_consumer_close(s.consumer);
 
-stopped:
-    status = 0;
-joined:
+stop:
     atomic_store(&s.stop, 1);
-    if (s.writer_started) {
-        pthread_mutex_lock(&s.lock);
-        s.writer_quit = 1;
-        pthread_cond_broadcast(&s.cond);
-        pthread_mutex_unlock(&s.lock);
-        pthread_join(s.writer, NULL);
-    }
     pthread_kill(sig_thread, SIGTERM);
     pthread_join(sig_thread, NULL);
 out:
     admin_stop(s.admin);
-    if (s.consumer)
-        rd_kafka_destroy(s.consumer);
-    if (s.dlq_topic)
-        rd_kafka_topic_destroy(s.dlq_topic);
-    if (s.dlq) {
-        rd_kafka_flush(s.dlq, 5000);
-        rd_kafka_destroy(s.dlq);
-    }
+    sink_status_unwatch(&s.status);
+    /* The consumer before the writer: leaving the group writes what it holds, through the writer. */
+    sink_consumer_free(s.consumer);
+    sink_writer_free(s.writer);
+    sink_dlq_free(s.dlq);
     if (s.pg)
         PQfinish(s.pg);
-    if (s.wpg)
-        PQfinish(s.wpg);
-    batch_free(&s.b);
-    batch_free(&s.wb);
+    if (s.retry_ready)
+        backoff_destroy(&s.retry);
     sink_metrics_free(&s.status.metrics);
     config_free(&sink_config_program, &s.cfg);
-    if (status == 0)
+    /* Only a sink that started has stopped: --help, --version and bad settings say nothing of the kind. */
+    if (started && status == 0)
         LOG_INFO("sink", "stopped");
     return status;
 }

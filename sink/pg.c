@@ -2,12 +2,95 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "log.h"
 #include "row.h"
+
+/* Server notices ("relation already exists, skipping") at debug level, not on stderr. */
+static void notice(void *arg, const char *message)
+{
+    (void)arg;
+    LOG_DEBUG("pg", "%s", message);
+}
+
+PGconn *sink_pg_connect(PGconn **slot, const char *dsn)
+{
+    if (*slot && PQstatus(*slot) == CONNECTION_OK)
+        return *slot;
+    if (*slot)
+        PQfinish(*slot);
+    *slot = PQconnectdb(dsn);
+    if (PQstatus(*slot) != CONNECTION_OK) {
+        LOG_WARN("pg", "not reachable: %s", *slot ? PQerrorMessage(*slot) : "out of memory");
+        return NULL;
+    }
+    PQsetNoticeProcessor(*slot, notice, NULL);
+    LOG_INFO("pg", "connected server_version=%d", PQserverVersion(*slot));
+    return *slot;
+}
+
+static long long mono_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* libpq's message, one line, without its final newline. */
+static void one_line(char *err, size_t errlen, const char *msg)
+{
+    snprintf(err, errlen, "%s", msg && *msg ? msg : "connection failed");
+    err[strcspn(err, "\n")] = '\0';
+}
+
+int sink_pg_ping(const char *dsn, int timeout_ms, char *err, size_t errlen)
+{
+    long long deadline = mono_ms() + timeout_ms;
+    PGconn *c = PQconnectStart(dsn);
+    /* As libpq says: poll as if writing first. */
+    PostgresPollingStatusType st = PGRES_POLLING_WRITING;
+    int rc = -EIO;
+
+    if (c == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return -ENOMEM;
+    }
+    if (PQstatus(c) == CONNECTION_BAD) {
+        one_line(err, errlen, PQerrorMessage(c));
+        goto out;
+    }
+    while (st != PGRES_POLLING_OK) {
+        if (st == PGRES_POLLING_FAILED) {
+            one_line(err, errlen, PQerrorMessage(c));
+            goto out;
+        }
+        long long left = deadline - mono_ms();
+        if (left <= 0) {
+            snprintf(err, errlen, "no answer within %d ms", timeout_ms);
+            rc = -ETIMEDOUT;
+            goto out;
+        }
+        /* The socket may change between polls (another address of the host): asked each time. */
+        struct pollfd p = {.fd = PQsocket(c), .events = st == PGRES_POLLING_READING ? POLLIN : POLLOUT};
+        int n = poll(&p, 1, (int)left);
+        if (n < 0 && errno != EINTR) {
+            snprintf(err, errlen, "poll: %s", strerror(errno));
+            goto out;
+        }
+        if (n > 0)
+            st = PQconnectPoll(c);
+    }
+    rc = 0;
+out:
+    PQfinish(c);
+    return rc;
+}
 
 /* A result we expect to be `want`; else the message into err. */
 static int expect(PGresult *r, ExecStatusType want, char *err, size_t errlen)
@@ -112,7 +195,10 @@ static int write_range(PGconn *pg, batch *b, size_t lo, size_t hi, char *err, si
                 char *nl = strchr(why, '\n');
                 if (nl)
                     *nl = '\0';
-                rec->dead = strdup(why);
+                if ((rec->dead = strdup(why)) == NULL) {
+                    snprintf(err, errlen, "out of memory");
+                    return -1;
+                }
                 LOG_WARN("sink", "dead letter partition=%" PRId32 " offset=%" PRId64 ": %s", rec->partition,
                          rec->offset, why);
             }
@@ -154,7 +240,7 @@ static int store_offsets(PGconn *pg, const char *topic, const batch *b, char *er
     return 0;
 }
 
-int sink_pg_write_batch(PGconn *pg, const char *topic, batch *b, pg_dead_fn dead, void *arg, char *err,
+int sink_pg_write_batch(PGconn *pg, const char *topic, batch *b, sink_pg_dead_fn dead, void *arg, char *err,
                         size_t errlen)
 {
     size_t n_dead = 0;

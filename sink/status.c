@@ -7,7 +7,11 @@
 #include <string.h>
 
 #include <event2/buffer.h>
-#include <libpq-fe.h>
+
+#include "log.h"
+#include "pg.h"
+#include "watch.h"
+#include "writer.h"
 
 void sink_metrics_init(sink_metrics *m)
 {
@@ -55,21 +59,70 @@ void sink_metrics_forget_all(sink_metrics *m)
     pthread_mutex_unlock(&m->lock);
 }
 
+/* Each question waits this long at most: a round asks both, then waits a second. */
+#define CHECK_TIMEOUT_MS 1000
+#define CHECK_PERIOD_MS  1000
+/* Both questions are bounded, but not the name lookup (sink_pg_ping): an answer this old is none. */
+#define CHECK_STALE_MS 5000
+
+/* The watcher's check: Postgres, then Kafka, each within CHECK_TIMEOUT_MS. */
+static const char *check(void *arg)
+{
+    sink_status *st = arg;
+    const struct rd_kafka_metadata *md = NULL;
+    char err[256];
+    int pg, kafka;
+
+    /* A session of its own: the writer's connection may be stuck in a frozen one for ever. */
+    pg = sink_pg_ping(st->pg_dsn, CHECK_TIMEOUT_MS, err, sizeof(err)) == 0;
+    if (pg != st->pg_answers) {
+        if (pg)
+            LOG_INFO("ready", "Postgres answers again");
+        else
+            LOG_WARN("ready", "Postgres does not answer: %s", err);
+        st->pg_answers = pg;
+    }
+    kafka = rd_kafka_metadata(st->consumer, 0, NULL, &md, CHECK_TIMEOUT_MS) == RD_KAFKA_RESP_ERR_NO_ERROR;
+    if (kafka)
+        rd_kafka_metadata_destroy(md);
+    if (kafka != st->kafka_answers) {
+        if (kafka)
+            LOG_INFO("ready", "Kafka answers again");
+        else
+            LOG_WARN("ready", "Kafka does not answer");
+        st->kafka_answers = kafka;
+    }
+    if (!pg)
+        return "Postgres not reachable";
+    if (!kafka)
+        return "Kafka not reachable";
+    return NULL;
+}
+
+int sink_status_watch(sink_status *st, char *err, size_t errlen)
+{
+    /* Both taken for answering at first: only a change from that is worth a line. */
+    st->pg_answers = st->kafka_answers = 1;
+    st->watcher = watch_start("sink-watch", CHECK_PERIOD_MS, CHECK_STALE_MS, check, st, err, errlen);
+    return st->watcher ? 0 : -1;
+}
+
+void sink_status_unwatch(sink_status *st)
+{
+    watch_stop(st->watcher);
+    st->watcher = NULL;
+}
+
 const char *sink_status_not_ready(void *arg)
 {
-    const sink_status *st = arg;
-    const struct rd_kafka_metadata *md = NULL;
+    sink_status *st = arg;
 
+    /* The flags first: they are fresh, the watcher's answer is up to a second old. */
     if (!atomic_load(st->migrated))
         return "schema not migrated yet";
-    if (atomic_load(st->failing))
+    if (sink_writer_failing(st->writer))
         return "cannot write to Postgres";
-    if (PQping(st->pg_dsn) != PQPING_OK)
-        return "Postgres not reachable";
-    if (rd_kafka_metadata(st->consumer, 0, NULL, &md, 2000) != RD_KAFKA_RESP_ERR_NO_ERROR)
-        return "Kafka not reachable";
-    rd_kafka_metadata_destroy(md);
-    return NULL;
+    return watch_reason(st->watcher);
 }
 
 static void counter(struct evbuffer *out, const char *name, const char *help, const atomic_uint_fast64_t *v)

@@ -57,6 +57,17 @@ def test_bad_settings_are_refused_naming_the_setting(prog, args, env, message):
     assert message in r.stderr, r.stderr
 
 
+@pytest.mark.parametrize("args,status", [(["--help"], 0), (["--version"], 0), (["--bogus"], 2),
+                                         (["--pg-dsn=not a dsn"], 2), (["--kafka.bogus=1"], 2)])
+def test_a_sink_that_never_started_does_not_log_that_it_stopped(args, status):
+    r = run("sink", *args)
+    assert r.returncode == status, r.stderr
+    # Only the answer asked for, or the one line naming the bad setting: no log line at all.
+    assert "stopped" not in r.stderr and "msg=" not in r.stderr, r.stderr
+    if status == 0:
+        assert r.stderr == "", r.stderr
+
+
 @pytest.mark.parametrize("prog", ["gateway", "sink"])
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_starts_reaches_kafka_and_stops_cleanly(prog, sig, stack_env):
