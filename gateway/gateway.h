@@ -2,6 +2,7 @@
 #ifndef INGEST_GATEWAY_H
 #define INGEST_GATEWAY_H
 
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -51,6 +52,14 @@ typedef struct gateway {
     atomic_int stopping;        /* new requests are refused with 503 */
     atomic_int kafka_reachable; /* 1 when a broker answered the last question (gateway/status.c) */
     gateway_metrics metrics;
+    /* The stop's wait for the front ends to finish (gateway/front.h); the condition on CLOCK_MONOTONIC. */
+    pthread_mutex_t idle_lock;
+    pthread_cond_t idle;
+    unsigned long idle_gen;
 } gateway;
+
+/* The gateway's shared parts that need setting up (the stop's condition variable). 0 or -1. */
+int gateway_init(gateway *gw);
+void gateway_destroy(gateway *gw);
 
 #endif

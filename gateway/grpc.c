@@ -850,6 +850,7 @@ static void maybe_finish(gcall *c)
     g->live--;
     pthread_cond_broadcast(&g->change);
     pthread_mutex_unlock(&g->lock);
+    gw_front_changed(g->gw);
     if (park_ref)
         call_unref(c); /* the caller holds one more: not the last */
     call_unref(c);     /* the core's side */
@@ -1256,13 +1257,13 @@ static gcall **open_calls(gw_grpc_front *g, size_t *n)
 /*
  * The stop's time is up: calls still waiting for Kafka are answered
  * UNAVAILABLE (their events may yet arrive; a retry with the same ids is
- * safe) rather than cut off, and get a moment to send it.
+ * safe) rather than cut off.
  */
-static void answer_waiting(gw_grpc_front *g, int grace_ms)
+static void grpc_abort_waiting(void *self)
 {
+    gw_grpc_front *g = self;
     size_t n;
     gcall **open = open_calls(g, &n);
-    struct timespec ts;
 
     for (size_t i = 0; i < n; i++) {
         gcall *c = open[i];
@@ -1277,6 +1278,14 @@ static void answer_waiting(gw_grpc_front *g, int grace_ms)
         call_unref(c);
     }
     free(open);
+}
+
+/* ... and get a moment to send it: until no call is live, or grace_ms. */
+static void answer_waiting(gw_grpc_front *g, int grace_ms)
+{
+    struct timespec ts;
+
+    grpc_abort_waiting(g);
     clock_gettime(CLOCK_MONOTONIC, &ts);
     ts.tv_sec += grace_ms / 1000;
     ts.tv_nsec += (long)(grace_ms % 1000) * 1000000;
@@ -1396,3 +1405,32 @@ void gw_grpc_front_free(gw_grpc_front *g)
     free(g);
     grpc_shutdown();
 }
+
+static void grpc_stop_accepting(void *self)
+{
+    gw_grpc_front_stop_accepting(self);
+}
+
+static size_t grpc_pending(void *self)
+{
+    return gw_grpc_front_pending(self);
+}
+
+static void grpc_close(void *self)
+{
+    gw_grpc_front_close(self);
+}
+
+static void grpc_free(void *self)
+{
+    gw_grpc_front_free(self);
+}
+
+const gw_front_ops gw_grpc_front_ops = {
+    .name = "grpc",
+    .stop_accepting = grpc_stop_accepting,
+    .pending = grpc_pending,
+    .abort_waiting = grpc_abort_waiting,
+    .close = grpc_close,
+    .free = grpc_free,
+};

@@ -16,6 +16,7 @@
 
 #include <stddef.h>
 
+#include "front.h"
 #include "gateway.h"
 
 typedef struct gw_grpc_front gw_grpc_front;
@@ -46,5 +47,8 @@ void gw_grpc_front_close(gw_grpc_front *g);
 
 /* Free, once no delivery result can come any more (the producer is freed). NULL is a no-op. */
 void gw_grpc_front_free(gw_grpc_front *g);
+
+/* The above, and the stop's deadline (answer calls still waiting for Kafka UNAVAILABLE), as front.h's ops. */
+extern const gw_front_ops gw_grpc_front_ops;
 
 #endif

@@ -6,6 +6,7 @@
 #include "http.h"
 
 #include <ctype.h>
+#include <pthread.h>
 #include <errno.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -16,6 +17,7 @@
 
 #include <event2/buffer.h>
 #include <event2/event.h>
+#include <event2/thread.h>
 #include <http_parser.h>
 #include <zlib.h>
 
@@ -26,7 +28,7 @@
 #include "net.h"
 #include "producer.h"
 
-struct gw_http_front {
+struct gw_http_loop {
     struct event_base *base;
     gw_http_server *srv;
     ack_inbox *inbox;
@@ -37,7 +39,7 @@ struct gw_http_front {
 
 /* A request waiting for its delivery reports. */
 typedef struct ingest_wait {
-    gw_http_front *front;
+    gw_http_loop *front;
     gw_http_request *req;
     ack_wait *wait;
     struct event *timer;
@@ -82,7 +84,7 @@ static void respond_buffer(gw_http_request *req, int status, const char *extra, 
  * table gives (or `status`, when not 0), Retry-After where a retry may work,
  * and count the answer.
  */
-static void respond_refusal(gw_http_front *f, gw_http_request *req, const gw_refusal *r, int status)
+static void respond_refusal(gw_http_loop *f, gw_http_request *req, const gw_refusal *r, int status)
 {
     struct evbuffer *b = evbuffer_new();
     const gw_reason_info *info = &gw_reasons[r->reason];
@@ -115,10 +117,10 @@ static void respond_refusal(gw_http_front *f, gw_http_request *req, const gw_ref
 }
 
 /* A refusal this front end decides itself, not the admission stage: counted, then answered. */
-static void refuse(gw_http_front *f, gw_http_request *req, gw_reason reason, int status, const char *fmt, ...)
+static void refuse(gw_http_loop *f, gw_http_request *req, gw_reason reason, int status, const char *fmt, ...)
     __attribute__((format(printf, 5, 6)));
 
-static void refuse(gw_http_front *f, gw_http_request *req, gw_reason reason, int status, const char *fmt, ...)
+static void refuse(gw_http_loop *f, gw_http_request *req, gw_reason reason, int status, const char *fmt, ...)
 {
     gw_refusal r = {.reason = reason, .index = -1};
     va_list ap;
@@ -318,6 +320,7 @@ static void wait_finish(ingest_wait *iw)
         event_free(iw->timer);
     free(iw->body);
     atomic_fetch_sub(&iw->front->pending, 1);
+    gw_front_changed(iw->front->gw);
     free(iw);
 }
 
@@ -495,7 +498,7 @@ parsed:
 }
 
 /* Parse, validate and queue through the admission stage; answer now, or later from wait_done/wait_timeout. */
-static void ingest(gw_http_front *f, gw_http_request *req, int committed)
+static void ingest(gw_http_loop *f, gw_http_request *req, int committed)
 {
     gw_admission a;
     http_body hb = {.req = req};
@@ -559,7 +562,7 @@ out:
 
 static void handle(gw_http_request *req, void *arg)
 {
-    gw_http_front *f = arg;
+    gw_http_loop *f = arg;
     const char *auth = gw_http_request_header(req, "authorization");
     gw_credentials cred = {auth, auth ? strlen(auth) : 0};
     gw_admission a;
@@ -592,7 +595,7 @@ static void handle(gw_http_request *req, void *arg)
 
 static void on_error(gw_http_request *req, int status, const char *code, const char *message, void *arg)
 {
-    gw_http_front *f = arg;
+    gw_http_loop *f = arg;
     (void)code;
 
     switch (status) {
@@ -605,9 +608,9 @@ static void on_error(gw_http_request *req, int status, const char *code, const c
     }
 }
 
-gw_http_front *gw_http_front_new(struct event_base *base, evutil_socket_t fd, gateway *gw)
+gw_http_loop *gw_http_loop_new(struct event_base *base, evutil_socket_t fd, gateway *gw)
 {
-    gw_http_front *f = calloc(1, sizeof(*f));
+    gw_http_loop *f = calloc(1, sizeof(*f));
     gw_http_server_config sc = {
         .max_body = gw->lim.max_request_bytes,
         .max_header_bytes = 64 * 1024,
@@ -628,7 +631,7 @@ gw_http_front *gw_http_front_new(struct event_base *base, evutil_socket_t fd, ga
     if ((f->inbox = ack_inbox_new(base)) == NULL || (f->srv = gw_http_server_new(base, fd, &sc)) == NULL) {
         if (f->srv == NULL)
             evutil_closesocket(fd);
-        gw_http_front_free(f);
+        gw_http_loop_free(f);
         return NULL;
     }
     return f;
@@ -636,13 +639,13 @@ gw_http_front *gw_http_front_new(struct event_base *base, evutil_socket_t fd, ga
 
 static void stop_accepting_cb(evutil_socket_t fd, short what, void *arg)
 {
-    gw_http_front *f = arg;
+    gw_http_loop *f = arg;
     (void)fd;
     (void)what;
     gw_http_server_stop_accepting(f->srv);
 }
 
-void gw_http_front_stop_accepting(gw_http_front *f)
+void gw_http_loop_stop_accepting(gw_http_loop *f)
 {
     event_base_once(f->base, -1, EV_TIMEOUT, stop_accepting_cb, f, NULL);
 }
@@ -650,7 +653,7 @@ void gw_http_front_stop_accepting(gw_http_front *f)
 /* On the loop: the stop's deadline came, answer every request still waiting for Kafka. */
 static void stop_waiting_cb(evutil_socket_t fd, short what, void *arg)
 {
-    gw_http_front *f = arg;
+    gw_http_loop *f = arg;
     (void)fd;
     (void)what;
 
@@ -666,17 +669,17 @@ static void stop_waiting_cb(evutil_socket_t fd, short what, void *arg)
     }
 }
 
-void gw_http_front_stop_waiting(gw_http_front *f)
+void gw_http_loop_stop_waiting(gw_http_loop *f)
 {
     event_base_once(f->base, -1, EV_TIMEOUT, stop_waiting_cb, f, NULL);
 }
 
-size_t gw_http_front_pending(const gw_http_front *f)
+size_t gw_http_loop_pending(const gw_http_loop *f)
 {
-    return atomic_load(&((gw_http_front *)f)->pending);
+    return atomic_load(&((gw_http_loop *)f)->pending);
 }
 
-void gw_http_front_close(gw_http_front *f)
+void gw_http_loop_close(gw_http_loop *f)
 {
     if (f == NULL)
         return;
@@ -685,14 +688,163 @@ void gw_http_front_close(gw_http_front *f)
     f->srv = NULL;
 }
 
-void gw_http_front_free(gw_http_front *f)
+void gw_http_loop_free(gw_http_loop *f)
 {
     if (f == NULL)
         return;
-    gw_http_front_close(f);
+    gw_http_loop_close(f);
     if (f->inbox) {
         ack_inbox_drain(f->inbox);
         ack_inbox_free(f->inbox);
     }
     free(f);
 }
+
+static void http_front_close(void *self);
+static void http_front_free(void *self);
+
+/* --- the front end: --http-threads loops, each on a thread and a SO_REUSEPORT socket of its own ----------
+ */
+
+typedef struct http_thread {
+    pthread_t tid;
+    int index;
+    int started;
+    struct event_base *base;
+    gw_http_loop *loop;
+} http_thread;
+
+struct gw_http_front {
+    gateway *gw;
+    http_thread *t;
+    int n;
+};
+
+static void *http_main(void *arg)
+{
+    http_thread *t = arg;
+    char name[16];
+
+    /* Named, so top -H and perf tell the threads apart. */
+    snprintf(name, sizeof(name), "gw-http-%d", t->index);
+    pthread_setname_np(pthread_self(), name);
+    event_base_loop(t->base, EVLOOP_NO_EXIT_ON_EMPTY);
+    return NULL;
+}
+
+gw_http_front *gw_http_front_start(gateway *gw, char *err, size_t errlen)
+{
+    const char *addr = gw->cfg->http_addr;
+    int threads = (int)gw->cfg->http_threads;
+    gw_http_front *h = calloc(1, sizeof(*h));
+
+    if (h == NULL || (h->t = calloc((size_t)threads, sizeof(*h->t))) == NULL) {
+        snprintf(err, errlen, "out of memory");
+        free(h);
+        return NULL;
+    }
+    h->gw = gw;
+    /* Loops are woken from the delivery report thread: libevent must know about threads. */
+    evthread_use_pthreads();
+    /*
+     * SO_REUSEPORT would also let this process share a port that another
+     * gateway already serves, silently splitting its traffic: bind once
+     * without it first, so a port in use is an error at start.
+     */
+    int probe = net_bind(addr, SOCK_STREAM, 0, err, errlen);
+    if (probe < 0)
+        goto fail;
+    evutil_closesocket(probe);
+    for (; h->n < threads; h->n++) {
+        http_thread *t = &h->t[h->n];
+        int fd = net_bind(addr, SOCK_STREAM, 1, err, errlen);
+        if (fd < 0)
+            goto fail;
+        t->index = h->n;
+        if ((t->base = event_base_new()) == NULL || (t->loop = gw_http_loop_new(t->base, fd, gw)) == NULL) {
+            snprintf(err, errlen, "cannot start HTTP I/O thread %d", t->index);
+            h->n++;
+            goto fail;
+        }
+    }
+    for (int i = 0; i < h->n; i++) {
+        if (pthread_create(&h->t[i].tid, NULL, http_main, &h->t[i]) != 0) {
+            snprintf(err, errlen, "cannot start HTTP I/O thread %d", i);
+            goto fail;
+        }
+        h->t[i].started = 1;
+    }
+    return h;
+
+fail:
+    http_front_close(h);
+    http_front_free(h);
+    return NULL;
+}
+
+static void http_front_stop_accepting(void *self)
+{
+    gw_http_front *h = self;
+
+    for (int i = 0; i < h->n; i++)
+        gw_http_loop_stop_accepting(h->t[i].loop);
+}
+
+static size_t http_front_pending(void *self)
+{
+    gw_http_front *h = self;
+    size_t n = 0;
+
+    for (int i = 0; i < h->n; i++)
+        n += gw_http_loop_pending(h->t[i].loop);
+    return n;
+}
+
+static void http_front_abort_waiting(void *self)
+{
+    gw_http_front *h = self;
+
+    for (int i = 0; i < h->n; i++)
+        gw_http_loop_stop_waiting(h->t[i].loop);
+}
+
+static void http_front_close(void *self)
+{
+    gw_http_front *h = self;
+
+    /* A moment for answers written last (the stop's 503s) to leave before the loops end. */
+    struct timeval flush = {0, 50000};
+    for (int i = 0; i < h->n; i++)
+        if (h->t[i].started) {
+            event_base_loopexit(h->t[i].base, &flush);
+            pthread_join(h->t[i].tid, NULL);
+            h->t[i].started = 0;
+        }
+    /* Loops stopped: abort what still waits; the waits are freed when their last reports come. */
+    for (int i = 0; i < h->n; i++)
+        gw_http_loop_close(h->t[i].loop);
+}
+
+static void http_front_free(void *self)
+{
+    gw_http_front *h = self;
+
+    if (h == NULL)
+        return;
+    for (int i = 0; i < h->n; i++) {
+        gw_http_loop_free(h->t[i].loop);
+        if (h->t[i].base)
+            event_base_free(h->t[i].base);
+    }
+    free(h->t);
+    free(h);
+}
+
+const gw_front_ops gw_http_front_ops = {
+    .name = "http",
+    .stop_accepting = http_front_stop_accepting,
+    .pending = http_front_pending,
+    .abort_waiting = http_front_abort_waiting,
+    .close = http_front_close,
+    .free = http_front_free,
+};

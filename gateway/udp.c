@@ -226,6 +226,8 @@ static void set_rcvbuf(int fd, int bytes, int first)
                  got / 2, bytes);
 }
 
+static void udp_free(void *self);
+
 udp_front *udp_front_start(gateway *gw, char *err, size_t errlen)
 {
     const char *addr = gw->cfg->udp_addr;
@@ -250,8 +252,10 @@ udp_front *udp_front_start(gateway *gw, char *err, size_t errlen)
         udp_thread *t = &u->threads[u->n_threads];
         t->u = u;
         t->index = u->n_threads;
-        if ((t->fd = net_bind(addr, SOCK_DGRAM, 1, err, errlen)) < 0)
+        if ((t->fd = net_bind(addr, SOCK_DGRAM, 1, err, errlen)) < 0) {
+            t->fd = -1;
             goto fail;
+        }
         /* Blocking with a timeout: the thread sleeps in the kernel, and sees the stop flag 5 times a second.
          */
         int flags = 0;
@@ -269,20 +273,45 @@ udp_front *udp_front_start(gateway *gw, char *err, size_t errlen)
     return u;
 
 fail:
-    udp_front_stop(u);
+    udp_free(u);
     return NULL;
 }
 
-void udp_front_stop(udp_front *u)
+/* Stop receiving: the threads see the flag within their receive timeout and end; what was queued stays. */
+static void udp_stop_accepting(void *self)
 {
-    if (u == NULL)
-        return;
+    udp_front *u = self;
+
     atomic_store(&u->stop, 1);
     for (int i = 0; i < u->n_threads; i++) {
         if (u->threads[i].started)
             pthread_join(u->threads[i].tid, NULL);
-        close(u->threads[i].fd);
+        u->threads[i].started = 0;
+        if (u->threads[i].fd >= 0)
+            close(u->threads[i].fd);
+        u->threads[i].fd = -1;
     }
+}
+
+/* Nothing waits for Kafka: a datagram is answered by nobody. */
+static size_t udp_pending(void *self)
+{
+    (void)self;
+    return 0;
+}
+
+static void udp_nothing(void *self)
+{
+    (void)self;
+}
+
+static void udp_free(void *self)
+{
+    udp_front *u = self;
+
+    if (u == NULL)
+        return;
+    udp_stop_accepting(u);
     const gateway_metrics *m = &u->gw->metrics;
     unsigned long long refused = 0;
     for (int r = 0; r < GW_N_REASONS; r++)
@@ -295,3 +324,12 @@ void udp_front_stop(udp_front *u)
     free(u->threads);
     free(u);
 }
+
+const gw_front_ops udp_front_ops = {
+    .name = "udp",
+    .stop_accepting = udp_stop_accepting,
+    .pending = udp_pending,
+    .abort_waiting = udp_nothing,
+    .close = udp_nothing,
+    .free = udp_free,
+};

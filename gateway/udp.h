@@ -8,6 +8,7 @@
 #ifndef INGEST_UDP_H
 #define INGEST_UDP_H
 
+#include "front.h"
 #include "gateway.h"
 
 typedef struct udp_front udp_front;
@@ -19,7 +20,7 @@ typedef struct udp_front udp_front;
  */
 udp_front *udp_front_start(gateway *gw, char *err, size_t errlen);
 
-/* Stop receiving and join the threads; what was queued stays queued. NULL is a no-op. */
-void udp_front_stop(udp_front *u);
+/* Its lifecycle (front.h): stop_accepting stops receiving and joins the threads; nothing ever waits. */
+extern const gw_front_ops udp_front_ops;
 
 #endif

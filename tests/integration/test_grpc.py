@@ -495,7 +495,7 @@ def test_deadline_is_honoured_while_waiting_for_kafka(start_gateway, pb, health_
     # Past their deadline they are over on the gateway's side too, not left waiting out the 60 s ack timeout.
     g.proc.send_signal(signal.SIGTERM)
     assert g.proc.wait(timeout=30) == 0
-    assert "gRPC calls still open" not in g.log(), g.log_tail()
+    assert "grpc requests still open" not in g.log(), g.log_tail()
 
 
 def test_overload_is_resource_exhausted_and_streams_are_held_back(start_gateway, pb, health_pb2):
@@ -651,7 +651,7 @@ def test_sigterm_with_calls_waiting_for_kafka_stops_within_the_shutdown_timeout(
     # Not acknowledged, and answered so rather than cut off: the client may retry with the same ids.
     assert [o[0] for o in outcome] == [grpc.StatusCode.UNAVAILABLE], outcome
     assert "the gateway stopped before Kafka acknowledged" in outcome[0][1], outcome
-    assert "gRPC calls still open" in g.log()
+    assert "grpc requests still open" in g.log()
 
 
 def test_grpc_port_in_use_fails_the_start_naming_the_setting(ggw):
@@ -711,7 +711,7 @@ def test_stream_that_never_reads_its_acks_is_held_back_and_others_are_served(sta
     assert g.proc.poll() is None
     g.proc.send_signal(signal.SIGTERM)
     assert g.proc.wait(timeout=30) == 0
-    assert "gRPC calls still open" not in g.log()
+    assert "grpc requests still open" not in g.log()
 
 
 def cpu_seconds(pid):
@@ -799,7 +799,7 @@ def test_200_unruly_clients_leave_the_gateway_serving_without_growing(start_gate
     # And it still stops cleanly, nothing left open.
     g.proc.send_signal(signal.SIGTERM)
     assert g.proc.wait(timeout=30) == 0
-    assert "gRPC calls still open" not in g.log()
+    assert "grpc requests still open" not in g.log()
 
 
 # ---- the stack's own gateway -------------------------------------------------------

@@ -48,7 +48,7 @@ typedef struct hfx {
     gateway_config cfg;
     gateway gw;
     struct event_base *base;
-    gw_http_front *front;
+    gw_http_loop *front;
     pthread_t thr;
     int running;
     int port;
@@ -148,7 +148,7 @@ static int fx_start(void **state, const fx_opts *o)
     if (fd < 0)
         return -1;
     f->port = net_local_port(fd);
-    if ((f->base = event_base_new()) == NULL || (f->front = gw_http_front_new(f->base, fd, &f->gw)) == NULL)
+    if ((f->base = event_base_new()) == NULL || (f->front = gw_http_loop_new(f->base, fd, &f->gw)) == NULL)
         return -1;
     if (pthread_create(&f->thr, NULL, loop_main, f) != 0)
         return -1;
@@ -214,8 +214,8 @@ static int teardown(void **state)
     purge_queue(f->gw.q);
     fx_stop_loop(f);
     /* main.c's order: close (abort what waits), the producer goes, then free (the last reports). */
-    gw_http_front_close(f->front);
-    gw_http_front_free(f->front);
+    gw_http_loop_close(f->front);
+    gw_http_loop_free(f->front);
     if (f->base)
         event_base_free(f->base);
     queue_free(f->gw.q);
@@ -520,7 +520,7 @@ static int64_t now_ns(void)
 
 static size_t pending_front(hfx *f)
 {
-    return gw_http_front_pending(f->front);
+    return gw_http_loop_pending(f->front);
 }
 
 static int wait_pending(hfx *f, size_t want)
@@ -1550,7 +1550,7 @@ static void test_stop_accepting(void **state)
      * From the test thread, as main.c does from its own. It runs on the loop:
      * two round trips there make sure it has (the first may share its turn).
      */
-    gw_http_front_stop_accepting(f->front);
+    gw_http_loop_stop_accepting(f->front);
     on_loop(f, NULL, NULL);
     on_loop(f, NULL, NULL);
     struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)f->port)};
@@ -1587,14 +1587,14 @@ static void test_close_with_requests_waiting(void **state)
     /* One completes before the stop: its done() is posted but not yet run. */
     ack_wait_report(m[0]->wait, RD_KAFKA_RESP_ERR_NO_ERROR);
     fx_stop_loop(f);
-    gw_http_front_close(f->front);
-    assert_int_equal(gw_http_front_pending(f->front), 0);
+    gw_http_loop_close(f->front);
+    assert_int_equal(gw_http_loop_pending(f->front), 0);
     /* The others complete after the close: as the producer's purge would report them. */
     ack_wait_report(m[1]->wait, RD_KAFKA_RESP_ERR__PURGE_QUEUE);
     ack_wait_report(m[2]->wait, RD_KAFKA_RESP_ERR_NO_ERROR);
     free_msgs(m, 3);
     /* Freeing the front runs the posted waits (ASan sees each freed once); the base closes the sockets. */
-    gw_http_front_free(f->front);
+    gw_http_loop_free(f->front);
     f->front = NULL;
     event_base_free(f->base);
     f->base = NULL;
