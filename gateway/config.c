@@ -19,6 +19,10 @@ static const config_entry entries[] = {
      "HTTP I/O threads, each with its own event loop and socket", 1, 64, NULL},
     {"http-idle-timeout", CONFIG_DURATION, "60s", OFF(http_idle_timeout_ms),
      "Close a connection idle (or stalled mid-request) for this long", 100, 3600000, NULL},
+    {"http-overload-wait", CONFIG_DURATION, "1s", OFF(http_overload_wait_ms),
+     "How long a request read while the queue is above its high-water mark waits for room (its connection "
+     "read no further) before it is answered 429",
+     0, 60000, NULL},
     {"admin-addr", CONFIG_STRING, "0.0.0.0:8081", OFF(admin_addr),
      "Admin listen address: /metrics, /healthz, /readyz", 0, 0, NULL},
     {"udp-addr", CONFIG_STRING, "0.0.0.0:8090", OFF(udp_addr), "UDP listen address (host:port, [ipv6]:port)",

@@ -35,6 +35,7 @@ typedef struct gateway_config {
     char *default_ack;
     char *auth_token;
     int64_t http_idle_timeout_ms;
+    int64_t http_overload_wait_ms;
     int64_t retry_after_s;
     int64_t shutdown_timeout_ms;
     char *log_level;

@@ -34,11 +34,33 @@ struct gw_http_loop {
     ack_inbox *inbox;
     gateway *gw;
     atomic_size_t pending;
-    struct ingest_wait *waiting; /* every request waiting for Kafka, for the stop */
+    struct ingest_wait *waiting;        /* every request waiting for Kafka, for the stop */
+    struct held *held_head, *held_tail; /* requests read while the queue had no room, oldest first */
+    struct event *room;                 /* looks for room while anything is held */
 };
+
+/* What a request's `user` points to while this front end holds it. */
+typedef enum wait_kind { WAIT_KAFKA, WAIT_ROOM } wait_kind;
+
+/*
+ * A request read while the queue was above its high-water mark: held,
+ * unparsed, until there is room or --http-overload-wait passes (then 429).
+ * Its connection reads nothing more meanwhile (one request at a time), so
+ * the client meets TCP's flow control, and the gateway spends no CPU on
+ * requests it would refuse: under overload, admission keeps pace with what
+ * Kafka takes instead of burning the CPU Kafka needs on 429s.
+ */
+typedef struct held {
+    wait_kind kind; /* WAIT_ROOM; first, as in ingest_wait */
+    gw_http_request *req;
+    int committed;
+    long long since_ms;
+    struct held *next, *prev;
+} held;
 
 /* A request waiting for its delivery reports. */
 typedef struct ingest_wait {
+    wait_kind kind; /* WAIT_KAFKA */
     gw_http_loop *front;
     gw_http_request *req;
     ack_wait *wait;
@@ -49,6 +71,13 @@ typedef struct ingest_wait {
 } ingest_wait;
 
 typedef enum ack_level { ACK_COMMITTED, ACK_ACCEPTED } ack_level;
+
+/*
+ * How often held requests look for room. The queue holds about 13,000
+ * events between its high-water mark and its capacity (the defaults) and the
+ * producer drains it at some 400,000 a second: a 2 ms look leaves it busy.
+ */
+#define ROOM_POLL_US 2000
 
 /* --- answers ------------------------------------------------------------------------------------ */
 
@@ -365,13 +394,33 @@ static void wait_timeout(evutil_socket_t fd, short what, void *arg)
     wait_finish(iw);
 }
 
+static void held_unlink(gw_http_loop *f, held *h)
+{
+    if (h->prev)
+        h->prev->next = h->next;
+    else
+        f->held_head = h->next;
+    if (h->next)
+        h->next->prev = h->prev;
+    else
+        f->held_tail = h->prev;
+    h->req->user = NULL;
+    atomic_fetch_sub(&f->pending, 1);
+    gw_front_changed(f->gw);
+    free(h);
+}
+
 static void on_abort(gw_http_request *req, void *arg)
 {
+    gw_http_loop *f = arg;
     ingest_wait *iw = req->user;
-    (void)arg;
 
     if (iw == NULL)
         return;
+    if (iw->kind == WAIT_ROOM) {
+        held_unlink(f, (held *)req->user);
+        return;
+    }
     iw->wait->ctx = NULL;
     req->user = NULL;
     wait_finish(iw);
@@ -560,6 +609,65 @@ out:
     gw_admission_clear(&a);
 }
 
+/* On the loop, every few milliseconds while anything is held: admit the oldest while there is room. */
+static void room_cb(evutil_socket_t fd, short what, void *arg)
+{
+    gw_http_loop *f = arg;
+    long long now = gw_mono_ms();
+    (void)fd;
+    (void)what;
+
+    while (f->held_head) {
+        held *h = f->held_head;
+        gw_http_request *req = h->req;
+        int committed = h->committed;
+        if (atomic_load(&f->gw->stopping)) {
+            held_unlink(f, h);
+            refuse(f, req, GW_R_shutting_down, 0, "the gateway is shutting down");
+        } else if (now - h->since_ms >= f->gw->cfg->http_overload_wait_ms) {
+            held_unlink(f, h);
+            refuse(f, req, GW_R_overloaded, 0,
+                   "the gateway's queue stayed above its high-water mark for %lld ms; retry later",
+                   (long long)f->gw->cfg->http_overload_wait_ms);
+        } else if (!queue_above_high_water(f->gw->q)) {
+            held_unlink(f, h);
+            ingest(f, req, committed);
+        } else {
+            break;
+        }
+    }
+    if (f->held_head) {
+        struct timeval tv = {0, ROOM_POLL_US};
+        evtimer_add(f->room, &tv);
+    }
+}
+
+/* Hold a request until there is room; 0, or -ENOMEM (then it is refused as it would have been). */
+static int hold(gw_http_loop *f, gw_http_request *req, int committed)
+{
+    held *h = calloc(1, sizeof(*h));
+
+    if (h == NULL)
+        return -ENOMEM;
+    h->kind = WAIT_ROOM;
+    h->req = req;
+    h->committed = committed;
+    h->since_ms = gw_mono_ms();
+    h->prev = f->held_tail;
+    if (f->held_tail)
+        f->held_tail->next = h;
+    else
+        f->held_head = h;
+    f->held_tail = h;
+    req->user = h;
+    atomic_fetch_add(&f->pending, 1);
+    if (!evtimer_pending(f->room, NULL)) {
+        struct timeval tv = {0, ROOM_POLL_US};
+        evtimer_add(f->room, &tv);
+    }
+    return 0;
+}
+
 static void handle(gw_http_request *req, void *arg)
 {
     gw_http_loop *f = arg;
@@ -578,9 +686,9 @@ static void handle(gw_http_request *req, void *arg)
                http_method_str((enum http_method)req->method));
         return;
     }
-    /* Who it is, the stop, overload: before the body is parsed, so a refusal costs next to nothing. */
+    /* Who it is, and the stop: before the body is parsed, so a refusal costs next to nothing. */
     gw_admission_init(&a, f->gw, GW_HTTP, req->peer, req->started_ns);
-    if (gw_admit_gate(&a, &cred, 0) != 0) {
+    if (gw_admit_gate(&a, &cred, 1) != 0) {
         respond_refusal(f, req, &a.refusal, 0);
         gw_admission_clear(&a);
         return;
@@ -590,6 +698,9 @@ static void handle(gw_http_request *req, void *arg)
         refuse(f, req, GW_R_bad_request, 0, "ack: '%s' is not committed or accepted", bad);
         return;
     }
+    /* No room: wait for it rather than refuse at once (struct held says why). */
+    if ((f->held_head || queue_above_high_water(f->gw->q)) && hold(f, req, ack == ACK_COMMITTED) == 0)
+        return;
     ingest(f, req, ack == ACK_COMMITTED);
 }
 
@@ -628,7 +739,8 @@ gw_http_loop *gw_http_loop_new(struct event_base *base, evutil_socket_t fd, gate
     f->gw = gw;
     atomic_init(&f->pending, 0);
     sc.arg = f;
-    if ((f->inbox = ack_inbox_new(base)) == NULL || (f->srv = gw_http_server_new(base, fd, &sc)) == NULL) {
+    if ((f->room = evtimer_new(base, room_cb, f)) == NULL || (f->inbox = ack_inbox_new(base)) == NULL ||
+        (f->srv = gw_http_server_new(base, fd, &sc)) == NULL) {
         if (f->srv == NULL)
             evutil_closesocket(fd);
         gw_http_loop_free(f);
@@ -657,6 +769,11 @@ static void stop_waiting_cb(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
 
+    while (f->held_head) {
+        gw_http_request *req = f->held_head->req;
+        held_unlink(f, f->held_head);
+        refuse(f, req, GW_R_shutting_down, 0, "the gateway is shutting down");
+    }
     while (f->waiting) {
         ingest_wait *iw = f->waiting;
         gw_http_request *req = iw->req;
@@ -697,6 +814,8 @@ void gw_http_loop_free(gw_http_loop *f)
         ack_inbox_drain(f->inbox);
         ack_inbox_free(f->inbox);
     }
+    if (f->room)
+        event_free(f->room);
     free(f);
 }
 

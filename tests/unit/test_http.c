@@ -58,6 +58,7 @@ typedef struct fx_opts {
     const char *auth_token;
     int64_t ack_timeout_ms;
     int64_t capacity, high_water;
+    int64_t overload_wait_ms;
 } fx_opts;
 
 static void *loop_main(void *arg)
@@ -129,6 +130,7 @@ static int fx_start(void **state, const fx_opts *o)
         .default_ack = (char *)"committed",
         .auth_token = (char *)(o->auth_token ? o->auth_token : ""),
         .http_idle_timeout_ms = 5000,
+        .http_overload_wait_ms = o->overload_wait_ms,
         .retry_after_s = 7,
         .shutdown_timeout_ms = 1000,
         .log_level = (char *)"error",
@@ -174,6 +176,12 @@ static int setup_auth(void **state)
 static int setup_short_ack(void **state)
 {
     fx_opts o = {.ack_timeout_ms = 100};
+    return fx_start(state, &o);
+}
+
+static int setup_overload_wait(void **state)
+{
+    fx_opts o = {.overload_wait_ms = 3000};
     return fx_start(state, &o);
 }
 
@@ -1288,6 +1296,61 @@ static void test_overloaded(void **state)
     free_msgs(m, 1);
 }
 
+/*
+ * Above the high-water mark a request waits for room, unread beyond itself,
+ * for --http-overload-wait: taken as soon as the queue drains, refused 429
+ * only when no room comes in time. Meanwhile its connection reads nothing.
+ */
+static void test_overloaded_waits_for_room(void **state)
+{
+    hfx *f = *state;
+    response r;
+    produce_msg *m[33];
+    char batch[1024];
+
+    int n = sprintf(batch, "[");
+    for (int i = 0; i < 8; i++)
+        n += sprintf(batch + n, "%s{\"source\":\"/s\",\"type\":\"t\"}", i ? "," : "");
+    sprintf(batch + n, "]");
+    for (int i = 0; i < 4; i++) {
+        post(f, ACCEPTED, CE_BATCH, batch, &r);
+        expect_ok(&r, 202, 8, NULL);
+        resp_free(&r);
+    }
+    /* At the mark: the request is held, not answered. */
+    client *c = cli_open(f);
+    post_on(c, ACCEPTED, CE_JSON, EV, strlen(EV));
+    assert_true(wait_pending(f, 1));
+    assert_true(cli_quiet(c, 300));
+    assert_int_equal(queue_depth(f->gw.q), 32);
+    /* Room: it goes in, and is answered. */
+    take(f, m, 32);
+    free_msgs(m, 32);
+    assert_int_equal(cli_read(c, &r), 0);
+    expect_ok(&r, 202, 1, NULL);
+    resp_free(&r);
+    assert_int_equal(pending_front(f), 0);
+    take(f, m, 1);
+    free_msgs(m, 1);
+    cli_close(c);
+
+    /* No room in time: 429 after the wait, with nothing queued. */
+    for (int i = 0; i < 4; i++) {
+        post(f, ACCEPTED, CE_BATCH, batch, &r);
+        expect_ok(&r, 202, 8, NULL);
+        resp_free(&r);
+    }
+    int64_t t0 = now_ns();
+    post(f, ACCEPTED, CE_JSON, EV, &r);
+    expect_error(&r, 429, "overloaded", -1);
+    assert_true(now_ns() - t0 >= 2900LL * 1000000);
+    resp_free(&r);
+    assert_int_equal(queue_depth(f->gw.q), 32);
+    assert_int_equal(pending_front(f), 0);
+    take(f, m, 32);
+    free_msgs(m, 32);
+}
+
 static void test_queue_full(void **state)
 {
     hfx *f = *state;
@@ -1652,6 +1715,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_ack_selection, setup, teardown),
         cmocka_unit_test_setup_teardown(test_keep_alive_across_errors, setup, teardown),
         cmocka_unit_test_setup_teardown(test_overloaded, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_overloaded_waits_for_room, setup_overload_wait, teardown),
         cmocka_unit_test_setup_teardown(test_queue_full, setup_small_queue, teardown),
         cmocka_unit_test_setup_teardown(test_shutting_down, setup, teardown),
         cmocka_unit_test_setup_teardown(test_committed, setup, teardown),
