@@ -41,7 +41,8 @@ int net_parse_addr(const char *addr, struct sockaddr_storage *ss, socklen_t *len
     memset(&hints, 0, sizeof(hints));
     hints.ai_family = AF_UNSPEC;
     hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
-    if ((rc = getaddrinfo(host[0] ? host : NULL, port, &hints, &res)) != 0) {
+    /* No host: every address of both families, not whichever the resolver lists first. */
+    if ((rc = getaddrinfo(host[0] ? host : "::", port, &hints, &res)) != 0) {
         snprintf(err, errlen, "'%s': %s", addr, gai_strerror(rc));
         return -EINVAL;
     }
@@ -59,13 +60,23 @@ int net_bind(const char *addr, int type, int reuseport, char *err, size_t errlen
 {
     struct sockaddr_storage ss;
     socklen_t len;
-    int fd, one = 1;
+    int fd, one = 1, off = 0;
 
     if (net_parse_addr(addr, &ss, &len, err, errlen) != 0)
         return -1;
     if ((fd = socket(ss.ss_family, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0)) < 0) {
         snprintf(err, errlen, "%s: socket: %s", addr, strerror(errno));
         return -1;
+    }
+    /*
+     * Set, not left to net.ipv6.bindv6only, which some distributions and
+     * containers turn on: "[::]" must take both families wherever it runs.
+     * A specific IPv6 address is not changed by it (a v4-mapped one can
+     * only be bound so); the gRPC core clears it on all its IPv6 sockets too.
+     */
+    if (ss.ss_family == AF_INET6 && setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &off, sizeof(off)) != 0) {
+        snprintf(err, errlen, "%s: IPV6_V6ONLY: %s", addr, strerror(errno));
+        goto fail;
     }
     /*
      * TCP: rebind at once over connections in TIME_WAIT. Not UDP, where
@@ -117,6 +128,16 @@ void net_format(const struct sockaddr *sa, char *buf, size_t size)
         snprintf(buf, size, "%s:%u", ip, ntohs(in->sin_port));
     } else if (sa->sa_family == AF_INET6) {
         const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)sa;
+        /*
+         * An IPv4 client of a dual-stack socket arrives as ::ffff:a.b.c.d.
+         * Named as it connected, so its Envelope's peer is what it was on
+         * 0.0.0.0, and what the gRPC core writes for its own peers.
+         */
+        if (IN6_IS_ADDR_V4MAPPED(&in6->sin6_addr)) {
+            inet_ntop(AF_INET, &in6->sin6_addr.s6_addr[12], ip, sizeof(ip));
+            snprintf(buf, size, "%s:%u", ip, ntohs(in6->sin6_port));
+            return;
+        }
         inet_ntop(AF_INET6, &in6->sin6_addr, ip, sizeof(ip));
         snprintf(buf, size, "[%s]:%u", ip, ntohs(in6->sin6_port));
     } else {

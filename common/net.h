@@ -6,7 +6,8 @@
 #include <sys/socket.h>
 
 /*
- * Parse "host:port", "[v6]:port" or ":port" (all addresses) into `ss`.
+ * Parse "host:port", "[v6]:port" or ":port" into `ss`. ":port" is every
+ * address, the same as "[::]:port" (both families, see net_bind).
  * 0, or -EINVAL with a message in err.
  */
 int net_parse_addr(const char *addr, struct sockaddr_storage *ss, socklen_t *len, char *err, size_t errlen);
@@ -14,15 +15,20 @@ int net_parse_addr(const char *addr, struct sockaddr_storage *ss, socklen_t *len
 /*
  * A non-blocking socket of `type` (SOCK_STREAM listens, SOCK_DGRAM is just
  * bound) on `addr`, with SO_REUSEADDR for TCP only, and SO_REUSEPORT when
- * asked so that several threads can each have their own. The fd, or -1
- * with a message.
+ * asked so that several threads can each have their own. An IPv6 socket has
+ * IPV6_V6ONLY cleared, whatever net.ipv6.bindv6only says, so that "[::]"
+ * takes IPv4 clients too (as ::ffff:a.b.c.d; net_format names them as
+ * IPv4). The fd, or -1 with a message.
  */
 int net_bind(const char *addr, int type, int reuseport, char *err, size_t errlen);
 
 /* The port a bound socket got (for ":0"); 0 on error. */
 int net_local_port(int fd);
 
-/* "ip:port", or "[ip6]:port", of a peer. */
+/*
+ * "ip:port", or "[ip6]:port", of a peer. An IPv4-mapped IPv6 address (an
+ * IPv4 client of a dual-stack socket) is written as the IPv4 one.
+ */
 void net_format(const struct sockaddr *sa, char *buf, size_t size);
 
 /*

@@ -1,20 +1,26 @@
 /*
  * common/net: address parsing, listening and bound sockets, peer formatting.
  * Real sockets on the loopback interface; IPv6 cases are skipped on a
- * machine without ::1.
+ * machine without ::1. Hosts unlike this one are made in a child process:
+ * a network namespace of its own (as root) with net.ipv6.bindv6only on.
  */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <net/if.h>
 #include <netinet/in.h>
+#include <sched.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/un.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -59,16 +65,11 @@ static void test_parse_good(void **state)
     assert_int_equal(ntohs(in6->sin6_port), 8080);
     assert_memory_equal(&in6->sin6_addr, &in6addr_loopback, sizeof(in6addr_loopback));
 
-    /* ":port" is every address, of whichever family the resolver puts first. */
+    /* ":port" is every address of both families, "[::]", not whichever the resolver lists first. */
     assert_int_equal(net_parse_addr(":0", &ss, &len, err, sizeof(err)), 0);
-    if (ss.ss_family == AF_INET) {
-        assert_int_equal(in->sin_addr.s_addr, htonl(INADDR_ANY));
-        assert_int_equal(in->sin_port, 0);
-    } else {
-        assert_int_equal(ss.ss_family, AF_INET6);
-        assert_memory_equal(&in6->sin6_addr, &in6addr_any, sizeof(in6addr_any));
-        assert_int_equal(in6->sin6_port, 0);
-    }
+    assert_int_equal(ss.ss_family, AF_INET6);
+    assert_memory_equal(&in6->sin6_addr, &in6addr_any, sizeof(in6addr_any));
+    assert_int_equal(in6->sin6_port, 0);
 }
 
 static void test_parse_bad(void **state)
@@ -119,41 +120,90 @@ static int stream_listening(int fd)
     return on;
 }
 
-/* Connect to it and exchange a byte: the socket really serves. */
-static void check_serves_tcp(int lfd, int family, int port)
+/* The loopback address of `family` with `port`; its length. */
+static socklen_t loopback(int family, int port, struct sockaddr_storage *ss)
 {
-    struct sockaddr_storage ss;
-    socklen_t sl;
-    int c = socket(family, SOCK_STREAM, 0), a = -1;
-    char ch = 0;
-
-    memset(&ss, 0, sizeof(ss));
+    memset(ss, 0, sizeof(*ss));
     if (family == AF_INET) {
-        struct sockaddr_in *in = (struct sockaddr_in *)&ss;
+        struct sockaddr_in *in = (struct sockaddr_in *)ss;
         in->sin_family = AF_INET;
         in->sin_port = htons((uint16_t)port);
         in->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-        sl = sizeof(*in);
-    } else {
-        struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&ss;
-        in6->sin6_family = AF_INET6;
-        in6->sin6_port = htons((uint16_t)port);
-        in6->sin6_addr = in6addr_loopback;
-        sl = sizeof(*in6);
+        return sizeof(*in);
     }
-    assert_int_equal(connect(c, (struct sockaddr *)&ss, sl), 0);
-    /* Non-blocking listener: the connection is queued already, accept may still need a moment. */
-    for (int i = 0; i < 1000 && a < 0; i++) {
-        a = accept(lfd, NULL, NULL);
-        if (a < 0)
-            usleep(1000);
+    struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)ss;
+    in6->sin6_family = AF_INET6;
+    in6->sin6_port = htons((uint16_t)port);
+    in6->sin6_addr = in6addr_loopback;
+    return sizeof(*in6);
+}
+
+/*
+ * Connect from the loopback of `family` and exchange a byte: 1 when the
+ * listener really serves it. The peer it accepted, as net_format names it,
+ * into `peer` when given. No cmocka assertion: child processes use it too.
+ */
+static int serves_tcp(int lfd, int family, int port, char *peer, size_t size)
+{
+    struct sockaddr_storage ss, from;
+    socklen_t sl = loopback(family, port, &ss), fl = sizeof(from);
+    int c = socket(family, SOCK_STREAM, 0), a = -1, ok = 0;
+    char ch = 0;
+
+    if (c < 0)
+        return 0;
+    if (connect(c, (struct sockaddr *)&ss, sl) == 0) {
+        /* Non-blocking listener: the connection is queued already, accept may still need a moment. */
+        for (int i = 0; i < 1000 && a < 0; i++) {
+            a = accept(lfd, (struct sockaddr *)&from, &fl);
+            if (a < 0)
+                usleep(1000);
+        }
+        ok = a >= 0 && send(c, "x", 1, 0) == 1 && recv(a, &ch, 1, 0) == 1 && ch == 'x';
+        if (ok && peer)
+            net_format((struct sockaddr *)&from, peer, size);
     }
-    assert_true(a >= 0);
-    assert_int_equal(send(c, "x", 1, 0), 1);
-    assert_int_equal(recv(a, &ch, 1, 0), 1);
-    assert_int_equal(ch, 'x');
-    close(a);
+    if (a >= 0)
+        close(a);
     close(c);
+    return ok;
+}
+
+/* A datagram from the loopback of `family` arrives on the bound socket fd: 1 when it does. */
+static int serves_udp(int fd, int family, int port)
+{
+    struct sockaddr_storage ss;
+    socklen_t sl = loopback(family, port, &ss);
+    int c = socket(family, SOCK_DGRAM, 0);
+    char buf[8];
+    ssize_t n = -1;
+
+    if (c < 0)
+        return 0;
+    if (sendto(c, "ping", 4, 0, (struct sockaddr *)&ss, sl) == 4)
+        for (int i = 0; i < 1000 && n < 0; i++) {
+            n = recv(fd, buf, sizeof(buf), 0);
+            if (n < 0)
+                usleep(1000);
+        }
+    close(c);
+    return n == 4 && memcmp(buf, "ping", 4) == 0;
+}
+
+static void check_serves_tcp(int lfd, int family, int port)
+{
+    assert_true(serves_tcp(lfd, family, port, NULL, 0));
+}
+
+/* IPV6_V6ONLY of a socket; -1 when it cannot be read. */
+static int v6only(int fd)
+{
+    int on = -1;
+    socklen_t l = sizeof(on);
+
+    if (getsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &on, &l) != 0)
+        return -1;
+    return on;
 }
 
 static void test_bind_tcp_v4(void **state)
@@ -225,6 +275,144 @@ static void test_bind_udp_v6(void **state)
     if (!have_ipv6())
         skip();
     check_udp("[::1]:0", AF_INET6);
+}
+
+/* "[::]" takes IPv4 and IPv6 on one socket, and an IPv4 client is named as IPv4. */
+static void test_bind_v6_any_takes_both_families(void **state)
+{
+    char err[256] = "", peer[64] = "";
+    (void)state;
+
+    if (!have_ipv6())
+        skip();
+    int fd = net_bind("[::]:0", SOCK_STREAM, 0, err, sizeof(err));
+    check_socket(fd, SOCK_STREAM, AF_INET6);
+    assert_int_equal(v6only(fd), 0);
+    int port = net_local_port(fd);
+    assert_true(serves_tcp(fd, AF_INET, port, peer, sizeof(peer)));
+    assert_true(strncmp(peer, "127.0.0.1:", 10) == 0);
+    assert_true(serves_tcp(fd, AF_INET6, port, peer, sizeof(peer)));
+    assert_true(strncmp(peer, "[::1]:", 6) == 0);
+    close(fd);
+
+    fd = net_bind("[::]:0", SOCK_DGRAM, 0, err, sizeof(err));
+    check_socket(fd, SOCK_DGRAM, AF_INET6);
+    assert_int_equal(v6only(fd), 0);
+    port = net_local_port(fd);
+    assert_true(serves_udp(fd, AF_INET, port));
+    assert_true(serves_udp(fd, AF_INET6, port));
+    close(fd);
+
+    /* ":port" is the same. */
+    fd = net_bind(":0", SOCK_STREAM, 0, err, sizeof(err));
+    check_socket(fd, SOCK_STREAM, AF_INET6);
+    assert_int_equal(v6only(fd), 0);
+    close(fd);
+}
+
+/* ---- hosts unlike this one, each made in a child process ---------------------------- */
+
+/* What a child returns when it cannot make the host it needs (not root). */
+#define CHILD_SKIP 77
+
+/*
+ * Run `fn` in a child process, its stderr (the log) kept in `log` (may be
+ * NULL). The child's exit status: 0 when every check passed, CHILD_SKIP,
+ * else the number of the check that failed.
+ */
+static int in_child(int (*fn)(void), char *log, size_t logsize)
+{
+    FILE *f = tmpfile();
+    int status = -1;
+
+    assert_non_null(f);
+    fflush(stderr);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        dup2(fileno(f), STDERR_FILENO);
+        _exit(fn());
+    }
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    if (log) {
+        rewind(f);
+        size_t n = fread(log, 1, logsize - 1, f);
+        log[n] = '\0';
+    }
+    fclose(f);
+    assert_true(WIFEXITED(status));
+    return WEXITSTATUS(status);
+}
+
+static void check_child(int (*fn)(void), char *log, size_t logsize)
+{
+    int rc = in_child(fn, log, logsize);
+    if (rc == CHILD_SKIP)
+        skip();
+    if (rc != 0)
+        fail_msg("check %d failed in the child; its log:\n%s", rc, log ? log : "");
+}
+
+static int write_file(const char *path, const char *value)
+{
+    FILE *f = fopen(path, "w");
+    int ok = f && fputs(value, f) >= 0;
+
+    if (f && fclose(f) != 0)
+        ok = 0;
+    return ok ? 0 : -1;
+}
+
+/* A network namespace of the child's own with its loopback up: 0, or -1 (not root). */
+static int own_netns(void)
+{
+    struct ifreq ifr;
+    int fd, rc = -1;
+
+    if (unshare(CLONE_NEWNET) != 0 || (fd = socket(AF_INET, SOCK_DGRAM, 0)) < 0)
+        return -1;
+    memset(&ifr, 0, sizeof(ifr));
+    snprintf(ifr.ifr_name, sizeof(ifr.ifr_name), "lo");
+    if (ioctl(fd, SIOCGIFFLAGS, &ifr) == 0) {
+        ifr.ifr_flags |= IFF_UP;
+        rc = ioctl(fd, SIOCSIFFLAGS, &ifr);
+    }
+    close(fd);
+    return rc;
+}
+
+/* With net.ipv6.bindv6only=1, as some distributions and containers have it. */
+static int child_bindv6only(void)
+{
+    char err[256];
+    int fd;
+
+    if (own_netns() != 0 || write_file("/proc/sys/net/ipv6/bindv6only", "1") != 0)
+        return CHILD_SKIP;
+    /* The sysctl took: an IPv6 socket left alone takes IPv6 only here. */
+    if ((fd = socket(AF_INET6, SOCK_STREAM, 0)) < 0 || v6only(fd) != 1)
+        return 1;
+    close(fd);
+    if ((fd = net_bind("[::]:0", SOCK_STREAM, 0, err, sizeof(err))) < 0 || v6only(fd) != 0)
+        return 2;
+    if (!serves_tcp(fd, AF_INET, net_local_port(fd), NULL, 0))
+        return 3;
+    if (!serves_tcp(fd, AF_INET6, net_local_port(fd), NULL, 0))
+        return 4;
+    close(fd);
+    if ((fd = net_bind("[::]:0", SOCK_DGRAM, 0, err, sizeof(err))) < 0 || v6only(fd) != 0)
+        return 5;
+    if (!serves_udp(fd, AF_INET, net_local_port(fd)) || !serves_udp(fd, AF_INET6, net_local_port(fd)))
+        return 6;
+    close(fd);
+    return 0;
+}
+
+static void test_bind_v6_any_whatever_bindv6only_says(void **state)
+{
+    char log[4096];
+    (void)state;
+    check_child(child_bindv6only, log, sizeof(log));
 }
 
 static void test_bind_in_use(void **state)
@@ -339,6 +527,16 @@ static void test_format(void **state)
     net_format((struct sockaddr *)&in6, buf, sizeof(buf));
     assert_string_equal(buf, "[ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff]:65535");
 
+    /* An IPv4 client of a dual-stack socket: named as it connected. */
+    inet_pton(AF_INET6, "::ffff:192.0.2.7", &in6.sin6_addr);
+    in6.sin6_port = htons(8080);
+    net_format((struct sockaddr *)&in6, buf, sizeof(buf));
+    assert_string_equal(buf, "192.0.2.7:8080");
+    /* Not to be confused with the IPv4-compatible or NAT64 forms, which stay IPv6. */
+    inet_pton(AF_INET6, "64:ff9b::c000:207", &in6.sin6_addr);
+    net_format((struct sockaddr *)&in6, buf, sizeof(buf));
+    assert_string_equal(buf, "[64:ff9b::c000:207]:8080");
+
     net_format((struct sockaddr *)&un, buf, sizeof(buf));
     assert_string_equal(buf, "unknown");
 
@@ -389,12 +587,20 @@ static void test_percent_decode(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_parse_good),     cmocka_unit_test(test_parse_bad),
-        cmocka_unit_test(test_bind_tcp_v4),    cmocka_unit_test(test_bind_tcp_v6),
-        cmocka_unit_test(test_bind_udp_v4),    cmocka_unit_test(test_bind_udp_v6),
-        cmocka_unit_test(test_bind_in_use),    cmocka_unit_test(test_bind_bad_address),
-        cmocka_unit_test(test_reuseport),      cmocka_unit_test(test_local_port_errors),
-        cmocka_unit_test(test_format),         cmocka_unit_test(test_parse_format_round_trip),
+        cmocka_unit_test(test_parse_good),
+        cmocka_unit_test(test_parse_bad),
+        cmocka_unit_test(test_bind_tcp_v4),
+        cmocka_unit_test(test_bind_tcp_v6),
+        cmocka_unit_test(test_bind_udp_v4),
+        cmocka_unit_test(test_bind_udp_v6),
+        cmocka_unit_test(test_bind_v6_any_takes_both_families),
+        cmocka_unit_test(test_bind_v6_any_whatever_bindv6only_says),
+        cmocka_unit_test(test_bind_in_use),
+        cmocka_unit_test(test_bind_bad_address),
+        cmocka_unit_test(test_reuseport),
+        cmocka_unit_test(test_local_port_errors),
+        cmocka_unit_test(test_format),
+        cmocka_unit_test(test_parse_format_round_trip),
         cmocka_unit_test(test_percent_decode),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
