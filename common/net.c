@@ -1,4 +1,5 @@
 #include "net.h"
+#include "log.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -102,6 +103,66 @@ int net_bind(const char *addr, int type, int reuseport, char *err, size_t errlen
 fail:
     close(fd);
     return -1;
+}
+
+/*
+ * 1 with the reason in `why` when a listener on [::] cannot work here, so
+ * that 0.0.0.0 must do. Only a host without IPv6 counts (see net.h): any
+ * other failure (no descriptor left, say) is for the real bind to report.
+ */
+static int ipv6_missing(int type, int flags, char *why, size_t size)
+{
+    struct sockaddr_in6 any = {.sin6_family = AF_INET6, .sin6_addr = IN6ADDR_ANY_INIT};
+    struct sockaddr_in6 lo = {.sin6_family = AF_INET6, .sin6_addr = IN6ADDR_LOOPBACK_INIT};
+    int fd, off = 0, missing = 0;
+
+    if ((fd = socket(AF_INET6, type | SOCK_CLOEXEC, 0)) < 0) {
+        if (errno != EAFNOSUPPORT)
+            return 0;
+        snprintf(why, size, "socket: %s", strerror(EAFNOSUPPORT));
+        return 1;
+    }
+    /* Port 0: the address decides, and the listener's own port stays untouched. */
+    setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &off, sizeof(off));
+    if (bind(fd, (struct sockaddr *)&any, sizeof(any)) != 0 && errno == EADDRNOTAVAIL) {
+        snprintf(why, size, "bind [::]: %s", strerror(errno));
+        missing = 1;
+    }
+    close(fd);
+    /* The core's own probe, as it makes it: any failure means no IPv6 to it. */
+    if (!missing && (flags & NET_LISTEN_GRPC_CORE)) {
+        if ((fd = socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0)) < 0 ||
+            bind(fd, (struct sockaddr *)&lo, sizeof(lo)) != 0) {
+            snprintf(why, size, "the gRPC core needs [::1]: %s", strerror(errno));
+            missing = 1;
+        }
+        if (fd >= 0)
+            close(fd);
+    }
+    return missing;
+}
+
+int net_listen_addr(const char *what, char **addr, int type, int flags, char *err, size_t errlen)
+{
+    struct sockaddr_storage ss;
+    socklen_t len;
+    char why[160], v4[sizeof("0.0.0.0:65535")], *s;
+
+    if (net_parse_addr(*addr, &ss, &len, err, errlen) != 0)
+        return -EINVAL;
+    const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)&ss;
+    if (ss.ss_family != AF_INET6 || !IN6_IS_ADDR_UNSPECIFIED(&in6->sin6_addr) ||
+        !ipv6_missing(type, flags, why, sizeof(why)))
+        return 0;
+    snprintf(v4, sizeof(v4), "0.0.0.0:%u", ntohs(in6->sin6_port));
+    if ((s = strdup(v4)) == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return -ENOMEM;
+    }
+    LOG_INFO("net", "%s %s: no IPv6 on this host (%s); listening on %s, IPv4 only", what, *addr, why, s);
+    free(*addr);
+    *addr = s;
+    return 0;
 }
 
 int net_local_port(int fd)

@@ -22,6 +22,31 @@ int net_parse_addr(const char *addr, struct sockaddr_storage *ss, socklen_t *len
  */
 int net_bind(const char *addr, int type, int reuseport, char *err, size_t errlen);
 
+/* Flags of net_listen_addr. */
+enum {
+    /*
+     * The listener is the gRPC core's (1.51). Given a wildcard ("[::]" or
+     * "0.0.0.0" alike) the core listens on one dual-stack [::] socket only
+     * if it can bind [::1] (probe_ipv6_once, socket_utils_common_posix.cc),
+     * else on 0.0.0.0 alone, and says so below its default verbosity. With
+     * this flag that case falls back too, and is said like the others.
+     */
+    NET_LISTEN_GRPC_CORE = 1,
+};
+
+/*
+ * Where a listener given `*addr` binds, decided once at start: `*addr`
+ * itself, unless it is the IPv6 wildcard ("[::]:port" or ":port", every
+ * listener's default) and the host has no IPv6: socket(AF_INET6) fails with
+ * EAFNOSUPPORT or binding [::] with EADDRNOTAVAIL. Then it becomes
+ * "0.0.0.0:port", IPv4 alone, and one line in the log says so, naming
+ * `what` (the setting, e.g. "--udp-addr"). Any other address is left as the
+ * operator gave it, to fail at its bind if the host cannot have it.
+ * `*addr` is a malloc'd string (a setting's value); when replaced, the old
+ * one is freed. 0; -EINVAL when it does not parse, -ENOMEM; a message in err.
+ */
+int net_listen_addr(const char *what, char **addr, int type, int flags, char *err, size_t errlen);
+
 /* The port a bound socket got (for ":0"); 0 on error. */
 int net_local_port(int fd);
 

@@ -4,11 +4,13 @@
  * through one lifecycle (front.h). Stops on SIGTERM/SIGINT: refuse new
  * requests, finish those in flight, drain the queue into Kafka, flush, exit 0.
  */
+#include <errno.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include "admin.h"
 #include "app.h"
@@ -80,21 +82,25 @@ int main(int argc, char **argv)
         status = 2;
         goto out;
     }
-    /* Every address is checked before anything starts, so a typo is one clear line and exit status 2. */
+    /*
+     * Every address is checked before anything starts, so a typo is one clear line and exit status 2;
+     * and "[::]" becomes "0.0.0.0" here on a host without IPv6, once for all of a listener's sockets.
+     */
     const struct {
-        const char *flag, *addr;
+        const char *flag;
+        char **addr;
+        int type, flags;
     } listeners[] = {
-        {"--http-addr", cfg.http_addr},
-        {"--udp-addr", cfg.udp_addr},
-        {"--grpc-addr", cfg.grpc_addr},
-        {"--admin-addr", cfg.admin_addr},
+        {"--http-addr", &cfg.http_addr, SOCK_STREAM, 0},
+        {"--udp-addr", &cfg.udp_addr, SOCK_DGRAM, 0},
+        {"--grpc-addr", &cfg.grpc_addr, SOCK_STREAM, NET_LISTEN_GRPC_CORE},
+        {"--admin-addr", &cfg.admin_addr, SOCK_STREAM, 0},
     };
     for (size_t i = 0; i < sizeof(listeners) / sizeof(listeners[0]); i++) {
-        struct sockaddr_storage ss;
-        socklen_t sslen;
-        if (net_parse_addr(listeners[i].addr, &ss, &sslen, errbuf, sizeof(errbuf)) != 0) {
+        if ((rc = net_listen_addr(listeners[i].flag, listeners[i].addr, listeners[i].type, listeners[i].flags,
+                                  errbuf, sizeof(errbuf))) != 0) {
             fprintf(stderr, "gateway: %s %s\n", listeners[i].flag, errbuf);
-            status = 2;
+            status = rc == -EINVAL ? 2 : 1;
             goto out;
         }
     }
@@ -157,6 +163,18 @@ int main(int argc, char **argv)
     }
     LOG_INFO("gateway", "udp=%s udp_threads=%lld admin=%s", cfg.udp_addr, (long long)cfg.udp_threads,
              cfg.admin_addr);
+    /*
+     * As HTTP and UDP do, a port in use is an error. Given a wildcard, the
+     * gRPC core itself binds [::] and, when that fails for any reason,
+     * 0.0.0.0 (add_wildcard_addrs_to_server): a port another process holds
+     * on [::] alone would leave it listening on IPv4 only, saying nothing.
+     */
+    int probe = net_bind(cfg.grpc_addr, SOCK_STREAM, 0, errbuf, sizeof(errbuf));
+    if (probe < 0) {
+        fprintf(stderr, "gateway: --grpc-addr %s\n", errbuf);
+        goto out;
+    }
+    close(probe);
     gw_grpc_front *grpc =
         gw_grpc_front_start(&gw, cfg.grpc_addr, (int)cfg.grpc_threads, errbuf, sizeof(errbuf));
     if (grpc == NULL) {

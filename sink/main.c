@@ -106,11 +106,11 @@ int main(int argc, char **argv)
         goto out;
     }
     PQconninfoFree(dsn_opts);
-    struct sockaddr_storage ss;
-    socklen_t sslen;
-    if (net_parse_addr(s.cfg.admin_addr, &ss, &sslen, errbuf, sizeof(errbuf)) != 0) {
+    /* Checked before anything starts; "[::]" becomes "0.0.0.0" here on a host without IPv6. */
+    if ((rc = net_listen_addr("--admin-addr", &s.cfg.admin_addr, SOCK_STREAM, 0, errbuf, sizeof(errbuf))) !=
+        0) {
         fprintf(stderr, "sink: --admin-addr %s\n", errbuf);
-        status = 2;
+        status = rc == -EINVAL ? 2 : 1;
         goto out;
     }
     /* 100 ms first, as the writer's: a blip costs little; the cap is the operator's. */

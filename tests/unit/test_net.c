@@ -2,11 +2,16 @@
  * common/net: address parsing, listening and bound sockets, peer formatting.
  * Real sockets on the loopback interface; IPv6 cases are skipped on a
  * machine without ::1. Hosts unlike this one are made in a child process:
- * a network namespace of its own (as root) with net.ipv6.bindv6only on.
+ * a network namespace of its own (as root) with net.ipv6.bindv6only on or
+ * IPv6 disabled, or a seccomp filter refusing IPv6 sockets as a kernel
+ * without IPv6 does.
  */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/audit.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
 #include <net/if.h>
 #include <netinet/in.h>
 #include <sched.h>
@@ -18,7 +23,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -312,7 +319,7 @@ static void test_bind_v6_any_takes_both_families(void **state)
 
 /* ---- hosts unlike this one, each made in a child process ---------------------------- */
 
-/* What a child returns when it cannot make the host it needs (not root). */
+/* What a child returns when it cannot make the host it needs (not root, another architecture). */
 #define CHILD_SKIP 77
 
 /*
@@ -381,6 +388,42 @@ static int own_netns(void)
     return rc;
 }
 
+#if defined(__x86_64__)
+#define TEST_AUDIT_ARCH AUDIT_ARCH_X86_64
+#elif defined(__aarch64__)
+#define TEST_AUDIT_ARCH AUDIT_ARCH_AARCH64
+#endif
+
+/*
+ * From here on, system call `nr` fails with `err` when the low 32 bits of
+ * its argument `arg` are `value`: a seccomp filter, inherited by nothing but
+ * this child. 0, or -1 where it cannot be set.
+ */
+static int refuse_syscall(long nr, int arg, uint32_t value, int err)
+{
+#if defined(TEST_AUDIT_ARCH) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    struct sock_filter f[] = {
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, arch)),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, TEST_AUDIT_ARCH, 1, 0),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, (uint32_t)nr, 0, 3),
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, (uint32_t)(offsetof(struct seccomp_data, args) + 8 * (size_t)arg)),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, value, 0, 1),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | ((uint32_t)err & SECCOMP_RET_DATA)),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+    };
+    struct sock_fprog prog = {.len = (unsigned short)(sizeof(f) / sizeof(f[0])), .filter = f};
+
+    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 || prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog) != 0)
+        return -1;
+    return 0;
+#else
+    (void)nr, (void)arg, (void)value, (void)err;
+    return -1;
+#endif
+}
+
 /* With net.ipv6.bindv6only=1, as some distributions and containers have it. */
 static int child_bindv6only(void)
 {
@@ -413,6 +456,170 @@ static void test_bind_v6_any_whatever_bindv6only_says(void **state)
     char log[4096];
     (void)state;
     check_child(child_bindv6only, log, sizeof(log));
+}
+
+/* Every address net_listen_addr must leave as it is on a host with IPv6 (this one). */
+static void test_listen_addr_as_given(void **state)
+{
+    static const char *const keep[] = {"127.0.0.1:0", "0.0.0.0:8080", "[::1]:0", "[::]:0", ":0", "[::]:8080"};
+    char err[256] = "";
+    (void)state;
+
+    if (!have_ipv6())
+        skip();
+    for (size_t i = 0; i < sizeof(keep) / sizeof(keep[0]); i++) {
+        char *a = strdup(keep[i]), *before = a;
+        assert_int_equal(net_listen_addr("--x-addr", &a, SOCK_STREAM, NET_LISTEN_GRPC_CORE, err, sizeof(err)),
+                         0);
+        assert_ptr_equal(a, before);
+        assert_string_equal(a, keep[i]);
+        free(a);
+    }
+    char *bad = strdup("nonsense");
+    assert_int_equal(net_listen_addr("--x-addr", &bad, SOCK_DGRAM, 0, err, sizeof(err)), -EINVAL);
+    assert_non_null(strstr(err, "'nonsense'"));
+    assert_string_equal(bad, "nonsense");
+    free(bad);
+}
+
+/* As for the kernel booted with ipv6.disable=1: socket(AF_INET6) fails with EAFNOSUPPORT. */
+static int child_no_af_inet6(void)
+{
+    char err[256], peer[64] = "";
+    char *any = strdup("[::]:0"), *colon = strdup(":0"), *lo6 = strdup("[::1]:0"),
+         *lo4 = strdup("127.0.0.1:0");
+    char *given = lo6;
+    int fd, rc = 0;
+
+    if (refuse_syscall(SYS_socket, 0, AF_INET6, EAFNOSUPPORT) != 0)
+        return CHILD_SKIP;
+    if (socket(AF_INET6, SOCK_STREAM, 0) >= 0 || errno != EAFNOSUPPORT)
+        return 1;
+    if (net_listen_addr("--x-addr", &any, SOCK_STREAM, 0, err, sizeof(err)) != 0 ||
+        strcmp(any, "0.0.0.0:0") != 0)
+        return 2;
+    if ((fd = net_bind(any, SOCK_STREAM, 0, err, sizeof(err))) < 0 ||
+        !serves_tcp(fd, AF_INET, net_local_port(fd), peer, sizeof(peer)) ||
+        strncmp(peer, "127.0.0.1:", 10) != 0)
+        return 3;
+    close(fd);
+    if (net_listen_addr("--y-addr", &colon, SOCK_DGRAM, 0, err, sizeof(err)) != 0 ||
+        strcmp(colon, "0.0.0.0:0") != 0)
+        return 4;
+    if ((fd = net_bind(colon, SOCK_DGRAM, 0, err, sizeof(err))) < 0 ||
+        !serves_udp(fd, AF_INET, net_local_port(fd)))
+        return 5;
+    close(fd);
+    /* An address the operator named is bound as given, and fails as it would. */
+    if (net_listen_addr("--z-addr", &lo6, SOCK_STREAM, 0, err, sizeof(err)) != 0 || lo6 != given ||
+        strcmp(lo6, "[::1]:0") != 0)
+        return 6;
+    if (net_bind(lo6, SOCK_STREAM, 0, err, sizeof(err)) != -1 || strstr(err, strerror(EAFNOSUPPORT)) == NULL)
+        return 7;
+    if (net_listen_addr("--z-addr", &lo4, SOCK_STREAM, 0, err, sizeof(err)) != 0 ||
+        strcmp(lo4, "127.0.0.1:0") != 0)
+        return 8;
+    free(any);
+    free(colon);
+    free(lo6);
+    free(lo4);
+    return rc;
+}
+
+static void test_listen_addr_falls_back_without_af_inet6(void **state)
+{
+    char log[4096];
+    (void)state;
+
+    check_child(child_no_af_inet6, log, sizeof(log));
+    /* One line for each fallback, naming the setting, what was given, why, and where it listens. */
+    assert_non_null(strstr(log,
+                           "level=info comp=net msg=\"--x-addr [::]:0: no IPv6 on this host (socket: "
+                           "Address family not supported by protocol); listening on 0.0.0.0:0, IPv4 only\""));
+    assert_non_null(strstr(log, "msg=\"--y-addr :0: no IPv6 on this host (socket: "));
+    assert_null(strstr(log, "--z-addr"));
+    const char *l = log;
+    int lines = 0;
+    while ((l = strstr(l, "comp=net")) != NULL) {
+        lines++;
+        l++;
+    }
+    assert_int_equal(lines, 2);
+}
+
+/* A host that refuses [::] itself: bind(2) of any IPv6 address fails with EADDRNOTAVAIL. */
+static int child_no_v6_any(void)
+{
+    char err[256];
+    char *any = strdup("[::]:0");
+    int fd;
+
+    if (refuse_syscall(SYS_bind, 2, sizeof(struct sockaddr_in6), EADDRNOTAVAIL) != 0)
+        return CHILD_SKIP;
+    if (net_bind("[::]:0", SOCK_DGRAM, 0, err, sizeof(err)) != -1 ||
+        strstr(err, strerror(EADDRNOTAVAIL)) == NULL)
+        return 1;
+    if (net_listen_addr("--x-addr", &any, SOCK_DGRAM, 0, err, sizeof(err)) != 0 ||
+        strcmp(any, "0.0.0.0:0") != 0)
+        return 2;
+    if ((fd = net_bind(any, SOCK_DGRAM, 0, err, sizeof(err))) < 0 ||
+        !serves_udp(fd, AF_INET, net_local_port(fd)))
+        return 3;
+    close(fd);
+    free(any);
+    return 0;
+}
+
+static void test_listen_addr_falls_back_when_v6_any_is_refused(void **state)
+{
+    char log[4096];
+    (void)state;
+
+    check_child(child_no_v6_any, log, sizeof(log));
+    assert_non_null(strstr(log,
+                           "msg=\"--x-addr [::]:0: no IPv6 on this host (bind [::]: Cannot assign requested "
+                           "address); listening on 0.0.0.0:0, IPv4 only\""));
+}
+
+/*
+ * IPv6 disabled (net.ipv6.conf.*.disable_ipv6=1): [::] still binds and takes
+ * IPv4, so it stays; but [::1] is gone, and the gRPC core listens on
+ * 0.0.0.0 then, which NET_LISTEN_GRPC_CORE says.
+ */
+static int child_ipv6_disabled(void)
+{
+    char err[256];
+    char *any = strdup("[::]:0"), *grpc = strdup("[::]:0"), *given = any;
+    int fd;
+
+    if (own_netns() != 0 || write_file("/proc/sys/net/ipv6/conf/all/disable_ipv6", "1") != 0 ||
+        write_file("/proc/sys/net/ipv6/conf/lo/disable_ipv6", "1") != 0)
+        return CHILD_SKIP;
+    if (have_ipv6())
+        return 1;
+    if (net_listen_addr("--x-addr", &any, SOCK_STREAM, 0, err, sizeof(err)) != 0 || any != given)
+        return 2;
+    if ((fd = net_bind(any, SOCK_STREAM, 0, err, sizeof(err))) < 0 || v6only(fd) != 0 ||
+        !serves_tcp(fd, AF_INET, net_local_port(fd), NULL, 0))
+        return 3;
+    close(fd);
+    if (net_listen_addr("--grpc-addr", &grpc, SOCK_STREAM, NET_LISTEN_GRPC_CORE, err, sizeof(err)) != 0 ||
+        strcmp(grpc, "0.0.0.0:0") != 0)
+        return 4;
+    free(any);
+    free(grpc);
+    return 0;
+}
+
+static void test_listen_addr_ipv6_disabled(void **state)
+{
+    char log[4096];
+    (void)state;
+
+    check_child(child_ipv6_disabled, log, sizeof(log));
+    assert_null(strstr(log, "--x-addr"));
+    assert_non_null(strstr(log, "msg=\"--grpc-addr [::]:0: no IPv6 on this host (the gRPC core needs [::1]: "
+                                "Cannot assign requested address); listening on 0.0.0.0:0, IPv4 only\""));
 }
 
 static void test_bind_in_use(void **state)
@@ -595,6 +802,10 @@ int main(void)
         cmocka_unit_test(test_bind_udp_v6),
         cmocka_unit_test(test_bind_v6_any_takes_both_families),
         cmocka_unit_test(test_bind_v6_any_whatever_bindv6only_says),
+        cmocka_unit_test(test_listen_addr_as_given),
+        cmocka_unit_test(test_listen_addr_falls_back_without_af_inet6),
+        cmocka_unit_test(test_listen_addr_falls_back_when_v6_any_is_refused),
+        cmocka_unit_test(test_listen_addr_ipv6_disabled),
         cmocka_unit_test(test_bind_in_use),
         cmocka_unit_test(test_bind_bad_address),
         cmocka_unit_test(test_reuseport),
