@@ -13,8 +13,9 @@ static const config_entry entries[] = {
      NULL},
     {"gateway-id", CONFIG_STRING, "", OFF(gateway_id),
      "This instance's name in every Envelope (empty: the host name)", 0, 0, NULL},
-    {"http-addr", CONFIG_STRING, "0.0.0.0:8080", OFF(http_addr),
-     "HTTP listen address (host:port, [ipv6]:port)", 0, 0, NULL},
+    {"http-addr", CONFIG_STRING, "[::]:8080", OFF(http_addr),
+     "HTTP listen address (host:port, [ipv6]:port); [::] is IPv4 and IPv6 (0.0.0.0 without IPv6)", 0, 0,
+     NULL},
     {"http-threads", CONFIG_INT, "2", OFF(http_threads),
      "HTTP I/O threads, each with its own event loop and socket", 1, 64, NULL},
     {"http-idle-timeout", CONFIG_DURATION, "60s", OFF(http_idle_timeout_ms),
@@ -23,10 +24,10 @@ static const config_entry entries[] = {
      "How long a request read while the queue is above its high-water mark waits for room (its connection "
      "read no further) before it is answered 429",
      0, 60000, NULL},
-    {"admin-addr", CONFIG_STRING, "0.0.0.0:8081", OFF(admin_addr),
-     "Admin listen address: /metrics, /healthz, /readyz", 0, 0, NULL},
-    {"udp-addr", CONFIG_STRING, "0.0.0.0:8090", OFF(udp_addr), "UDP listen address (host:port, [ipv6]:port)",
-     0, 0, NULL},
+    {"admin-addr", CONFIG_STRING, "[::]:8081", OFF(admin_addr),
+     "Admin listen address (as --http-addr): /metrics, /healthz, /readyz", 0, 0, NULL},
+    {"udp-addr", CONFIG_STRING, "[::]:8090", OFF(udp_addr),
+     "UDP listen address (host:port, [ipv6]:port); [::] is IPv4 and IPv6 (0.0.0.0 without IPv6)", 0, 0, NULL},
     {"udp-threads", CONFIG_INT, "2", OFF(udp_threads),
      "UDP receive threads, each with its own SO_REUSEPORT socket (the kernel picks one by the sender's "
      "address and port)",
@@ -36,8 +37,9 @@ static const config_entry entries[] = {
      1073741824, NULL},
     {"udp-max-datagram", CONFIG_BYTES, "65535", OFF(udp_max_datagram),
      "Largest datagram taken whole; a longer one is dropped as truncated", 512, 65535, NULL},
-    {"grpc-addr", CONFIG_STRING, "0.0.0.0:50051", OFF(grpc_addr),
-     "gRPC listen address (host:port, [ipv6]:port)", 0, 0, NULL},
+    {"grpc-addr", CONFIG_STRING, "[::]:50051", OFF(grpc_addr),
+     "gRPC listen address (host:port, [ipv6]:port); [::] is IPv4 and IPv6 (0.0.0.0 without IPv6)", 0, 0,
+     NULL},
     /*
      * Two: a thread that parses, validates and encodes a 10,000-event batch
      * (milliseconds) leaves the other polling, so other calls' acks and

@@ -12,8 +12,10 @@ static const config_entry entries[] = {
     {"kafka-group", CONFIG_STRING, "ingest-sink", OFF(kafka_group), "Consumer group of the sinks", 0, 0,
      NULL},
     {"dlq-topic", CONFIG_STRING, "events.dlq", OFF(dlq_topic), "Topic of the dead letters", 0, 0, NULL},
-    {"admin-addr", CONFIG_STRING, "0.0.0.0:8082", OFF(admin_addr),
-     "Admin listen address: /metrics, /healthz, /readyz (Postgres and Kafka reachable, writing)", 0, 0, NULL},
+    {"admin-addr", CONFIG_STRING, "[::]:8082", OFF(admin_addr),
+     "Admin listen address (host:port, [ipv6]:port; [::] is IPv4 and IPv6, 0.0.0.0 without IPv6): "
+     "/metrics, /healthz, /readyz (Postgres and Kafka reachable, writing)",
+     0, 0, NULL},
     {"batch-rows", CONFIG_INT, "5000", OFF(batch_rows), "Rows written to Postgres in one transaction at most",
      1, 1000000, NULL},
     {"batch-timeout", CONFIG_DURATION, "200ms", OFF(batch_timeout_ms),

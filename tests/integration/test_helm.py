@@ -184,6 +184,22 @@ def test_probes_on_admin_port(docs, variant, component, admin):
         assert port_number(c, get["port"]) == listen, probe
 
 
+@pytest.mark.parametrize("component,listeners", [
+    ("gateway", {"INGEST_HTTP_ADDR": "http", "INGEST_UDP_ADDR": "udp", "INGEST_GRPC_ADDR": "grpc",
+                 "INGEST_ADMIN_ADDR": "admin"}),
+    ("sink", {"INGEST_ADMIN_ADDR": "admin"}),
+])
+def test_listeners_take_ipv4_and_ipv6(docs, component, listeners):
+    # [::] is both families in one socket (0.0.0.0 only on a node without IPv6): IPv6-only and
+    # dual-stack clusters reach the pods as IPv4 ones do.
+    c = container(one(docs, "Deployment", "-" + component))
+    env = env_of(c)
+    addrs = {k: v["value"] for k, v in env.items() if k.endswith("_ADDR")}
+    assert set(addrs) == set(listeners)
+    for name, port in listeners.items():
+        assert addrs[name] == f"[::]:{port_number(c, port)}", name
+
+
 def test_security_context(docs):
     for d in of_kind(docs, "Deployment").values():
         pod = d["spec"]["template"]["spec"]
