@@ -37,6 +37,12 @@ def host_port(addr):
     return host, int(port)
 
 
+def dial_host(host):
+    """The host to reach a listener on `host` from this machine: brackets off, a wildcard's loopback."""
+    host = host.strip("[]")
+    return {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
+
+
 @pytest.fixture(scope="session")
 def stack_env():
     path = pathlib.Path(os.environ.get("INGEST_LOCAL_ENV", REPO_ROOT / ".local" / "env"))
@@ -449,7 +455,7 @@ def start_gateway(kafka_bootstrap, gateway_help, tmp_path_factory):
             # Listening sockets exist before their threads serve them: the log line says all are up.
             log = gw.log()
             if 'msg="started' in log or '"msg":"started' in log:
-                socket.create_connection((host, port), timeout=1).close()
+                socket.create_connection((dial_host(host), port), timeout=1).close()
                 return gw
             if time.monotonic() > deadline:
                 gw.stop()
@@ -755,7 +761,8 @@ def start_sink(kafka_bootstrap, pg_dsn, sink_help, tmp_path_factory):
                 pytest.fail(f"sink {flags} exited with {proc.returncode}:\n{sink.log_tail()}", pytrace=False)
             if admin:
                 try:
-                    socket.create_connection(host_port(admin), timeout=1).close()
+                    host, port = host_port(admin)
+                    socket.create_connection((dial_host(host), port), timeout=1).close()
                     return sink
                 except OSError:
                     pass
