@@ -186,7 +186,8 @@ int gw_admit_gate(gw_admission *a, const gw_credentials *cred, int may_wait)
         gw_admission_refuse(a, GW_R_shutting_down, -1, "the gateway is shutting down");
         return refused(a, a->peer);
     }
-    if (!may_wait && queue_above_high_water(gw->q)) {
+    /* What this admission holds unpushed (earlier datagrams of a UDP batch) counts toward the mark too. */
+    if (!may_wait && queue_depth(gw->q) + a->n_msgs >= queue_high_water(gw->q)) {
         gw_admission_refuse(a, GW_R_overloaded, -1,
                             "the gateway's queue is above its high-water mark; retry later");
         return refused(a, a->peer);

@@ -205,7 +205,19 @@ static void test_gate_stop_and_overload(void **state)
     assert_int_equal(gw_admit_gate(&a, NULL, 0), -1);
     assert_int_equal(a.refusal.reason, GW_R_overloaded);
     assert_int_equal(gw_admit_gate(&a, NULL, 1), 0); /* a caller that waits for room itself */
-    assert_int_equal(refused(GW_UDP, GW_R_overloaded), 1);
+    /* What an admission holds unpushed counts: three queued and three in hand reach the mark of six. */
+    void *items[8];
+    size_t got = queue_pop_n(gw.q, items, 5, 0);
+    for (size_t i = 0; i < got; i++)
+        produce_msg_free(items[i]);
+    assert_int_equal(queue_depth(gw.q), 3);
+    fake three = {.n = 3, .multi = 1, .bad = {-1}, .undecodable = -1};
+    gw_admission_reset(&a, 0);
+    assert_int_equal(gw_admit_gate(&a, NULL, 0), 0);
+    assert_int_equal(gw_admit_prepare(&a, parse_fake, &three, 0), 0);
+    assert_int_equal(gw_admit_gate(&a, NULL, 0), -1);
+    assert_int_equal(a.refusal.reason, GW_R_overloaded);
+    assert_int_equal(refused(GW_UDP, GW_R_overloaded), 2);
     atomic_store(&gw.stopping, 1);
     assert_int_equal(gw_admit_gate(&a, NULL, 1), -1);
     assert_int_equal(a.refusal.reason, GW_R_shutting_down);
