@@ -16,8 +16,8 @@ struct sink_dlq {
     const char *source_topic;
 };
 
-sink_dlq *sink_dlq_new(const char *bootstrap, const char *dlq_topic, const char *source_topic, char *err,
-                       size_t errlen)
+sink_dlq *sink_dlq_new(const char *bootstrap, const config_props *props, const char *dlq_topic,
+                       const char *source_topic, char *err, size_t errlen)
 {
     sink_dlq *d = calloc(1, sizeof(*d));
 
@@ -26,7 +26,8 @@ sink_dlq *sink_dlq_new(const char *bootstrap, const char *dlq_topic, const char 
         return NULL;
     }
     d->source_topic = source_topic;
-    if ((d->rk = kafka_new(RD_KAFKA_PRODUCER, bootstrap, kafka_producer_defaults, NULL, err, errlen)) == NULL)
+    if ((d->rk = kafka_new(RD_KAFKA_PRODUCER, bootstrap, kafka_producer_defaults, props, err, errlen)) ==
+        NULL)
         goto fail;
     if ((d->topic = rd_kafka_topic_new(d->rk, dlq_topic, NULL)) == NULL) {
         snprintf(err, errlen, "topic %s: %s", dlq_topic, rd_kafka_err2str(rd_kafka_last_error()));

@@ -15,16 +15,19 @@
 #include <stddef.h>
 
 #include "batch.h"
+#include "config.h"
 
 typedef struct sink_dlq sink_dlq;
 
 /*
  * A producer for `dlq_topic`, its records marked as coming from
  * `source_topic` (borrowed: it must outlive the dlq). The contract's
- * producer defaults (idempotent, acks=all). NULL with the reason in err.
+ * producer defaults (idempotent, acks=all), then the operator's kafka.*
+ * properties, as the consumer gets them: a cluster that needs TLS or SASL
+ * needs it for dead letters too. NULL with the reason in err.
  */
-sink_dlq *sink_dlq_new(const char *bootstrap, const char *dlq_topic, const char *source_topic, char *err,
-                       size_t errlen);
+sink_dlq *sink_dlq_new(const char *bootstrap, const config_props *props, const char *dlq_topic,
+                       const char *source_topic, char *err, size_t errlen);
 
 /*
  * Produce every dead letter of `b` (rec->dead set) and wait until Kafka has

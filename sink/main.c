@@ -125,8 +125,8 @@ int main(int argc, char **argv)
         status = 2;
         goto out;
     }
-    if ((s.dlq = sink_dlq_new(s.cfg.kafka_bootstrap, s.cfg.dlq_topic, s.cfg.kafka_topic, errbuf,
-                              sizeof(errbuf))) == NULL) {
+    if ((s.dlq = sink_dlq_new(s.cfg.kafka_bootstrap, &s.cfg.kafka_props, s.cfg.dlq_topic, s.cfg.kafka_topic,
+                              errbuf, sizeof(errbuf))) == NULL) {
         fprintf(stderr, "sink: dead-letter producer: %s\n", errbuf);
         status = 2;
         goto out;
