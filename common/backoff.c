@@ -1,4 +1,5 @@
 #include "backoff.h"
+#include "mono.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -6,21 +7,14 @@
 
 int backoff_init(backoff *b, int64_t first_ms, int64_t max_ms)
 {
-    pthread_condattr_t ca;
     int rc;
 
     if (first_ms < 1 || max_ms < first_ms)
         return -EINVAL;
     b->first_ms = first_ms;
     b->max_ms = max_ms;
-    if ((rc = pthread_condattr_init(&ca)) != 0)
+    if ((rc = mono_cond_init(&b->cond)) != 0)
         return -rc;
-    if ((rc = pthread_condattr_setclock(&ca, CLOCK_MONOTONIC)) != 0 ||
-        (rc = pthread_cond_init(&b->cond, &ca)) != 0) {
-        pthread_condattr_destroy(&ca);
-        return -rc;
-    }
-    pthread_condattr_destroy(&ca);
     if ((rc = pthread_mutex_init(&b->lock, NULL)) != 0) {
         pthread_cond_destroy(&b->cond);
         return -rc;

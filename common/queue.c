@@ -5,6 +5,7 @@
  * and not where the time goes (see perf/README.md).
  */
 #include "queue.h"
+#include "mono.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -31,7 +32,6 @@ struct queue {
 queue *queue_new(size_t capacity, size_t high_water)
 {
     queue *q;
-    pthread_condattr_t ca;
 
     if (capacity == 0 || high_water == 0 || high_water > capacity)
         return NULL;
@@ -44,12 +44,9 @@ queue *queue_new(size_t capacity, size_t high_water)
     atomic_init(&q->depth, 0);
     pthread_mutex_init(&q->lock, NULL);
     /* Timed waits on the monotonic clock: a wall-clock step must not stall consumers. */
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&q->nonempty, &ca);
-    pthread_cond_init(&q->batch, &ca);
+    mono_cond_init(&q->nonempty);
+    mono_cond_init(&q->batch);
     q->wake_batch = capacity < 64 ? capacity : 64;
-    pthread_condattr_destroy(&ca);
     return q;
 
 fail:

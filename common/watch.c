@@ -1,4 +1,5 @@
 #include "watch.h"
+#include "mono.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -24,14 +25,6 @@ struct watch {
     pthread_cond_t cond; /* on CLOCK_MONOTONIC, so a wall clock set back never stretches a period */
     int quit;            /* under lock */
 };
-
-static long long mono_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static void answer(watch *w)
 {
@@ -71,7 +64,6 @@ watch *watch_start(const char *thread_name, int period_ms, int stale_ms, watch_c
                    char *err, size_t errlen)
 {
     watch *w = calloc(1, sizeof(*w));
-    pthread_condattr_t ca;
     int rc;
 
     if (w == NULL) {
@@ -83,14 +75,8 @@ watch *watch_start(const char *thread_name, int period_ms, int stale_ms, watch_c
     w->period_ms = period_ms > 0 ? period_ms : 1;
     w->stale_ms = stale_ms > 0 ? stale_ms : 0;
     snprintf(w->name, sizeof(w->name), "%s", thread_name ? thread_name : "watch");
-    if ((rc = pthread_condattr_init(&ca)) != 0)
+    if ((rc = mono_cond_init(&w->cond)) != 0)
         goto fail_free;
-    if ((rc = pthread_condattr_setclock(&ca, CLOCK_MONOTONIC)) != 0 ||
-        (rc = pthread_cond_init(&w->cond, &ca)) != 0) {
-        pthread_condattr_destroy(&ca);
-        goto fail_free;
-    }
-    pthread_condattr_destroy(&ca);
     if ((rc = pthread_mutex_init(&w->lock, NULL)) != 0)
         goto fail_cond;
     /* The first answer before anyone can ask: a probe right after start reads a real one. */

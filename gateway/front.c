@@ -1,13 +1,8 @@
 #include "front.h"
 
-#include <time.h>
+#include "mono.h"
 
-long long gw_mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
+#include <time.h>
 
 void gw_front_changed(gateway *gw)
 {
@@ -34,7 +29,7 @@ size_t gw_fronts_wait_idle(gateway *gw, gw_front *fronts, size_t n, long long de
         size_t pending = 0;
         for (size_t i = 0; i < n; i++)
             pending += fronts[i].ops->pending(fronts[i].self);
-        long long now = gw_mono_ms();
+        long long now = mono_ms();
         if (pending == 0 || now >= deadline_ms)
             return pending;
         /* Short sleeps at most: a front that forgot to tell still gets looked at. */

@@ -38,12 +38,9 @@ typedef struct gw_front {
 void gw_front_changed(gateway *gw);
 
 /*
- * Wait until no front has anything pending, or `deadline_ms` (CLOCK_MONOTONIC
- * milliseconds) passes. Returns the count still pending.
+ * Wait until no front has anything pending, or `deadline_ms` (mono_ms())
+ * passes. Returns the count still pending.
  */
 size_t gw_fronts_wait_idle(gateway *gw, gw_front *fronts, size_t n, long long deadline_ms);
-
-/* Milliseconds on CLOCK_MONOTONIC, the clock of deadlines here. */
-long long gw_mono_ms(void);
 
 #endif

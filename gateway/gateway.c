@@ -1,22 +1,17 @@
 /* The gateway's shared state: what gateway.h's struct needs set up and torn down. */
 #include "gateway.h"
+#include "mono.h"
 
 #include <time.h>
 
 int gateway_init(gateway *gw)
 {
-    pthread_condattr_t ca;
-    int rc;
 
     atomic_init(&gw->stopping, 0);
     gw->idle_gen = 0;
     if (pthread_mutex_init(&gw->idle_lock, NULL) != 0)
         return -1;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    rc = pthread_cond_init(&gw->idle, &ca);
-    pthread_condattr_destroy(&ca);
-    if (rc != 0) {
+    if (mono_cond_init(&gw->idle) != 0) {
         pthread_mutex_destroy(&gw->idle_lock);
         return -1;
     }

@@ -20,6 +20,7 @@
 
 #include "front.h"
 #include "log.h"
+#include "mono.h"
 
 const char *const gw_grpc_method_paths[N_METHODS] = {
     "/ingest.v1.Ingest/Publish", "/ingest.v1.Ingest/PublishStream", "/grpc.health.v1.Health/Check", NULL};
@@ -105,7 +106,6 @@ gw_grpc_front *gw_grpc_front_start(gateway *gw, const char *addr, int threads, c
     gw_grpc_front *g = calloc(1, sizeof(*g));
     grpc_arg args[2];
     grpc_channel_args chargs = {2, args};
-    pthread_condattr_t ca;
 
     if (g == NULL) {
         snprintf(err, errlen, "out of memory");
@@ -116,11 +116,8 @@ gw_grpc_front *gw_grpc_front_start(gateway *gw, const char *addr, int threads, c
     g->gw = gw;
     g->io = &gw_grpc_core_io;
     pthread_mutex_init(&g->lock, NULL);
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&g->cond, &ca);
-    pthread_cond_init(&g->change, &ca);
-    pthread_condattr_destroy(&ca);
+    mono_cond_init(&g->cond);
+    mono_cond_init(&g->change);
     g->shutdown_op = (op){OP_SHUTDOWN, NULL};
 
     /* The request limit is the message limit; and no SO_REUSEPORT, so that a port in use is an error. */

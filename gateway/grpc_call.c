@@ -21,6 +21,7 @@
 #include "log.h"
 #include "prom.h"
 #include "status.h"
+#include "mono.h"
 
 /* --- references ---------------------------------------------------------------------------------- */
 
@@ -321,7 +322,7 @@ static void queued(gcall *c, gack *a, int committed)
     GW_GRPC_ASSERT_HELD(c);
     if (committed) {
         a->a.state = GW_GRPC_ACK_WAITING;
-        a->due_ms = gw_mono_ms() + c->g->gw->cfg->ack_timeout_ms;
+        a->due_ms = mono_ms() + c->g->gw->cfg->ack_timeout_ms;
         gw_grpc_timer_add(c->g, a);
     }
     gw_grpc_ack_fifo_push(&c->acks, &a->a);

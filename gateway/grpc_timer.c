@@ -5,6 +5,7 @@
 #include <time.h>
 
 #include "front.h"
+#include "mono.h"
 
 /* --- the front's lists ----------------------------------------------------------------------------- */
 
@@ -99,7 +100,7 @@ void *gw_grpc_timer_main(void *arg)
     pthread_setname_np(pthread_self(), "gw-grpc-timer");
     gw_grpc_front_lock(g);
     while (!g->timer_stop) {
-        long long now = gw_mono_ms();
+        long long now = mono_ms();
         gack *expired = NULL, **tail = &expired;
         gcall *resume = NULL;
 

@@ -27,6 +27,7 @@
 #include "log.h"
 #include "net.h"
 #include "producer.h"
+#include "mono.h"
 
 struct gw_http_loop {
     struct event_base *base;
@@ -613,7 +614,7 @@ out:
 static void room_cb(evutil_socket_t fd, short what, void *arg)
 {
     gw_http_loop *f = arg;
-    long long now = gw_mono_ms();
+    long long now = mono_ms();
     (void)fd;
     (void)what;
 
@@ -652,7 +653,7 @@ static int hold(gw_http_loop *f, gw_http_request *req, int committed)
     h->kind = WAIT_ROOM;
     h->req = req;
     h->committed = committed;
-    h->since_ms = gw_mono_ms();
+    h->since_ms = mono_ms();
     h->prev = f->held_tail;
     if (f->held_tail)
         f->held_tail->next = h;

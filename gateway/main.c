@@ -24,6 +24,7 @@
 #include "producer.h"
 #include "queue.h"
 #include "status.h"
+#include "mono.h"
 
 /*
  * The stop's deadline came with requests still waiting for Kafka: they are
@@ -41,7 +42,7 @@ static void answer_the_rest(gateway *gw, gw_front *fronts, size_t n)
                      left, fronts[i].ops->name);
         fronts[i].ops->abort_waiting(fronts[i].self);
     }
-    gw_fronts_wait_idle(gw, fronts, n, gw_mono_ms() + 500);
+    gw_fronts_wait_idle(gw, fronts, n, mono_ms() + 500);
 }
 
 int main(int argc, char **argv)
@@ -191,7 +192,7 @@ int main(int argc, char **argv)
         cfg.kafka_bootstrap, cfg.kafka_topic, (long long)cfg.queue_capacity, (long long)cfg.queue_high_water);
 
     int sig = app_wait_signal();
-    long long deadline = gw_mono_ms() + cfg.shutdown_timeout_ms;
+    long long deadline = mono_ms() + cfg.shutdown_timeout_ms;
     LOG_INFO("gateway", "stopping signal=%s", sig == SIGTERM ? "SIGTERM" : "SIGINT");
 
     /* 1. Refuse new work, 2. let waiting requests get their answers, 3. drain and flush. */
@@ -201,7 +202,7 @@ int main(int argc, char **argv)
     if (gw_fronts_wait_idle(&gw, fronts, n_fronts, deadline) > 0)
         answer_the_rest(&gw, fronts, n_fronts);
     queue_close(gw.q);
-    long long left_ms = deadline - gw_mono_ms();
+    long long left_ms = deadline - mono_ms();
     int undelivered = producer_stop(prod, left_ms > 0 ? (int)left_ms : 0);
     if (undelivered)
         LOG_WARN("kafka", "%d messages not delivered by the shutdown timeout", undelivered);

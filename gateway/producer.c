@@ -11,6 +11,7 @@
 
 #include "envelope.h"
 #include "log.h"
+#include "mono.h"
 
 /* Messages a worker takes from the queue at once. */
 #define WORKER_BATCH 256
@@ -196,13 +197,6 @@ static void error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque)
     LOG_WARN("kafka", "%s: %s", rd_kafka_err2name((rd_kafka_resp_err_t)err), reason);
 }
 
-static long long now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* Hand one message to librdkafka; on a full local queue, wait for room rather than fail. */
 static void produce_one(producer *p, produce_msg *m)
 {
@@ -224,7 +218,7 @@ static void produce_one(producer *p, produce_msg *m)
         rd_kafka_headers_destroy(hdrs); /* not taken on failure */
         if (err == RD_KAFKA_RESP_ERR__QUEUE_FULL) {
             long long give_up = atomic_load(&p->give_up_at);
-            if (give_up == 0 || now_ms() < give_up) {
+            if (give_up == 0 || mono_ms() < give_up) {
                 /*
                  * The poller serves delivery reports; this only waits for room. Not
                  * rd_kafka_flush(), which waits for everything outstanding (perf/grpc).
@@ -332,7 +326,7 @@ int producer_stop(producer *p, int timeout_ms)
 
     if (p == NULL)
         return 0;
-    long long deadline = now_ms() + (timeout_ms > 0 ? timeout_ms : 1);
+    long long deadline = mono_ms() + (timeout_ms > 0 ? timeout_ms : 1);
     atomic_store(&p->give_up_at, deadline);
     for (int i = 0; i < p->n_workers; i++)
         pthread_join(p->workers[i], NULL);
@@ -340,7 +334,7 @@ int producer_stop(producer *p, int timeout_ms)
     if (p->rk) {
         /* rd_kafka_flush serves delivery reports itself; the poller may too, both are safe. */
         /* One budget for both: what the workers took of it is not given again. */
-        long long budget = deadline - now_ms();
+        long long budget = deadline - mono_ms();
         if (rd_kafka_flush(p->rk, budget > 0 ? (int)budget : 0) != RD_KAFKA_RESP_ERR_NO_ERROR)
             left = rd_kafka_outq_len(p->rk);
     }

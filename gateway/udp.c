@@ -17,6 +17,7 @@
 #include "producer.h"
 #include "prom.h"
 #include "wire.h"
+#include "mono.h"
 
 /* Datagrams taken per recvmmsg. */
 #define UDP_BATCH 32
@@ -38,13 +39,6 @@ struct udp_front {
     atomic_llong last_log_ms;
 };
 
-static long long now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /*
  * Log a dropped datagram at most once a second, with the totals so far: a
  * flood must not flood the log. (The admission stage counted it already.)
@@ -52,7 +46,7 @@ static long long now_ms(void)
 static void log_drop(udp_front *u, const char *peer, gw_reason reason, const char *detail)
 {
     const gateway_metrics *m = &u->gw->metrics;
-    long long now = now_ms(), last = atomic_load(&u->last_log_ms);
+    long long now = mono_ms(), last = atomic_load(&u->last_log_ms);
     unsigned long long invalid = 0;
 
     if (now - last < 1000 || !atomic_compare_exchange_strong(&u->last_log_ms, &last, now))

@@ -12,6 +12,7 @@
 #include "kafka.h"
 #include "log.h"
 #include "pg.h"
+#include "mono.h"
 
 struct sink_consumer {
     const sink_config *cfg;
@@ -25,14 +26,6 @@ struct sink_consumer {
     int subscribed; /* and not closed yet */
     atomic_int stop;
 };
-
-static long long mono_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static void set_paused(sink_consumer *c, int pause)
 {

@@ -10,6 +10,7 @@
 
 #include "log.h"
 #include "row.h"
+#include "mono.h"
 
 /* Server notices ("relation already exists, skipping") at debug level, not on stderr. */
 static void notice(void *arg, const char *message)
@@ -32,14 +33,6 @@ PGconn *sink_pg_connect(PGconn **slot, const char *dsn)
     PQsetNoticeProcessor(*slot, notice, NULL);
     LOG_INFO("pg", "connected server_version=%d", PQserverVersion(*slot));
     return *slot;
-}
-
-static long long mono_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 /* libpq's message, one line, without its final newline. */

@@ -13,6 +13,7 @@
 #include "backoff.h"
 #include "log.h"
 #include "pg.h"
+#include "mono.h"
 
 struct sink_writer {
     const char *pg_dsn;
@@ -119,7 +120,6 @@ sink_writer *sink_writer_new(const char *pg_dsn, const char *topic, int64_t retr
                              sink_metrics *m, char *err, size_t errlen)
 {
     sink_writer *w = calloc(1, sizeof(*w));
-    pthread_condattr_t ca;
     int rc;
 
     if (w == NULL) {
@@ -134,14 +134,8 @@ sink_writer *sink_writer_new(const char *pg_dsn, const char *topic, int64_t retr
     /* 100 ms first: a blip costs little; the cap is the operator's. */
     if ((rc = -backoff_init(&w->retry, retry_max_ms < 100 ? retry_max_ms : 100, retry_max_ms)) != 0)
         goto fail_free;
-    if ((rc = pthread_condattr_init(&ca)) != 0)
+    if ((rc = mono_cond_init(&w->cond)) != 0)
         goto fail_backoff;
-    if ((rc = pthread_condattr_setclock(&ca, CLOCK_MONOTONIC)) != 0 ||
-        (rc = pthread_cond_init(&w->cond, &ca)) != 0) {
-        pthread_condattr_destroy(&ca);
-        goto fail_backoff;
-    }
-    pthread_condattr_destroy(&ca);
     if ((rc = pthread_mutex_init(&w->lock, NULL)) != 0)
         goto fail_cond;
     if ((rc = pthread_create(&w->tid, NULL, writer_main, w)) != 0)
