@@ -373,3 +373,11 @@ void config_free(const config_program *prog, void *cfg)
         memset(props, 0, sizeof(*props));
     }
 }
+
+int config_props_has(const config_props *props, const char *key)
+{
+    for (size_t i = 0; props && i < props->n; i++)
+        if (strcmp(props->keys[i], key) == 0)
+            return 1;
+    return 0;
+}

@@ -40,6 +40,9 @@ typedef struct config_props {
     size_t n;
 } config_props;
 
+/* True when the operator set property `key` (e.g. a --kafka.* one). */
+int config_props_has(const config_props *props, const char *key);
+
 typedef struct config_program {
     const char *name;    /* "gateway" */
     const char *summary; /* one line for --help */

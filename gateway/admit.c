@@ -192,6 +192,11 @@ int gw_admit_gate(gw_admission *a, const gw_credentials *cred, int may_wait)
                             "the gateway's queue is above its high-water mark; retry later");
         return refused(a, a->peer);
     }
+    if (!may_wait && gw_budget_queued_full(&gw->budget)) {
+        gw_admission_refuse(a, GW_R_overloaded, -1,
+                            "the gateway's queue holds its share of the memory budget; retry later");
+        return refused(a, a->peer);
+    }
     return 0;
 }
 
@@ -370,14 +375,29 @@ static void queued(gw_admission *a, size_t lo, size_t hi)
     gateway_metrics_events(&a->gw->metrics, a->protocol, n);
 }
 
+/* Bytes of units [lo, hi)'s records: counted in the budget before the push (the producer may take them at
+ * once). */
+static size_t unit_bytes(const gw_admission *a, size_t lo, size_t hi)
+{
+    size_t n = 0;
+    for (size_t i = a->unit_first[lo]; i < a->unit_first[hi]; i++)
+        n += a->msgs[i]->held;
+    return n;
+}
+
 int gw_admit_push(gw_admission *a, int keep)
 {
     queue *q = a->gw->q;
+    gw_budget *b = &a->gw->budget;
     int rc, failed = 0;
+    size_t bytes;
 
     if (a->n_units == 0)
         return 0;
+    gw_budget_add_queued(b, bytes = unit_bytes(a, 0, a->n_units));
     rc = queue_push_n(q, (void *const *)a->msgs, a->n_msgs);
+    if (rc != 0)
+        gw_budget_sub_queued(b, bytes);
     if (rc == 0) {
         queued(a, 0, a->n_units);
     } else if (rc == -EAGAIN && keep) {
@@ -386,9 +406,11 @@ int gw_admit_push(gw_admission *a, int keep)
         /* No room for all (-EAGAIN), or more than the queue holds (-EINVAL): each unit alone. */
         for (size_t k = 0; k < a->n_units; k++) {
             size_t n = a->unit_first[k + 1] - a->unit_first[k];
+            gw_budget_add_queued(b, bytes = unit_bytes(a, k, k + 1));
             if ((rc = queue_push_n(q, (void *const *)&a->msgs[a->unit_first[k]], n)) == 0) {
                 queued(a, k, k + 1);
             } else {
+                gw_budget_sub_queued(b, bytes);
                 refuse_units(a, k, k + 1, rc);
                 failed = 1;
             }

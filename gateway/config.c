@@ -67,6 +67,11 @@ static const config_entry entries[] = {
      "Events the shared worker queue holds at most", 1, 16777216, NULL},
     {"queue-high-water", CONFIG_INT, "52428", OFF(queue_high_water),
      "Queue depth from which new requests are refused (HTTP 429), at most the capacity", 1, 16777216, NULL},
+    {"memory-budget", CONFIG_BYTES, "512MiB", OFF(memory_budget),
+     "Memory clients can make the gateway hold: 1/4 for librdkafka's buffer, 1/4 for queued events, 1/2 "
+     "for request bodies being read and acks owed (a connection at most 1/16); set it to about half the "
+     "container's memory limit",
+     16777216, (size_t)1 << 40, NULL},
     {"shutdown-timeout", CONFIG_DURATION, "30s", OFF(shutdown_timeout_ms),
      "Longest a stop may take to drain the queue and flush Kafka", 0, 3600000, NULL},
 };

@@ -7,6 +7,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "budget.h"
 #include "config.h"
 #include "event.h"
 #include "metrics.h"
@@ -38,6 +39,7 @@ typedef struct gateway_config {
     int64_t http_overload_wait_ms;
     int64_t retry_after_s;
     int64_t shutdown_timeout_ms;
+    size_t memory_budget;
     char *log_level;
     char *log_format;
     config_props kafka_props;
@@ -50,6 +52,7 @@ typedef struct gateway {
     const gateway_config *cfg;
     ing_event_limits lim;
     queue *q;
+    gw_budget budget;           /* --memory-budget's shares (budget.h) */
     atomic_int stopping;        /* new requests are refused with 503 */
     atomic_int kafka_reachable; /* 1 when a broker answered the last question (gateway/status.c) */
     gateway_metrics metrics;
@@ -58,6 +61,15 @@ typedef struct gateway {
     pthread_cond_t idle;
     unsigned long idle_gen;
 } gateway;
+
+/*
+ * Overload: the queue is above its high-water mark, or what it holds has
+ * used up the budget's queued share. New work is refused (or held) while so.
+ */
+static inline int gw_overloaded(gateway *gw)
+{
+    return queue_above_high_water(gw->q) || gw_budget_queued_full(&gw->budget);
+}
 
 /* The gateway's shared parts that need setting up (the stop's condition variable). 0 or -1. */
 int gateway_init(gateway *gw);

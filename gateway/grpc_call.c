@@ -283,7 +283,7 @@ void gw_grpc_pump(gcall *c)
     }
     if (c->m == M_STREAM && !c->reading && !c->read_closed && !c->final_set && c->held_ack == NULL &&
         c->acks.n < STREAM_MAX_ACKS) {
-        if (queue_above_high_water(g->gw->q))
+        if (gw_overloaded(g->gw))
             gw_grpc_park(c);
         else
             start_read(c);

@@ -630,7 +630,7 @@ static void room_cb(evutil_socket_t fd, short what, void *arg)
             refuse(f, req, GW_R_overloaded, 0,
                    "the gateway's queue stayed above its high-water mark for %lld ms; retry later",
                    (long long)f->gw->cfg->http_overload_wait_ms);
-        } else if (!queue_above_high_water(f->gw->q)) {
+        } else if (!gw_overloaded(f->gw)) {
             held_unlink(f, h);
             ingest(f, req, committed);
         } else {
@@ -700,7 +700,7 @@ static void handle(gw_http_request *req, void *arg)
         return;
     }
     /* No room: wait for it rather than refuse at once (struct held says why). */
-    if ((f->held_head || queue_above_high_water(f->gw->q)) && hold(f, req, ack == ACK_COMMITTED) == 0)
+    if ((f->held_head || gw_overloaded(f->gw)) && hold(f, req, ack == ACK_COMMITTED) == 0)
         return;
     ingest(f, req, ack == ACK_COMMITTED);
 }

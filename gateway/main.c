@@ -117,6 +117,11 @@ int main(int argc, char **argv)
     gw.lim.max_event_bytes = cfg.max_event_bytes;
     gw.lim.max_request_bytes = cfg.max_request_bytes;
     gw.lim.max_batch_events = (size_t)cfg.max_batch_events;
+    if (gw_budget_init(&gw.budget, cfg.memory_budget, cfg.max_request_bytes, errbuf, sizeof(errbuf)) != 0) {
+        fprintf(stderr, "gateway: --memory-budget: %s\n", errbuf);
+        status = 2;
+        goto out;
+    }
     if (gateway_init(&gw) != 0) {
         LOG_ERROR("gateway", "cannot set up");
         goto out;
@@ -127,7 +132,7 @@ int main(int argc, char **argv)
         goto out;
     }
 
-    if ((prod = producer_new(gw.q, cfg.kafka_bootstrap, cfg.kafka_topic, &cfg.kafka_props,
+    if ((prod = producer_new(gw.q, &gw.budget, cfg.kafka_bootstrap, cfg.kafka_topic, &cfg.kafka_props,
                              (int)cfg.producer_threads, errbuf, sizeof(errbuf))) == NULL) {
         fprintf(stderr, "gateway: %s\n", errbuf);
         status = 2;

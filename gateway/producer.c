@@ -26,6 +26,7 @@ struct ack_inbox {
 
 struct producer {
     queue *q;
+    gw_budget *budget; /* its queued share gets back what is handed to librdkafka; may be NULL */
     rd_kafka_t *rk;
     rd_kafka_topic_t *topic;
     pthread_t *workers;
@@ -145,12 +146,14 @@ produce_msg *produce_msg_new(const ing_event *ev, int64_t received_unix_nanos, i
         return NULL; /* no id, source or type */
     const char *key = ing_event_kafka_key(ev);
     size_t klen = strlen(key), ilen = strlen(ev->id), slen = strlen(ev->source), tlen = strlen(ev->type);
-    produce_msg *m = malloc(sizeof(*m) + klen + ilen + slen + tlen + 4 + vlen);
+    size_t held = sizeof(produce_msg) + klen + ilen + slen + tlen + 4 + vlen;
+    produce_msg *m = malloc(held);
     char *p;
 
     if (m == NULL)
         return NULL;
     m->wait = wait;
+    m->held = held;
     p = m->strings;
 #define PLACE(field, src, len)                                                                               \
     do {                                                                                                     \
@@ -234,6 +237,8 @@ static void produce_one(producer *p, produce_msg *m)
             ack_wait_report(m->wait, err);
         break;
     }
+    if (p->budget)
+        gw_budget_sub_queued(p->budget, m->held);
     produce_msg_free(m);
 }
 
@@ -271,8 +276,8 @@ static void *poller_main(void *arg)
     return NULL;
 }
 
-producer *producer_new(queue *q, const char *bootstrap, const char *topic, const config_props *props,
-                       int threads, char *errbuf, size_t errlen)
+producer *producer_new(queue *q, gw_budget *budget, const char *bootstrap, const char *topic,
+                       const config_props *props, int threads, char *errbuf, size_t errlen)
 {
     producer *p = calloc(1, sizeof(*p));
     rd_kafka_conf_t *conf = NULL;
@@ -282,8 +287,20 @@ producer *producer_new(queue *q, const char *bootstrap, const char *topic, const
         return NULL;
     }
     p->q = q;
+    p->budget = budget;
     if ((conf = kafka_conf_new(bootstrap, kafka_producer_defaults, props, errbuf, errlen)) == NULL)
         goto fail;
+    /*
+     * librdkafka's buffer is the budget's kafka share, not its own default
+     * (1 GiB): large events at a high rate grew the process past the pod's
+     * limit. An operator's --kafka.queue.buffering.max.kbytes still wins.
+     */
+    if (budget && !config_props_has(props, "queue.buffering.max.kbytes")) {
+        char kb[32];
+        snprintf(kb, sizeof(kb), "%zu", budget->kafka / 1024 ? budget->kafka / 1024 : 1);
+        if (rd_kafka_conf_set(conf, "queue.buffering.max.kbytes", kb, errbuf, errlen) != RD_KAFKA_CONF_OK)
+            goto fail;
+    }
     rd_kafka_conf_set_dr_msg_cb(conf, dr_msg_cb);
     rd_kafka_conf_set_error_cb(conf, error_cb);
     rd_kafka_conf_set_opaque(conf, p);

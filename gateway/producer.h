@@ -23,6 +23,7 @@
 
 #include <librdkafka/rdkafka.h>
 
+#include "budget.h"
 #include "config.h"
 #include "event.h"
 #include "kafka.h"
@@ -78,6 +79,7 @@ typedef struct produce_msg {
     const char *key;
     const char *ce_id, *ce_source, *ce_type;
     size_t key_len, ce_id_len, ce_source_len, ce_type_len;
+    size_t held;    /* bytes of the allocation: what it counts in the budget's queued share */
     char strings[]; /* key and header values, then the Envelope */
 } produce_msg;
 
@@ -102,8 +104,8 @@ typedef struct producer_stats {
  * contract's defaults and the operator's kafka.* properties, and a thread
  * serving delivery reports. NULL with the reason in errbuf.
  */
-producer *producer_new(queue *q, const char *bootstrap, const char *topic, const config_props *props,
-                       int threads, char *errbuf, size_t errlen);
+producer *producer_new(queue *q, gw_budget *budget, const char *bootstrap, const char *topic,
+                       const config_props *props, int threads, char *errbuf, size_t errlen);
 
 /*
  * Stop: the queue must be closed already. Workers hand what is left in it to

@@ -27,6 +27,11 @@ static int setup(void **state)
     cfg.auth_token = "";
     gw.cfg = &cfg;
     ing_event_limits_default(&gw.lim);
+    {
+        char err[200];
+        if (gw_budget_init(&gw.budget, (size_t)256 << 20, gw.lim.max_request_bytes, err, sizeof(err)) != 0)
+            return -1;
+    }
     gw.q = queue_new(8, 6);
     return gw.q ? 0 : -1;
 }

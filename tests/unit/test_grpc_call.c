@@ -59,6 +59,11 @@ static int setup(void **state)
     memset(&front, 0, sizeof(front));
     gw.cfg = &cfg;
     ing_event_limits_default(&gw.lim);
+    {
+        char err[200];
+        if (gw_budget_init(&gw.budget, (size_t)256 << 20, gw.lim.max_request_bytes, err, sizeof(err)) != 0)
+            return -1;
+    }
     if ((gw.q = queue_new(8, 4)) == NULL)
         return -1;
     front.gw = &gw;

@@ -26,6 +26,11 @@ static int setup(void **state)
     (void)state;
     ing_event_limits_default(&lim);
     gw.cfg = &cfg;
+    {
+        char err[200];
+        if (gw_budget_init(&gw.budget, (size_t)256 << 20, gw.lim.max_request_bytes, err, sizeof(err)) != 0)
+            return -1;
+    }
     gw.q = queue_new(64, 48);
     return gw.q ? 0 : -1;
 }

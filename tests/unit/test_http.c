@@ -143,6 +143,8 @@ static int fx_start(void **state, const fx_opts *o)
     f->gw.lim.max_request_bytes = f->cfg.max_request_bytes;
     f->gw.lim.max_batch_events = (size_t)f->cfg.max_batch_events;
     atomic_init(&f->gw.stopping, 0);
+    if (gw_budget_init(&f->gw.budget, (size_t)256 << 20, f->cfg.max_request_bytes, err, sizeof(err)) != 0)
+        return -1;
     if ((f->gw.q = queue_new((size_t)f->cfg.queue_capacity, (size_t)f->cfg.queue_high_water)) == NULL)
         return -1;
 

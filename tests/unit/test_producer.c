@@ -556,7 +556,7 @@ static producer *start(kfx *k, const char *const *props_kv)
         keys[props.n] = (char *)props_kv[0];
         values[props.n] = (char *)props_kv[1];
     }
-    k->p = producer_new(k->q, bootstraps, k->topic, &props, 1, err, sizeof(err));
+    k->p = producer_new(k->q, NULL, bootstraps, k->topic, &props, 1, err, sizeof(err));
     if (k->p == NULL)
         fail_msg("producer_new: %s", err);
     return k->p;
@@ -841,7 +841,7 @@ static void test_producer_bad_property(void **state)
     config_props props = {keys, values, 2};
     char err[512] = "";
 
-    assert_null(producer_new(k->q, bootstraps, k->topic, &props, 1, err, sizeof(err)));
+    assert_null(producer_new(k->q, NULL, bootstraps, k->topic, &props, 1, err, sizeof(err)));
     if (strstr(err, "no.such.property") == NULL)
         fail_msg("message does not name the property: %s", err);
 
@@ -849,7 +849,7 @@ static void test_producer_bad_property(void **state)
     char *keys2[] = {"acks"}, *values2[] = {"maybe"};
     config_props props2 = {keys2, values2, 1};
     err[0] = '\0';
-    assert_null(producer_new(k->q, bootstraps, k->topic, &props2, 1, err, sizeof(err)));
+    assert_null(producer_new(k->q, NULL, bootstraps, k->topic, &props2, 1, err, sizeof(err)));
     if (strstr(err, "acks") == NULL)
         fail_msg("message does not name the property: %s", err);
 
@@ -857,7 +857,7 @@ static void test_producer_bad_property(void **state)
     char *keys3[] = {"max.in.flight.requests.per.connection"}, *values3[] = {"100"};
     config_props props3 = {keys3, values3, 1};
     err[0] = '\0';
-    assert_null(producer_new(k->q, bootstraps, k->topic, &props3, 1, err, sizeof(err)));
+    assert_null(producer_new(k->q, NULL, bootstraps, k->topic, &props3, 1, err, sizeof(err)));
     assert_true(strlen(err) > 0);
 
     producer_free(NULL);
