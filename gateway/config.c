@@ -20,6 +20,17 @@ static const config_entry entries[] = {
      "HTTP I/O threads, each with its own event loop and socket", 1, 64, NULL},
     {"http-idle-timeout", CONFIG_DURATION, "60s", OFF(http_idle_timeout_ms),
      "Close a connection idle (or stalled mid-request) for this long", 100, 3600000, NULL},
+    {"http-header-timeout", CONFIG_DURATION, "10s", OFF(http_header_timeout_ms),
+     "Longest a request's line and headers may take to arrive, whatever the pace; then 408 and the "
+     "connection is closed",
+     100, 3600000, NULL},
+    {"http-min-body-rate", CONFIG_BYTES, "1KiB", OFF(http_min_body_rate),
+     "Slowest a request body may arrive, in bytes a second over the whole body after "
+     "--http-header-timeout's grace; slower: 408 and the connection is closed (0: no minimum)",
+     0, 1073741824, NULL},
+    {"max-connections", CONFIG_INT, "8192", OFF(max_connections),
+     "Most connections open at once on each TCP port (HTTP, gRPC); more are closed at once and counted", 1,
+     1048576, NULL},
     {"http-overload-wait", CONFIG_DURATION, "1s", OFF(http_overload_wait_ms),
      "How long a request read while the queue is above its high-water mark waits for room (its connection "
      "read no further) before it is answered 429",
@@ -47,6 +58,11 @@ static const config_entry entries[] = {
      */
     {"grpc-threads", CONFIG_INT, "2", OFF(grpc_threads),
      "gRPC completion-queue threads (calls are parsed and answered on them)", 1, 64, NULL},
+    {"grpc-max-connection-idle", CONFIG_DURATION, "5m", OFF(grpc_max_connection_idle_ms),
+     "Close a gRPC connection without calls for this long (GOAWAY)", 1000, 86400000, NULL},
+    {"grpc-max-connection-age", CONFIG_DURATION, "0", OFF(grpc_max_connection_age_ms),
+     "Ask a gRPC client to reconnect after this long (GOAWAY; spreads load after scaling out; 0: never)", 0,
+     86400000, NULL},
     {"producer-threads", CONFIG_INT, "1", OFF(producer_threads),
      "Threads handing queued events to librdkafka", 1, 64, NULL},
     {"max-event-bytes", CONFIG_BYTES, "1MiB", OFF(max_event_bytes), "Largest event, attributes and data", 64,

@@ -36,6 +36,11 @@ typedef struct gateway_config {
     char *default_ack;
     char *auth_token;
     int64_t http_idle_timeout_ms;
+    int64_t http_header_timeout_ms;
+    size_t http_min_body_rate;
+    int64_t max_connections;
+    int64_t grpc_max_connection_idle_ms;
+    int64_t grpc_max_connection_age_ms;
     int64_t http_overload_wait_ms;
     int64_t retry_after_s;
     int64_t shutdown_timeout_ms;
