@@ -1,5 +1,8 @@
 #include "status.h"
 
+#include <stdio.h>
+#include <unistd.h>
+
 #include <event2/buffer.h>
 
 #include "log.h"
@@ -82,6 +85,20 @@ const char *gateway_status_not_ready(void *arg)
     return gateway_not_ready(((gateway_status *)arg)->gw);
 }
 
+/* From /proc/self/statm: what the pod's memory limit is measured against. 0 when it cannot be read. */
+static uint64_t resident_bytes(void)
+{
+    unsigned long long size, resident = 0;
+    FILE *f = fopen("/proc/self/statm", "r");
+
+    if (f == NULL)
+        return 0;
+    if (fscanf(f, "%llu %llu", &size, &resident) != 2)
+        resident = 0;
+    fclose(f);
+    return (uint64_t)resident * (uint64_t)sysconf(_SC_PAGESIZE);
+}
+
 void gateway_status_metrics(void *arg, struct evbuffer *out)
 {
     gateway_status *st = arg;
@@ -94,6 +111,19 @@ void gateway_status_metrics(void *arg, struct evbuffer *out)
     prom_sample_u64(out, "ingest_queue_capacity", NULL, queue_capacity(st->gw->q));
     prom_family(out, "ingest_queue_high_water", "gauge", "Queue depth from which requests are refused");
     prom_sample_u64(out, "ingest_queue_high_water", NULL, queue_high_water(st->gw->q));
+    const gw_budget *b = &st->gw->budget;
+    prom_family(out, "ingest_memory_budget_bytes", "gauge",
+                "--memory-budget's shares: librdkafka's buffer, queued records, bodies and acks");
+    prom_sample_u64(out, "ingest_memory_budget_bytes", "share=\"kafka\"", b->kafka);
+    prom_sample_u64(out, "ingest_memory_budget_bytes", "share=\"queued\"", b->queued);
+    prom_sample_u64(out, "ingest_memory_budget_bytes", "share=\"inbound\"", b->inbound);
+    prom_family(out, "ingest_memory_used_bytes", "gauge", "Bytes held now in a share of the memory budget");
+    prom_sample_u64(out, "ingest_memory_used_bytes", "share=\"queued\"", atomic_load(&b->queued_used));
+    prom_sample_u64(out, "ingest_memory_used_bytes", "share=\"inbound\"", atomic_load(&b->inbound_used));
+    prom_family(out, "ingest_memory_inbound_peak_bytes", "gauge", "The most the inbound share has held");
+    prom_sample_u64(out, "ingest_memory_inbound_peak_bytes", NULL, atomic_load(&b->inbound_peak));
+    prom_family(out, "process_resident_memory_bytes", "gauge", "Resident set size of the process");
+    prom_sample_u64(out, "process_resident_memory_bytes", NULL, resident_bytes());
     prom_family(out, "ingest_kafka_produced_total", "counter", "Records handed to librdkafka");
     prom_sample_u64(out, "ingest_kafka_produced_total", NULL, atomic_load(&ps->produced));
     prom_family(out, "ingest_kafka_delivered_total", "counter", "Records Kafka acknowledged");
