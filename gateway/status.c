@@ -73,8 +73,10 @@ const char *gateway_not_ready(gateway *gw)
 {
     if (atomic_load(&gw->stopping))
         return "shutting down";
-    if (gw_overloaded(gw))
-        return "the queue is above its high-water mark or its memory share";
+    if (queue_above_high_water(gw->q))
+        return "the queue is above its high-water mark";
+    if (gw_budget_queued_full(&gw->budget))
+        return "the queue holds its share of the memory budget";
     if (atomic_load(&gw->kafka_reachable) != 1)
         return "Kafka not reachable";
     return NULL;
