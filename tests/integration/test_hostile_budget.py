@@ -68,6 +68,12 @@ def mib(n):
     return n / (1 << 20)
 
 
+def report(attack, base, rss, bound, **figures):
+    """One line of figures per attack, for perf/hostile/run's before-and-after table (pytest -s shows it)."""
+    extra = "".join(f" {k}={v}" for k, v in figures.items())
+    print(f"\nHOSTILE {attack}: base_mib={mib(base):.0f} rss_mib={mib(rss):.0f} bound_mib={mib(bound):.0f}{extra}")
+
+
 def small_gateway(start_gateway, gateway_help, topic, *flags):
     # A build without the budget (INGEST_TEST_GATEWAY_BIN, for the before-and-after figures) runs without it.
     budget = [f"--memory-budget={BUDGET_MIB}MiB"] if "--memory-budget" in gateway_help else []
@@ -134,8 +140,8 @@ def test_large_events_fast_stay_within_the_budget_and_every_acknowledged_one_arr
             t.join()
     assert not errors, errors[:5]
     bound = base + (BUDGET_MIB + MARGIN_MIB) * (1 << 20)
-    print(f"large events: baseline {mib(base):.0f} MiB, peak {mib(rss.peak):.0f} MiB (bound {mib(bound):.0f}), "
-          f"accepted {counts['accepted']}, refused overloaded {counts['overloaded']}")
+    report("large events, Kafka throttled", base, rss.peak, bound, accepted=counts["accepted"],
+           overloaded=counts["overloaded"])
     assert counts["accepted"] > 0 and counts["overloaded"] > 0
     assert rss.peak < bound, f"RSS peaked at {mib(rss.peak):.0f} MiB over a bound of {mib(bound):.0f} MiB"
 
@@ -153,7 +159,7 @@ def test_large_events_fast_stay_within_the_budget_and_every_acknowledged_one_arr
     while rss_bytes(g.proc.pid) > base + 48 * (1 << 20) and time.monotonic() < deadline:
         time.sleep(0.5)
     after = rss_bytes(g.proc.pid)
-    print(f"large events: RSS {mib(after):.0f} MiB after the burst")
+    report("large events, after the burst", base, after, base + 48 * (1 << 20))
     assert after <= base + 48 * (1 << 20), f"RSS stayed at {mib(after):.0f} MiB after the burst"
     assert g.proc.poll() is None
 
@@ -254,9 +260,8 @@ def test_grpc_streams_that_never_read_their_acks_stay_within_the_budget(start_ga
         sock.close()
     bound = base + (BUDGET_MIB + MARGIN_MIB) * (1 << 20)
     lat.sort()
-    print(f"acks owed: sent {sent >> 10} KiB of requests, baseline {mib(base):.0f} MiB, "
-          f"peak {mib(rss.peak):.0f} MiB (bound {mib(bound):.0f}), inbound share peak {mib(peak_inbound):.1f} MiB, "
-          f"ordinary client p99 {lat[-1] * 1000:.0f} ms")
+    report("gRPC acks never read", base, rss.peak, bound, sent_mib=round(mib(sent)),
+           inbound_peak_mib=round(mib(peak_inbound), 1), other_client_p99_ms=round(lat[-1] * 1000))
     assert sent > 0
     assert rss.peak < bound, f"RSS peaked at {mib(rss.peak):.0f} MiB over a bound of {mib(bound):.0f} MiB"
     # What was owed is given back once the connections are gone.
