@@ -54,11 +54,18 @@ void ing_event_init(ing_event *ev)
     memset(ev, 0, sizeof(*ev));
 }
 
-/* Free a member unless it lives in the event's block. */
+/*
+ * Free a member unless it lives in the event's block. Without a block there
+ * is nothing to compare with: store + store_cap would be arithmetic on NULL
+ * (undefined even for + 0, and UBSan in clang says so on every binary-mode request).
+ */
 static void release(const ing_event *ev, void *p)
 {
-    if (p != NULL && !((char *)p >= ev->store && (char *)p < ev->store + ev->store_cap))
-        free(p);
+    if (p == NULL)
+        return;
+    if (ev->store != NULL && (char *)p >= ev->store && (char *)p < ev->store + ev->store_cap)
+        return;
+    free(p);
 }
 
 void ing_event_clear(ing_event *ev)

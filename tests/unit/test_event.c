@@ -336,6 +336,30 @@ static void test_store(void **state)
     ing_event_clear(&ev);
 }
 
+/*
+ * An event without a block (binary-mode HTTP builds them so): everything is
+ * malloc'd and freed one by one, and no pointer is ever compared against a
+ * NULL block. gcc's UBSan lets NULL + 0 pass; clang's (tests/fuzz) does not.
+ */
+static void test_no_store(void **state)
+{
+    ing_event ev;
+    ing_event_error err;
+    (void)state;
+
+    ing_event_init(&ev);
+    assert_int_equal(set(&ev, "source", "/abc", &err), 0);
+    assert_int_equal(set(&ev, "type", "t", &err), 0);
+    assert_int_equal(set(&ev, "x", "1", &err), 0);
+    ing_event_set_data(&ev, EVENT_DATA_BINARY, ing_event_alloc(&ev, 3), 3);
+    ing_event_set_data(&ev, EVENT_DATA_BINARY, ing_event_alloc(&ev, 0), 0); /* releases the first */
+    assert_null(ev.store);
+    assert_int_equal(ing_event_new_id(&ev), 0);
+    assert_int_equal(ing_event_validate(&ev, &lim, -1, &err), 0);
+    ing_event_clear(&ev);
+    assert_null(ev.source);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -348,6 +372,7 @@ int main(void)
         cmocka_unit_test(test_event_size_limit),
         cmocka_unit_test(test_batch),
         cmocka_unit_test(test_store),
+        cmocka_unit_test(test_no_store),
     };
     return cmocka_run_group_tests(tests, setup, NULL);
 }
