@@ -222,8 +222,7 @@ void ing_event_set_data(ing_event *ev, ing_event_data_kind kind, unsigned char *
 
 int media_type_is_json(const char *ct)
 {
-    char mt[128];
-    size_t n = 0;
+    size_t n;
 
     if (ct == NULL)
         return 1;
@@ -231,11 +230,15 @@ int media_type_is_json(const char *ct)
         ct++;
     if (*ct == '\0')
         return 1;
-    for (; *ct && *ct != ';' && *ct != ' ' && *ct != '\t' && n + 1 < sizeof(mt); ct++)
-        mt[n++] = *ct;
-    mt[n] = '\0';
-    return strcasecmp(mt, "application/json") == 0 || strcasecmp(mt, "text/json") == 0 ||
-           (n > 5 && strcasecmp(mt + n - 5, "+json") == 0);
+    /*
+     * Compared where it stands, however long: a copy cut to a buffer's size
+     * judged a long vendor type by its first 127 bytes (tests/fuzz found it),
+     * so that the gateway and the sink could disagree on whether data is JSON.
+     */
+    n = strcspn(ct, "; \t");
+    return (n == 16 && strncasecmp(ct, "application/json", n) == 0) ||
+           (n == 9 && strncasecmp(ct, "text/json", n) == 0) ||
+           (n > 5 && strncasecmp(ct + n - 5, "+json", 5) == 0);
 }
 
 int utf8_valid(const char *str, size_t len)

@@ -164,6 +164,27 @@ static void test_utf8(void **state)
     assert_false(utf8_valid("\xf8\x88\x80\x80\x80", 5));                /* 5-byte form */
 }
 
+static void test_media_type_is_json(void **state)
+{
+    char t[300];
+    (void)state;
+
+    assert_true(media_type_is_json(NULL));
+    assert_true(media_type_is_json(" "));
+    assert_true(media_type_is_json("Application/JSON; charset=utf-8"));
+    assert_true(media_type_is_json("text/json"));
+    assert_true(media_type_is_json("application/vnd.acme+json"));
+    assert_false(media_type_is_json("application/jsonx"));
+    assert_false(media_type_is_json("+json"));
+    assert_false(media_type_is_json(";+json"));
+    assert_false(media_type_is_json("text/plain; x=+json"));
+    /* Judged whole, however long (tests/fuzz): not by a first 127 bytes. */
+    snprintf(t, sizeof(t), "application/vnd.%0200d+json", 0);
+    assert_true(media_type_is_json(t));
+    snprintf(t, sizeof(t), "application/vnd.%0106d+jsonxxxxxxxxxx", 0); /* "+json" ends byte 127 */
+    assert_false(media_type_is_json(t));
+}
+
 static void test_specversion_time_schema(void **state)
 {
     ing_event ev;
@@ -367,6 +388,7 @@ int main(void)
         cmocka_unit_test(test_required_and_empty),
         cmocka_unit_test(test_lengths_and_utf8),
         cmocka_unit_test(test_utf8),
+        cmocka_unit_test(test_media_type_is_json),
         cmocka_unit_test(test_specversion_time_schema),
         cmocka_unit_test(test_set_attr_rules),
         cmocka_unit_test(test_event_size_limit),
