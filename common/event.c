@@ -363,7 +363,14 @@ int rfc3339_parse(const char *s, int64_t *unix_sec, int32_t *unix_nsec)
         return -EINVAL;
     /* A leap second (:60) is kept as the next second: Unix time has none. */
     int64_t t = days_from_civil(y, mo, d) * 86400 + h * 3600 + mi * 60 + sec - (oh * 3600 + om * 60);
-    if (t < -62135596800LL || t > 253402300799LL + 86400)
+    /*
+     * The instant, in UTC, within years 1 to 9999: what a protobuf Timestamp
+     * may hold and rfc3339_format() writes. Not a day's slack past the end:
+     * 9999-12-31T23:59:60Z or a negative offset on the last day was
+     * accepted over JSON, refused as a protobuf Timestamp, and came to
+     * Postgres as "out of range" text (tests/fuzz's round trip found it).
+     */
+    if (t < -62135596800LL || t > 253402300799LL)
         return -EINVAL;
     *unix_sec = t;
     *unix_nsec = (int32_t)frac;

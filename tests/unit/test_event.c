@@ -221,6 +221,12 @@ static void test_specversion_time_schema(void **state)
     assert_int_equal(rfc3339_parse("1500-06-01T00:00:00.5Z", &s, &ns), 0);
     assert_true(s == -14818723200LL && ns == 500000000);
     assert_int_equal(rfc3339_parse("0000-12-31T23:59:59Z", &s, &ns), -EINVAL);
+    /* Past 9999 in UTC, whatever the local date says: a Timestamp could not hold it (tests/fuzz). */
+    assert_int_equal(rfc3339_parse("9999-12-31T23:59:60Z", &s, &ns), -EINVAL);
+    assert_int_equal(rfc3339_parse("9999-12-31T20:00:00-05:00", &s, &ns), -EINVAL);
+    assert_int_equal(rfc3339_parse("9999-12-31T20:00:00-03:59", &s, &ns), 0);
+    assert_true(s == 253402300740LL && ns == 0);
+    assert_int_equal(rfc3339_parse("0001-01-01T00:59:59+01:00", &s, &ns), -EINVAL);
 
     make_valid(&ev);
     assert_int_equal(set(&ev, "dataschema", "not a uri", &err), 0);
