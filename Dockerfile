@@ -13,7 +13,8 @@
 
 FROM debian:bookworm AS build
 # The -dev packages of deploy/local/lib.sh's LOCAL_PACKAGES (cmocka and
-# json-c too: CMakeLists.txt requires them to configure, for the unit tests).
+# json-c too: CMakeLists.txt requires them to configure, for the unit tests),
+# but clang's runtimes, which only tests/fuzz needs.
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
       cmake ninja-build pkg-config gcc libc6-dev \

@@ -323,7 +323,8 @@ static int parse_binary(const gw_http_request *req, const char *ctype, const cha
             "source: required (binary mode takes attributes from ce-* headers; for a JSON "
             "event send Content-Type: application/cloudevents+json)");
     if (len > 0) {
-        int json = mt[0] != '\0' && media_type_is_json(mt);
+        /* The whole Content-Type, not mt: that is cut to its buffer, and the sink judges the whole. */
+        int json = mt[0] != '\0' && media_type_is_json(ctype);
         if (json && (rc = json_check((const char *)body, len, lim, err)) != 0)
             return rc;
         unsigned char *data = malloc(len + 1);

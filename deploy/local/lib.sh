@@ -63,12 +63,14 @@ PG_PASSWORD=ingest
 
 # Everything the build, the local stack and the tests need from Debian, in one
 # list. gcc's libc6-dev is a Recommends, so it is named since we install
-# without recommends.
+# without recommends; so is libclang-rt-14-dev, clang's sanitizer and
+# libFuzzer runtimes (-fsanitize=fuzzer, for tests/fuzz).
 LOCAL_PACKAGES=(
 	cmake ninja-build pkg-config gcc libc6-dev
 	libevent-dev libgrpc-dev protobuf-c-compiler libprotobuf-c-dev
 	libprotobuf-dev protobuf-compiler librdkafka-dev libpq-dev
 	libcmocka-dev libjson-c-dev libjansson-dev zlib1g-dev libhttp-parser-dev libjemalloc-dev clang-format
+	clang libclang-rt-14-dev
 	postgresql python3-venv openjdk-17-jre-headless maven curl
 )
 

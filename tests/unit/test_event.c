@@ -164,6 +164,27 @@ static void test_utf8(void **state)
     assert_false(utf8_valid("\xf8\x88\x80\x80\x80", 5));                /* 5-byte form */
 }
 
+static void test_media_type_is_json(void **state)
+{
+    char t[300];
+    (void)state;
+
+    assert_true(media_type_is_json(NULL));
+    assert_true(media_type_is_json(" "));
+    assert_true(media_type_is_json("Application/JSON; charset=utf-8"));
+    assert_true(media_type_is_json("text/json"));
+    assert_true(media_type_is_json("application/vnd.acme+json"));
+    assert_false(media_type_is_json("application/jsonx"));
+    assert_false(media_type_is_json("+json"));
+    assert_false(media_type_is_json(";+json"));
+    assert_false(media_type_is_json("text/plain; x=+json"));
+    /* Judged whole, however long (tests/fuzz): not by a first 127 bytes. */
+    snprintf(t, sizeof(t), "application/vnd.%0200d+json", 0);
+    assert_true(media_type_is_json(t));
+    snprintf(t, sizeof(t), "application/vnd.%0106d+jsonxxxxxxxxxx", 0); /* "+json" ends byte 127 */
+    assert_false(media_type_is_json(t));
+}
+
 static void test_specversion_time_schema(void **state)
 {
     ing_event ev;
@@ -200,6 +221,12 @@ static void test_specversion_time_schema(void **state)
     assert_int_equal(rfc3339_parse("1500-06-01T00:00:00.5Z", &s, &ns), 0);
     assert_true(s == -14818723200LL && ns == 500000000);
     assert_int_equal(rfc3339_parse("0000-12-31T23:59:59Z", &s, &ns), -EINVAL);
+    /* Past 9999 in UTC, whatever the local date says: a Timestamp could not hold it (tests/fuzz). */
+    assert_int_equal(rfc3339_parse("9999-12-31T23:59:60Z", &s, &ns), -EINVAL);
+    assert_int_equal(rfc3339_parse("9999-12-31T20:00:00-05:00", &s, &ns), -EINVAL);
+    assert_int_equal(rfc3339_parse("9999-12-31T20:00:00-03:59", &s, &ns), 0);
+    assert_true(s == 253402300740LL && ns == 0);
+    assert_int_equal(rfc3339_parse("0001-01-01T00:59:59+01:00", &s, &ns), -EINVAL);
 
     make_valid(&ev);
     assert_int_equal(set(&ev, "dataschema", "not a uri", &err), 0);
@@ -336,6 +363,30 @@ static void test_store(void **state)
     ing_event_clear(&ev);
 }
 
+/*
+ * An event without a block (binary-mode HTTP builds them so): everything is
+ * malloc'd and freed one by one, and no pointer is ever compared against a
+ * NULL block. gcc's UBSan lets NULL + 0 pass; clang's (tests/fuzz) does not.
+ */
+static void test_no_store(void **state)
+{
+    ing_event ev;
+    ing_event_error err;
+    (void)state;
+
+    ing_event_init(&ev);
+    assert_int_equal(set(&ev, "source", "/abc", &err), 0);
+    assert_int_equal(set(&ev, "type", "t", &err), 0);
+    assert_int_equal(set(&ev, "x", "1", &err), 0);
+    ing_event_set_data(&ev, EVENT_DATA_BINARY, ing_event_alloc(&ev, 3), 3);
+    ing_event_set_data(&ev, EVENT_DATA_BINARY, ing_event_alloc(&ev, 0), 0); /* releases the first */
+    assert_null(ev.store);
+    assert_int_equal(ing_event_new_id(&ev), 0);
+    assert_int_equal(ing_event_validate(&ev, &lim, -1, &err), 0);
+    ing_event_clear(&ev);
+    assert_null(ev.source);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -343,11 +394,13 @@ int main(void)
         cmocka_unit_test(test_required_and_empty),
         cmocka_unit_test(test_lengths_and_utf8),
         cmocka_unit_test(test_utf8),
+        cmocka_unit_test(test_media_type_is_json),
         cmocka_unit_test(test_specversion_time_schema),
         cmocka_unit_test(test_set_attr_rules),
         cmocka_unit_test(test_event_size_limit),
         cmocka_unit_test(test_batch),
         cmocka_unit_test(test_store),
+        cmocka_unit_test(test_no_store),
     };
     return cmocka_run_group_tests(tests, setup, NULL);
 }
