@@ -857,15 +857,15 @@ static void test_headers_too_large(void **state)
     assert_int_equal(atomic_load(&fx->errors), 3);
     assert_int_equal(atomic_load(&fx->handled), 0);
 
-    /* 128 fields are fine. */
+    /* 128 fields are fine (Host, which HTTP/1.1 needs, and 127 more). */
     c = cli_open(fx);
-    n = snprintf(req, sizeof(req), "GET /echo HTTP/1.1\r\n");
-    for (int i = 0; i < 128; i++)
+    n = snprintf(req, sizeof(req), "GET /echo HTTP/1.1\r\nHost: t\r\n");
+    for (int i = 0; i < 127; i++)
         n += snprintf(req + n, sizeof(req) - (size_t)n, "a%d: b\r\n", i);
     snprintf(req + n, sizeof(req) - (size_t)n, "\r\n");
     roundtrip(c, req, &r);
     assert_int_equal(r.status, 200);
-    assert_non_null(strstr(r.body, "h=a127: b\n"));
+    assert_non_null(strstr(r.body, "h=a126: b\n"));
     resp_free(&r);
     cli_close(c);
 }
