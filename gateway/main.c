@@ -6,11 +6,14 @@
  */
 #include <errno.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
+
+#include <jemalloc/jemalloc.h>
 
 #include "admin.h"
 #include "app.h"
@@ -25,6 +28,29 @@
 #include "queue.h"
 #include "status.h"
 #include "mono.h"
+
+/*
+ * jemalloc: give memory back to the kernel a second after it is freed
+ * (dirty pages, then muzzy ones at once), from a background thread, so RSS
+ * falls after a burst of large bodies instead of staying at its peak
+ * (jemalloc's default waits 10 s, and only while the program allocates).
+ * Set with mallctl, not the malloc_conf symbol, which would interpose on the
+ * library's own (tests/symbols).
+ */
+static void malloc_settings(void)
+{
+    ssize_t dirty = 1000, muzzy = 0;
+    bool on = true;
+
+    /* Every arena there is (4096: MALLCTL_ARENAS_ALL), and every one made later. */
+    if (mallctl("arena.4096.dirty_decay_ms", NULL, NULL, &dirty, sizeof(dirty)) != 0 ||
+        mallctl("arena.4096.muzzy_decay_ms", NULL, NULL, &muzzy, sizeof(muzzy)) != 0 ||
+        mallctl("arenas.dirty_decay_ms", NULL, NULL, &dirty, sizeof(dirty)) != 0 ||
+        mallctl("arenas.muzzy_decay_ms", NULL, NULL, &muzzy, sizeof(muzzy)) != 0 ||
+        mallctl("background_thread", NULL, NULL, &on, sizeof(on)) != 0)
+        LOG_WARN("gateway",
+                 "cannot set jemalloc's decay: memory freed after a burst returns to the system later");
+}
 
 /*
  * The stop's deadline came with requests still waiting for Kafka: they are
@@ -111,6 +137,20 @@ int main(int argc, char **argv)
         if ((cfg.gateway_id = strdup(host)) == NULL)
             goto out;
     }
+
+    /*
+     * Descriptors: one per connection on each TCP port, the admin port's few,
+     * Kafka's sockets and the loops' own. Too few for --max-connections and
+     * accept fails with EMFILE (answered by closing, never spinning: see
+     * http_server.c); say so at start rather than under load.
+     */
+    malloc_settings();
+    unsigned long nofile = app_raise_nofile();
+    if (nofile && nofile != (unsigned long)-1 && (unsigned long)cfg.max_connections * 2 + 256 > nofile)
+        LOG_WARN("gateway",
+                 "the descriptor limit (%lu) is below what --max-connections=%lld on the HTTP and gRPC ports "
+                 "may need; connections past it are refused",
+                 nofile, (long long)cfg.max_connections);
 
     gw.cfg = &cfg;
     ing_event_limits_default(&gw.lim);
