@@ -1,18 +1,22 @@
 #include "admin.h"
 
+#include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
 #include <event2/event.h>
 #include <event2/http.h>
+#include <event2/listener.h>
 #include <event2/thread.h>
 
 #include "log.h"
+#include "mono.h"
 #include "net.h"
 
 /*
@@ -46,6 +50,10 @@ struct admin_server {
     admin_handlers h;
     admin_conn *oldest, *newest;
     size_t n_conns;
+    int spare_fd; /* for accept failing with EMFILE (net_accept_shed) */
+    struct event *resume;
+    long long accept_log_ms;
+    unsigned long accept_errors;
 };
 
 static void reply(struct evhttp_request *req, int code, const char *ctype, struct evbuffer *body)
@@ -180,11 +188,46 @@ static struct bufferevent *new_bev(struct event_base *base, void *arg)
     return bev;
 }
 
+static void resume_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    evconnlistener_enable(arg);
+}
+
+/* The server of this admin thread: the listener's callback argument is evhttp's, not ours. */
+static _Thread_local admin_server *this_admin;
+
+/* evhttp's listener, out of descriptors: shed the connection (or rest), log once a second, never spin. */
+static void accept_error(struct evconnlistener *l, void *arg)
+{
+    admin_server *a = this_admin;
+    (void)arg;
+    int err = EVUTIL_SOCKET_ERROR();
+    long long now = mono_ms();
+
+    a->accept_errors++;
+    if (now - a->accept_log_ms >= 1000) {
+        LOG_WARN("admin", "accept: %s (%lu times since the last such line)",
+                 evutil_socket_error_to_string(err), a->accept_errors);
+        a->accept_log_ms = now;
+        a->accept_errors = 0;
+    }
+    if ((err == EMFILE || err == ENFILE) && net_accept_shed(evconnlistener_get_fd(l), &a->spare_fd))
+        return;
+    struct timeval tv = {0, 100000};
+    evconnlistener_disable(l);
+    event_free(a->resume);
+    if ((a->resume = evtimer_new(a->base, resume_cb, l)) != NULL)
+        evtimer_add(a->resume, &tv);
+}
+
 static void *admin_main(void *arg)
 {
     admin_server *a = arg;
 
     pthread_setname_np(pthread_self(), a->h.thread_name ? a->h.thread_name : "admin");
+    this_admin = a;
     event_base_loop(a->base, EVLOOP_NO_EXIT_ON_EMPTY);
     return NULL;
 }
@@ -199,15 +242,18 @@ admin_server *admin_start(const char *addr, const admin_handlers *h, char *err, 
         return NULL;
     }
     a->h = *h;
+    a->spare_fd = net_spare_fd();
     evthread_use_pthreads();
     if ((fd = net_bind(addr, SOCK_STREAM, 0, err, errlen)) < 0)
         goto fail;
+    struct evhttp_bound_socket *bound = NULL;
     if ((a->base = event_base_new()) == NULL || (a->http = evhttp_new(a->base)) == NULL ||
-        evhttp_accept_socket(a->http, fd) != 0) {
+        (bound = evhttp_accept_socket_with_handle(a->http, fd)) == NULL) {
         snprintf(err, errlen, "%s: cannot serve", addr);
         goto fail;
     }
     fd = -1;
+    evconnlistener_set_error_cb(evhttp_bound_socket_get_listener(bound), accept_error);
     evhttp_set_gencb(a->http, handle, a);
     /* Other methods reach handle(), which answers 405 (evhttp itself would say 501). */
     evhttp_set_allowed_methods(a->http, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD | EVHTTP_REQ_POST | EVHTTP_REQ_PUT |
@@ -226,6 +272,8 @@ admin_server *admin_start(const char *addr, const admin_handlers *h, char *err, 
 fail:
     if (fd >= 0)
         evutil_closesocket(fd);
+    if (a->spare_fd >= 0)
+        close(a->spare_fd);
     if (a->http)
         evhttp_free(a->http);
     if (a->base)
@@ -242,6 +290,10 @@ void admin_stop(admin_server *a)
     pthread_join(a->tid, NULL);
     /* Connections still open are freed with evhttp: their conn_closed() runs then. */
     evhttp_free(a->http);
+    if (a->resume)
+        event_free(a->resume);
+    if (a->spare_fd >= 0)
+        close(a->spare_fd);
     event_base_free(a->base);
     free(a);
 }

@@ -2,7 +2,6 @@
 
 #include <ctype.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdio.h>
@@ -1098,15 +1097,10 @@ static void accept_error_cb(struct evconnlistener *l, void *arg)
         srv->accept_log_ms = now;
         srv->accept_errors = 0;
     }
-    if ((err == EMFILE || err == ENFILE) && srv->spare_fd >= 0) {
-        /* Give up the spare for a moment to take the waiting connection off the queue, and close it. */
-        close(srv->spare_fd);
-        evutil_socket_t fd = accept(evconnlistener_get_fd(l), NULL, NULL);
-        if (fd >= 0)
-            refuse_connection(srv, fd);
-        srv->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
-        if (fd >= 0)
-            return;
+    if ((err == EMFILE || err == ENFILE) && net_accept_shed(evconnlistener_get_fd(l), &srv->spare_fd)) {
+        if (srv->cfg.refused_connection)
+            srv->cfg.refused_connection(srv->cfg.arg);
+        return;
     }
     /* No spare, or another error (ENOBUFS, ENOMEM): rest the listener 100 ms rather than spin. */
     struct timeval tv = {0, 100000};
@@ -1126,7 +1120,7 @@ gw_http_server *gw_http_server_new(struct event_base *base, evutil_socket_t fd,
     atomic_init(&srv->own_conns, 0);
     if (srv->cfg.open_conns == NULL)
         srv->cfg.open_conns = &srv->own_conns;
-    srv->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    srv->spare_fd = net_spare_fd();
     if ((srv->room_timer = evtimer_new(base, room_cb, srv)) == NULL ||
         (srv->resume_timer = evtimer_new(base, resume_cb, srv)) == NULL ||
         (srv->listener = evconnlistener_new(base, accept_cb, srv, LEV_OPT_CLOSE_ON_FREE, -1, fd)) == NULL) {

@@ -37,6 +37,9 @@
  * Set with mallctl, not the malloc_conf symbol, which would interpose on the
  * library's own (tests/symbols).
  */
+/* Descriptors kept for all but the HTTP and gRPC connections (see main). */
+#define FD_RESERVE 256
+
 static void malloc_settings(void)
 {
     ssize_t dirty = 1000, muzzy = 0;
@@ -139,18 +142,24 @@ int main(int argc, char **argv)
     }
 
     /*
-     * Descriptors: one per connection on each TCP port, the admin port's few,
-     * Kafka's sockets and the loops' own. Too few for --max-connections and
-     * accept fails with EMFILE (answered by closing, never spinning: see
-     * http_server.c); say so at start rather than under load.
+     * Descriptors: one per connection on the HTTP and gRPC ports, and a
+     * reserve for the admin port, Kafka's sockets and the loops' own. When
+     * --max-connections does not fit, the cap is lowered to what does, so a
+     * connection flood meets the cap (closed at accept, counted) and never
+     * EMFILE, which would refuse the admin port's probes too.
      */
     malloc_settings();
     unsigned long nofile = app_raise_nofile();
-    if (nofile && nofile != (unsigned long)-1 && (unsigned long)cfg.max_connections * 2 + 256 > nofile)
-        LOG_WARN("gateway",
-                 "the descriptor limit (%lu) is below what --max-connections=%lld on the HTTP and gRPC ports "
-                 "may need; connections past it are refused",
-                 nofile, (long long)cfg.max_connections);
+    if (nofile && nofile != (unsigned long)-1) {
+        unsigned long fit = nofile > 2 * FD_RESERVE ? (nofile - FD_RESERVE) / 2 : nofile / 4;
+        if ((unsigned long)cfg.max_connections > fit) {
+            LOG_WARN("gateway",
+                     "--max-connections=%lld does not fit the descriptor limit (%lu) on two TCP ports with "
+                     "%d in reserve: using %lu",
+                     (long long)cfg.max_connections, nofile, FD_RESERVE, fit);
+            cfg.max_connections = (int64_t)(fit ? fit : 1);
+        }
+    }
 
     gw.cfg = &cfg;
     ing_event_limits_default(&gw.lim);
