@@ -94,6 +94,14 @@ void gateway_status_metrics(void *arg, struct evbuffer *out)
     prom_sample_u64(out, "ingest_queue_capacity", NULL, queue_capacity(st->gw->q));
     prom_family(out, "ingest_queue_high_water", "gauge", "Queue depth from which requests are refused");
     prom_sample_u64(out, "ingest_queue_high_water", NULL, queue_high_water(st->gw->q));
+    /* What request bodies hold of the memory budget: an attack of stalled bodies shows here, bounded. */
+    prom_family(out, "ingest_memory_inbound_bytes", "gauge",
+                "Bytes of the memory budget's inbound share held now (request bodies being read)");
+    prom_sample_u64(out, "ingest_memory_inbound_bytes", NULL, atomic_load(&st->gw->budget.inbound_used));
+    prom_family(out, "ingest_memory_inbound_peak_bytes", "gauge", "The most the inbound share has held");
+    prom_sample_u64(out, "ingest_memory_inbound_peak_bytes", NULL, atomic_load(&st->gw->budget.inbound_peak));
+    prom_family(out, "ingest_memory_inbound_limit_bytes", "gauge", "The inbound share (--memory-budget / 2)");
+    prom_sample_u64(out, "ingest_memory_inbound_limit_bytes", NULL, st->gw->budget.inbound);
     prom_family(out, "ingest_kafka_produced_total", "counter", "Records handed to librdkafka");
     prom_sample_u64(out, "ingest_kafka_produced_total", NULL, atomic_load(&ps->produced));
     prom_family(out, "ingest_kafka_delivered_total", "counter", "Records Kafka acknowledged");
