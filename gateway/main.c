@@ -13,7 +13,9 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#ifdef INGEST_JEMALLOC
 #include <jemalloc/jemalloc.h>
+#endif
 
 #include "admin.h"
 #include "app.h"
@@ -29,6 +31,9 @@
 #include "status.h"
 #include "mono.h"
 
+/* Descriptors kept for all but the HTTP and gRPC connections (see main). */
+#define FD_RESERVE 256
+
 /*
  * jemalloc: give memory back to the kernel a second after it is freed
  * (dirty pages, then muzzy ones at once), from a background thread, so RSS
@@ -37,22 +42,31 @@
  * Set with mallctl, not the malloc_conf symbol, which would interpose on the
  * library's own (tests/symbols).
  */
-/* Descriptors kept for all but the HTTP and gRPC connections (see main). */
-#define FD_RESERVE 256
-
 static void malloc_settings(void)
 {
+#ifdef INGEST_JEMALLOC
     ssize_t dirty = 1000, muzzy = 0;
     bool on = true;
+    unsigned narenas = 0;
+    size_t len = sizeof(narenas);
+    char name[64];
 
-    /* Every arena there is (4096: MALLCTL_ARENAS_ALL), and every one made later. */
-    if (mallctl("arena.4096.dirty_decay_ms", NULL, NULL, &dirty, sizeof(dirty)) != 0 ||
-        mallctl("arena.4096.muzzy_decay_ms", NULL, NULL, &muzzy, sizeof(muzzy)) != 0 ||
-        mallctl("arenas.dirty_decay_ms", NULL, NULL, &dirty, sizeof(dirty)) != 0 ||
+    /* The default for arenas made later, then each made already (those not yet in use refuse: EFAULT). */
+    if (mallctl("arenas.dirty_decay_ms", NULL, NULL, &dirty, sizeof(dirty)) != 0 ||
         mallctl("arenas.muzzy_decay_ms", NULL, NULL, &muzzy, sizeof(muzzy)) != 0 ||
-        mallctl("background_thread", NULL, NULL, &on, sizeof(on)) != 0)
+        mallctl("background_thread", NULL, NULL, &on, sizeof(on)) != 0 ||
+        mallctl("arenas.narenas", &narenas, &len, NULL, 0) != 0) {
         LOG_WARN("gateway",
                  "cannot set jemalloc's decay: memory freed after a burst returns to the system later");
+        return;
+    }
+    for (unsigned i = 0; i < narenas; i++) {
+        snprintf(name, sizeof(name), "arena.%u.dirty_decay_ms", i);
+        mallctl(name, NULL, NULL, &dirty, sizeof(dirty));
+        snprintf(name, sizeof(name), "arena.%u.muzzy_decay_ms", i);
+        mallctl(name, NULL, NULL, &muzzy, sizeof(muzzy));
+    }
+#endif
 }
 
 /*
