@@ -573,7 +573,9 @@ static void deadline_cb(evutil_socket_t fd, short what, void *arg)
     (void)what;
 
     conn_enter(c);
-    if (c->busy || c->close_after_write || c->closing || !c->in_request) {
+    if (c->lingering) {
+        c->closing = 1;
+    } else if (c->busy || c->close_after_write || c->closing || !c->in_request) {
         /* Handed over or done meanwhile. */
     } else if (!c->in_body) {
         snprintf(c->err_buf, sizeof(c->err_buf), "the request line and headers took longer than %d ms",
@@ -974,12 +976,15 @@ static void write_cb(struct bufferevent *bev, void *arg)
         /*
          * Lingering close: a client still sending a body we refused would get
          * a reset, and lose our answer, if we closed with its data unread.
-         * Shut our side, read and drop until it closes or 2 s pass.
+         * Shut our side, read and drop until it closes or 2 s pass: 2 s in
+         * all (the deadline timer), not since the last byte, which a client
+         * sending a byte a second would stretch for ever.
          */
         struct timeval tv = {2, 0};
         c->lingering = 1;
         shutdown(bufferevent_getfd(c->bev), SHUT_WR);
         bufferevent_set_timeouts(c->bev, &tv, NULL);
+        evtimer_add(c->deadline, &tv);
         /* Reading may have stopped (a timeout, no room for a body): the drain needs it. */
         bufferevent_enable(c->bev, EV_READ);
     }
