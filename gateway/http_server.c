@@ -285,6 +285,11 @@ static int check_head(http_conn *c)
     const http_parser *p = &c->parser;
     size_t hosts = 0;
 
+    if (p->http_major == 0) {
+        /* No version at all ("GET /"): not a request line of any HTTP this server speaks. */
+        parser_fail(c, 400, "bad_request", "the request line has no HTTP version: send HTTP/1.1");
+        return -1;
+    }
     if (p->http_major != 1 || p->http_minor > 1) {
         snprintf(c->err_buf, sizeof(c->err_buf), "HTTP/%u.%u is not supported: send HTTP/1.1 (or 1.0)",
                  p->http_major, p->http_minor);
