@@ -24,21 +24,36 @@ int gw_budget_init(gw_budget *b, size_t total, size_t max_request, char *errbuf,
     return 0;
 }
 
+static void note_peak(gw_budget *b, size_t used)
+{
+    size_t peak = atomic_load_explicit(&b->inbound_peak, memory_order_relaxed);
+    while (used > peak && !atomic_compare_exchange_weak_explicit(&b->inbound_peak, &peak, used,
+                                                                 memory_order_relaxed, memory_order_relaxed))
+        ;
+}
+
 int gw_budget_take_inbound(gw_budget *b, size_t n)
 {
     size_t used = atomic_load_explicit(&b->inbound_used, memory_order_relaxed);
 
     do {
-        if (n > b->inbound - used)
+        /* Held bytes (gw_budget_hold_inbound) may have passed the share. */
+        if (used >= b->inbound || n > b->inbound - used)
             return -1;
     } while (!atomic_compare_exchange_weak_explicit(&b->inbound_used, &used, used + n, memory_order_relaxed,
                                                     memory_order_relaxed));
-    used += n;
-    size_t peak = atomic_load_explicit(&b->inbound_peak, memory_order_relaxed);
-    while (used > peak && !atomic_compare_exchange_weak_explicit(&b->inbound_peak, &peak, used,
-                                                                 memory_order_relaxed, memory_order_relaxed))
-        ;
+    note_peak(b, used + n);
     return 0;
+}
+
+void gw_budget_hold_inbound(gw_budget *b, size_t n)
+{
+    note_peak(b, atomic_fetch_add_explicit(&b->inbound_used, n, memory_order_relaxed) + n);
+}
+
+int gw_budget_inbound_full(const gw_budget *b)
+{
+    return atomic_load_explicit(&b->inbound_used, memory_order_relaxed) >= b->inbound;
 }
 
 void gw_budget_give_inbound(gw_budget *b, size_t n)

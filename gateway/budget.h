@@ -35,6 +35,13 @@ int gw_budget_init(gw_budget *b, size_t total, size_t max_request, char *errbuf,
 /* Take `n` bytes of the inbound share: 0, or -1 (nothing taken) when it would pass the share. */
 int gw_budget_take_inbound(gw_budget *b, size_t n);
 void gw_budget_give_inbound(gw_budget *b, size_t n);
+/*
+ * Count `n` bytes already held (an ack made for a client, a message the gRPC
+ * core read): they may pass the share, and whoever would read more looks at
+ * gw_budget_inbound_full() first. Given back with gw_budget_give_inbound().
+ */
+void gw_budget_hold_inbound(gw_budget *b, size_t n);
+int gw_budget_inbound_full(const gw_budget *b);
 
 /*
  * Records in the queue. Admission refuses new work while the queued share

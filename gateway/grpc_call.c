@@ -41,6 +41,8 @@ void gw_grpc_call_unref(gcall *c)
         grpc_byte_buffer_destroy(c->payload);
     if (c->recv)
         grpc_byte_buffer_destroy(c->recv);
+    if (c->write_bytes)
+        gw_budget_give_inbound(&c->g->gw->budget, c->write_bytes);
     pthread_mutex_destroy(&c->lock);
     free(c);
 }
@@ -49,6 +51,8 @@ void gw_grpc_ack_unref(gack *a)
 {
     if (atomic_fetch_sub(&a->refs, 1) != 1)
         return;
+    if (a->resp)
+        gw_budget_give_inbound(&a->call->g->gw->budget, a->resp_len);
     free(a->resp);
     gw_grpc_call_unref(a->call);
     free(a);
@@ -65,6 +69,24 @@ static gack *ack_new(gcall *c, uint64_t seq)
     a->call = c;
     gw_grpc_call_ref(c);
     atomic_init(&a->refs, 1);
+    return a;
+}
+
+/* An ack's place in the call's FIFO, and its bytes in what the call owes. @locks c->lock */
+static void owe(gcall *c, gack *a)
+{
+    GW_GRPC_ASSERT_HELD(c);
+    c->owed += a->resp_len;
+    gw_grpc_ack_fifo_push(&c->acks, &a->a);
+}
+
+/* The oldest ack out of the FIFO (ready ones only when `ready`), or NULL. @locks c->lock */
+static gack *unowe(gcall *c, int ready)
+{
+    GW_GRPC_ASSERT_HELD(c);
+    gack *a = (gack *)(ready ? gw_grpc_ack_fifo_pop_ready(&c->acks) : gw_grpc_ack_fifo_pop(&c->acks));
+    if (a)
+        c->owed -= a->resp_len;
     return a;
 }
 
@@ -163,6 +185,11 @@ static void start_write(gcall *c, const uint8_t *msg, size_t len, int has_msg, i
     GW_GRPC_ASSERT_HELD(c);
     if (c->g->io->write(c, msg, len, has_msg, status) != 0)
         return;
+    if (has_msg) {
+        /* The core holds a copy until the client reads it: counted until the write completes. */
+        gw_budget_hold_inbound(&c->g->gw->budget, len);
+        c->write_bytes = len;
+    }
     c->md_sent = 1;
     c->writing = 1;
     c->ops++;
@@ -202,12 +229,12 @@ static void drop_held(gcall *c)
 static void drop_acks(gcall *c)
 {
     GW_GRPC_ASSERT_HELD(c);
-    gw_grpc_ack *a;
+    gack *a;
 
     /* Queued (or refused) but never acknowledged: the call ended first. */
-    while ((a = gw_grpc_ack_fifo_pop(&c->acks)) != NULL) {
+    while ((a = unowe(c, 0)) != NULL) {
         gw_admit_count_answered(c->g->gw, GW_GRPC, 0, 1);
-        gw_grpc_ack_unref((gack *)a);
+        gw_grpc_ack_unref(a);
     }
 }
 
@@ -232,7 +259,7 @@ void gw_grpc_pump(gcall *c)
         drop_held(c); /* never acknowledged: the client sends it again */
 
     if (!c->writing) {
-        gack *a = (gack *)gw_grpc_ack_fifo_pop_ready(&c->acks);
+        gack *a = unowe(c, 1);
         if (a && a->a.state == GW_GRPC_ACK_FAILED) {
             /* What follows it is not acknowledged: the client resends from this seq. */
             c->final_set = 0;
@@ -282,8 +309,8 @@ void gw_grpc_pump(gcall *c)
         }
     }
     if (c->m == M_STREAM && !c->reading && !c->read_closed && !c->final_set && c->held_ack == NULL &&
-        c->acks.n < STREAM_MAX_ACKS) {
-        if (gw_overloaded(g->gw))
+        c->acks.n < STREAM_MAX_ACKS && c->owed < STREAM_MAX_OWED_BYTES) {
+        if (gw_grpc_read_blocked(g->gw))
             gw_grpc_park(c);
         else
             start_read(c);
@@ -325,7 +352,7 @@ static void queued(gcall *c, gack *a, int committed)
         a->due_ms = mono_ms() + c->g->gw->cfg->ack_timeout_ms;
         gw_grpc_timer_add(c->g, a);
     }
-    gw_grpc_ack_fifo_push(&c->acks, &a->a);
+    owe(c, a);
 }
 
 /* Push the held request again. */
@@ -424,12 +451,15 @@ static void prepare(gcall *c, const uint8_t *data, size_t len, prepared *p)
         if (gw_grpc_prot_response(pub.seq, NULL, p->adm.errors, p->adm.n_errors, &p->a->resp,
                                   &p->a->resp_len) != 0)
             oom(p);
+        else
+            gw_budget_hold_inbound(&g->gw->budget, p->a->resp_len);
         return;
     }
     if (gw_grpc_prot_response(pub.seq, &p->adm.batch, NULL, 0, &p->a->resp, &p->a->resp_len) != 0) {
         oom(p);
         return;
     }
+    gw_budget_hold_inbound(&g->gw->budget, p->a->resp_len);
     p->has_records = p->adm.batch.n > 0;
     if (p->adm.wait) {
         p->a->wait = p->adm.wait;
@@ -470,7 +500,7 @@ static void commit(gcall *c, prepared *p)
     }
     if (!p->has_records) {
         /* Refused event by event (counted then), or empty: acked in its turn, with its errors. */
-        gw_grpc_ack_fifo_push(&c->acks, &p->a->a);
+        owe(c, p->a);
         p->a = NULL;
         prepared_drop(p);
         return;
@@ -528,7 +558,10 @@ static void prepare_message(gcall *c, grpc_byte_buffer *bb, prepared *p)
         snprintf(p->adm.refusal.message, sizeof(p->adm.refusal.message), "cannot read the message");
         return;
     }
+    /* Its bytes are held while it is handled: streams read no more past the inbound share. */
+    gw_budget_hold_inbound(&c->g->gw->budget, GRPC_SLICE_LENGTH(s));
     prepare(c, GRPC_SLICE_START_PTR(s), GRPC_SLICE_LENGTH(s), p);
+    gw_budget_give_inbound(&c->g->gw->budget, GRPC_SLICE_LENGTH(s));
     grpc_slice_unref(s);
 }
 
@@ -569,19 +602,27 @@ static int gate(gcall *c)
 {
     gw_credentials cred = {NULL, 0};
     gw_admission a;
-    int rc;
+    int rc, repeated = 0;
 
     for (size_t i = 0; i < c->md.count; i++) {
         /* By address: a short slice holds its bytes inline, so a copy's would not outlive the loop. */
         const grpc_slice *k = &c->md.metadata[i].key, *v = &c->md.metadata[i].value;
         if (GRPC_SLICE_LENGTH(*k) == 13 && memcmp(GRPC_SLICE_START_PTR(*k), "authorization", 13) == 0) {
+            repeated = cred.authorization != NULL;
             cred.authorization = (const char *)GRPC_SLICE_START_PTR(*v);
             cred.authorization_len = GRPC_SLICE_LENGTH(*v);
-            break;
         }
     }
     gw_admission_init(&a, c->g->gw, GW_GRPC, c->peer, 0);
-    if ((rc = gw_admit_gate(&a, &cred, 1)) != 0) {
+    if (repeated) {
+        /* Which one counts is what a proxy in front of us may read differently: neither does. */
+        gw_admission_refuse(&a, GW_R_unauthorized, -1, "more than one authorization metadata entry");
+        gw_admit_count_refused(c->g->gw, GW_GRPC, GW_R_unauthorized);
+        rc = -1;
+    } else {
+        rc = gw_admit_gate(&a, &cred, 1);
+    }
+    if (rc != 0) {
         gw_admit_count_answered(c->g->gw, GW_GRPC, 0, 1);
         end_refused(c, &a.refusal, 0);
     }
@@ -794,6 +835,8 @@ void gw_grpc_on_op(op *o, int success)
     } else if (o->kind == OP_WRITE) {
         /* A failed write: the call is going; RECV_CLOSE tells the rest. */
         c->writing = 0;
+        gw_budget_give_inbound(&c->g->gw->budget, c->write_bytes);
+        c->write_bytes = 0;
     }
     gw_grpc_pump(c);
     maybe_finish(c);

@@ -37,12 +37,28 @@
 #include "grpc_prot.h"
 #include "producer.h"
 
-/* Acks a stream may owe before it stops reading: bounds what a client that never reads them costs. */
-#define STREAM_MAX_ACKS 32
+/*
+ * Acks a stream may owe before it stops reading, in count and in bytes: a
+ * client that never reads them costs at most these plus the request being
+ * handled (one ack of a 10,000-event request refused event by event is
+ * ~380 kB; 32 of them on 100 streams were 1.3 GB before the byte bound).
+ */
+#define STREAM_MAX_ACKS       32
+#define STREAM_MAX_OWED_BYTES (256 * 1024)
 /* Requested calls kept waiting in the core per method, so that a burst of new calls does not wait for us. */
 #define ARMED_PER_METHOD 4
 /* How often parked streams look at the queue again. */
 #define PARK_POLL_MS 5
+
+/*
+ * Streams read no further while this holds: overload (the queue), or the
+ * budget's inbound share used up (acks owed, messages being handled, HTTP
+ * bodies). They park, and the timer thread resumes them once it clears.
+ */
+static inline int gw_grpc_read_blocked(gateway *gw)
+{
+    return gw_overloaded(gw) || gw_budget_inbound_full(&gw->budget);
+}
 
 typedef enum method { M_PUBLISH, M_STREAM, M_HEALTH, M_OTHER, N_METHODS } method;
 
@@ -81,7 +97,7 @@ typedef struct gack {
     struct gack *t_prev, *t_next;
     int in_timer; /* front lock */
     uint8_t *resp;
-    size_t resp_len;
+    size_t resp_len;     /* counted in the budget's inbound share while the ack lives */
     uint64_t started_ns; /* the request's arrival, for the latency histogram */
 } gack;
 
@@ -109,6 +125,8 @@ struct gcall {
     char peer[128];
 
     gw_grpc_ack_fifo acks;
+    size_t owed;        /* bytes of the acks in `acks` */
+    size_t write_bytes; /* of the message being written, counted in the inbound share until it completes */
     /* A request read whose events did not fit in the queue yet (streams): pushed again when there is room. */
     gw_admission *held;
     gack *held_ack;

@@ -115,7 +115,7 @@ void *gw_grpc_timer_main(void *arg)
          * parks again at once.
          */
         if (g->p_head && now - resumed_at >= PARK_POLL_MS &&
-            (!gw_overloaded(g->gw) || atomic_load(&g->gw->stopping))) {
+            (!gw_grpc_read_blocked(g->gw) || atomic_load(&g->gw->stopping))) {
             resumed_at = now;
             /* Linked anew: once unparked, a call may gw_grpc_park again (p_next) while this goes through
              * them. */

@@ -126,6 +126,11 @@ int main(int argc, char **argv)
         status = 2;
         goto out;
     }
+    if (gw_budget_init(&gw.budget, cfg.memory_budget, cfg.max_request_bytes, errbuf, sizeof(errbuf)) != 0) {
+        fprintf(stderr, "gateway: --memory-budget: %s\n", errbuf);
+        status = 2;
+        goto out;
+    }
     /*
      * Every address is checked before anything starts, so a typo is one clear line and exit status 2;
      * and "[::]" becomes "0.0.0.0" here on a host without IPv6, once for all of a listener's sockets.
@@ -180,11 +185,6 @@ int main(int argc, char **argv)
     gw.lim.max_event_bytes = cfg.max_event_bytes;
     gw.lim.max_request_bytes = cfg.max_request_bytes;
     gw.lim.max_batch_events = (size_t)cfg.max_batch_events;
-    if (gw_budget_init(&gw.budget, cfg.memory_budget, cfg.max_request_bytes, errbuf, sizeof(errbuf)) != 0) {
-        fprintf(stderr, "gateway: --memory-budget: %s\n", errbuf);
-        status = 2;
-        goto out;
-    }
     if (gateway_init(&gw) != 0) {
         LOG_ERROR("gateway", "cannot set up");
         goto out;

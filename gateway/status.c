@@ -1,5 +1,8 @@
 #include "status.h"
 
+#include <stdio.h>
+#include <unistd.h>
+
 #include <event2/buffer.h>
 
 #include "log.h"
@@ -70,8 +73,10 @@ const char *gateway_not_ready(gateway *gw)
 {
     if (atomic_load(&gw->stopping))
         return "shutting down";
-    if (gw_overloaded(gw))
-        return "the queue is above its high-water mark or its memory share";
+    if (queue_above_high_water(gw->q))
+        return "the queue is above its high-water mark";
+    if (gw_budget_queued_full(&gw->budget))
+        return "the queue holds its share of the memory budget";
     if (atomic_load(&gw->kafka_reachable) != 1)
         return "Kafka not reachable";
     return NULL;
@@ -80,6 +85,20 @@ const char *gateway_not_ready(gateway *gw)
 const char *gateway_status_not_ready(void *arg)
 {
     return gateway_not_ready(((gateway_status *)arg)->gw);
+}
+
+/* From /proc/self/statm: what the pod's memory limit is measured against. 0 when it cannot be read. */
+static uint64_t resident_bytes(void)
+{
+    unsigned long long size, resident = 0;
+    FILE *f = fopen("/proc/self/statm", "r");
+
+    if (f == NULL)
+        return 0;
+    if (fscanf(f, "%llu %llu", &size, &resident) != 2)
+        resident = 0;
+    fclose(f);
+    return (uint64_t)resident * (uint64_t)sysconf(_SC_PAGESIZE);
 }
 
 void gateway_status_metrics(void *arg, struct evbuffer *out)
@@ -94,14 +113,19 @@ void gateway_status_metrics(void *arg, struct evbuffer *out)
     prom_sample_u64(out, "ingest_queue_capacity", NULL, queue_capacity(st->gw->q));
     prom_family(out, "ingest_queue_high_water", "gauge", "Queue depth from which requests are refused");
     prom_sample_u64(out, "ingest_queue_high_water", NULL, queue_high_water(st->gw->q));
-    /* What request bodies hold of the memory budget: an attack of stalled bodies shows here, bounded. */
-    prom_family(out, "ingest_memory_inbound_bytes", "gauge",
-                "Bytes of the memory budget's inbound share held now (request bodies being read)");
-    prom_sample_u64(out, "ingest_memory_inbound_bytes", NULL, atomic_load(&st->gw->budget.inbound_used));
+    const gw_budget *b = &st->gw->budget;
+    prom_family(out, "ingest_memory_budget_bytes", "gauge",
+                "--memory-budget's shares: librdkafka's buffer, queued records, bodies and acks");
+    prom_sample_u64(out, "ingest_memory_budget_bytes", "share=\"kafka\"", b->kafka);
+    prom_sample_u64(out, "ingest_memory_budget_bytes", "share=\"queued\"", b->queued);
+    prom_sample_u64(out, "ingest_memory_budget_bytes", "share=\"inbound\"", b->inbound);
+    prom_family(out, "ingest_memory_used_bytes", "gauge", "Bytes held now in a share of the memory budget");
+    prom_sample_u64(out, "ingest_memory_used_bytes", "share=\"queued\"", atomic_load(&b->queued_used));
+    prom_sample_u64(out, "ingest_memory_used_bytes", "share=\"inbound\"", atomic_load(&b->inbound_used));
     prom_family(out, "ingest_memory_inbound_peak_bytes", "gauge", "The most the inbound share has held");
-    prom_sample_u64(out, "ingest_memory_inbound_peak_bytes", NULL, atomic_load(&st->gw->budget.inbound_peak));
-    prom_family(out, "ingest_memory_inbound_limit_bytes", "gauge", "The inbound share (--memory-budget / 2)");
-    prom_sample_u64(out, "ingest_memory_inbound_limit_bytes", NULL, st->gw->budget.inbound);
+    prom_sample_u64(out, "ingest_memory_inbound_peak_bytes", NULL, atomic_load(&b->inbound_peak));
+    prom_family(out, "process_resident_memory_bytes", "gauge", "Resident set size of the process");
+    prom_sample_u64(out, "process_resident_memory_bytes", NULL, resident_bytes());
     prom_family(out, "ingest_kafka_produced_total", "counter", "Records handed to librdkafka");
     prom_sample_u64(out, "ingest_kafka_produced_total", NULL, atomic_load(&ps->produced));
     prom_family(out, "ingest_kafka_delivered_total", "counter", "Records Kafka acknowledged");

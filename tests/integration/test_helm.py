@@ -422,6 +422,29 @@ def test_bad_values_are_refused(args, message):
     assert r.returncode != 0 and message in r.stderr, r.stderr
 
 
+@pytest.mark.parametrize("args,budget", [
+    ([], str(512 << 20)),  # the default 1Gi limit: half of it
+    (["--set", "gateway.resources.limits.memory=3G"], str(1_500_000_000)),
+    (["--set", "gateway.resources.limits.memory=805306368"], str(402653184)),
+    (["--set", "gateway.settings.memory-budget=300MiB"], "300MiB"),  # the operator's own wins
+])
+def test_memory_budget_is_half_the_memory_limit(args, budget):
+    env = env_of(container(one(render(*args), "Deployment", "-gateway")))
+    assert env["INGEST_MEMORY_BUDGET"]["value"] == budget
+
+
+def test_memory_budget_without_a_limit_is_the_programs_default():
+    r = template("--set", "gateway.resources.limits=null")
+    assert r.returncode == 0, r.stderr
+    docs = [d for d in yaml.safe_load_all(r.stdout) if d]
+    assert "INGEST_MEMORY_BUDGET" not in env_of(container(one(docs, "Deployment", "-gateway")))
+
+
+def test_memory_limit_in_a_form_the_chart_cannot_read_is_refused():
+    r = template("--set", "gateway.resources.limits.memory=1.5Gi")
+    assert r.returncode != 0 and 'memory quantity "1.5Gi"' in r.stderr, r.stderr
+
+
 # ---- the Dockerfile ------------------------------------------------------------------
 
 def dockerfile_stages():

@@ -104,7 +104,23 @@ static gack *ack(gcall *c, uint64_t seq, gw_grpc_ack_state st, const char *resp)
     atomic_init(&a->refs, 1);
     a->resp = (uint8_t *)strdup(resp);
     a->resp_len = strlen(resp);
+    /* As prepare() and owe() count it. */
+    gw_budget_hold_inbound(&gw.budget, a->resp_len);
+    c->owed += a->resp_len;
     gw_grpc_ack_fifo_push(&c->acks, &a->a);
+    return a;
+}
+
+/* An ack of `len` bytes ('a's). */
+static gack *big_ack(gcall *c, uint64_t seq, size_t len)
+{
+    char *resp = malloc(len + 1);
+
+    assert_non_null(resp);
+    memset(resp, 'a', len);
+    resp[len] = '\0';
+    gack *a = ack(c, seq, GW_GRPC_ACK_READY, resp);
+    free(resp);
     return a;
 }
 
@@ -120,6 +136,8 @@ static void write_done(gcall *c)
 {
     c->writing = 0;
     c->ops--;
+    gw_budget_give_inbound(&gw.budget, c->write_bytes);
+    c->write_bytes = 0;
 }
 
 static void test_acks_leave_in_seq_order_one_write_at_a_time(void **state)
@@ -238,6 +256,53 @@ static void test_the_stop_ends_a_stream_once_it_owes_nothing(void **state)
     gw_grpc_call_unref(c);
 }
 
+static void test_a_stream_whose_client_reads_no_acks_stops_reading(void **state)
+{
+    gcall *c = gw_grpc_call_new(&front, M_STREAM);
+    (void)state;
+
+    /* 3 × 100 kB owed, the first being written and never read by the client. */
+    for (uint64_t seq = 1; seq <= 4; seq++)
+        big_ack(c, seq, 100 * 1024);
+    pump(c);
+    assert_int_equal(io.writes, 1);
+    assert_int_equal(c->owed, 3 * 100 * 1024);
+    assert_int_equal(io.reads, 0); /* past STREAM_MAX_OWED_BYTES: no more requests are read */
+    assert_int_equal(atomic_load(&gw.budget.inbound_used), 4 * 100 * 1024);
+    write_done(c);
+    pump(c);
+    /* 200 kB owed now, one write in flight: under the bound, it reads again. */
+    assert_int_equal(c->owed, 2 * 100 * 1024);
+    assert_int_equal(io.reads, 1);
+    write_done(c);
+    pump(c);
+    write_done(c);
+    pump(c);
+    write_done(c);
+    assert_int_equal(c->owed, 0);
+    assert_int_equal(atomic_load(&gw.budget.inbound_used), 0); /* every byte given back */
+    gw_grpc_call_unref(c);
+}
+
+static void test_a_stream_parks_while_the_inbound_share_is_used_up(void **state)
+{
+    gcall *c = gw_grpc_call_new(&front, M_STREAM);
+    (void)state;
+
+    gw_budget_hold_inbound(&gw.budget, gw.budget.inbound); /* e.g. HTTP bodies being read */
+    pump(c);
+    assert_int_equal(io.reads, 0);
+    assert_true(c->parked);
+    gw_budget_give_inbound(&gw.budget, gw.budget.inbound);
+    gw_grpc_front_lock(&front);
+    assert_int_equal(gw_grpc_unpark_locked(&front, c), 1);
+    gw_grpc_front_unlock(&front);
+    gw_grpc_call_unref(c); /* the parked list's reference */
+    pump(c);
+    assert_int_equal(io.reads, 1);
+    gw_grpc_call_unref(c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -245,6 +310,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_a_failed_ack_ends_the_stream_naming_its_seq, setup, teardown),
         cmocka_unit_test_setup_teardown(test_a_stream_parks_while_the_queue_is_full, setup, teardown),
         cmocka_unit_test_setup_teardown(test_the_stop_ends_a_stream_once_it_owes_nothing, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_a_stream_whose_client_reads_no_acks_stops_reading, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_a_stream_parks_while_the_inbound_share_is_used_up, setup,
+                                        teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -165,3 +165,20 @@ checksum/secret: {{ include (print .root.Template.BasePath "/secret.yaml") .root
 {{ toYaml . }}
 {{- end }}
 {{- end -}}
+
+{{/* Bytes of a Kubernetes memory quantity ("1Gi", "768Mi", "2G", "536870912"); refuses forms it does not read. */}}
+{{- define "ingest.bytes" -}}
+{{- $q := toString . -}}
+{{- $units := dict "Ki" 1024 "Mi" 1048576 "Gi" 1073741824 "Ti" 1099511627776 "k" 1000 "M" 1000000 "G" 1000000000 "T" 1000000000000 -}}
+{{- $n := regexFind "^[0-9]+" $q -}}
+{{- $suffix := trimPrefix $n $q -}}
+{{- if not $n -}}
+{{- fail (printf "memory quantity %q: a whole number with Ki, Mi, Gi, Ti, k, M, G or T, or bytes" $q) -}}
+{{- else if eq $suffix "" -}}
+{{- $n -}}
+{{- else if hasKey $units $suffix -}}
+{{- mul (atoi $n) (get $units $suffix) -}}
+{{- else -}}
+{{- fail (printf "memory quantity %q: a whole number with Ki, Mi, Gi, Ti, k, M, G or T, or bytes" $q) -}}
+{{- end -}}
+{{- end -}}
