@@ -23,6 +23,14 @@ void app_block_signals(void);
 /* Wait for SIGTERM or SIGINT; returns the signal number. */
 int app_wait_signal(void);
 
+/*
+ * Raise the soft limit on open descriptors to the hard one (a container's
+ * default soft limit is often 1024, its hard one far higher), so that
+ * connection caps, not the kernel, say when to refuse. Returns the soft
+ * limit now in force (0 when it cannot be read).
+ */
+unsigned long app_raise_nofile(void);
+
 /* This host's name into buf, "unknown" when it has none. */
 void app_hostname(char *buf, size_t size);
 

@@ -51,6 +51,17 @@ int net_listen_addr(const char *what, char **addr, int type, int flags, char *er
 int net_local_port(int fd);
 
 /*
+ * Out of descriptors, accept() fails and the listening socket stays
+ * readable, so a loop that retries spins. A program keeps one spare
+ * descriptor (*spare, from net_spare_fd()) per listener; after EMFILE or
+ * ENFILE this closes it, accepts one waiting connection and closes that at
+ * once (a reset), and opens the spare again. 1 when a connection was shed,
+ * 0 when none could be (the caller should rest the listener a moment).
+ */
+int net_spare_fd(void);
+int net_accept_shed(int listen_fd, int *spare);
+
+/*
  * "ip:port", or "[ip6]:port", of a peer. An IPv4-mapped IPv6 address (an
  * IPv4 client of a dual-stack socket) is written as the IPv4 one.
  */

@@ -670,12 +670,43 @@ static int hold(gw_http_loop *f, gw_http_request *req, int committed)
     return 0;
 }
 
+/*
+ * Who it is, and the stop: 0, or answered. A request whose headers already
+ * decide its refusal is refused before its body is read (head()), so one
+ * without a token costs no body memory; two Authorization headers are
+ * refused, not one of them picked.
+ */
+static int gate(gw_http_loop *f, gw_http_request *req)
+{
+    const char *auth = NULL;
+    gw_admission a;
+    int n = 0;
+
+    for (size_t i = 0; i < req->n_headers; i++)
+        if (strcmp(req->headers[i].name, "authorization") == 0 && n++ == 0)
+            auth = req->headers[i].value;
+    if (n > 1) {
+        refuse(f, req, GW_R_bad_request, 0, "more than one Authorization header");
+        return -1;
+    }
+    gw_credentials cred = {auth, auth ? strlen(auth) : 0};
+    gw_admission_init(&a, f->gw, GW_HTTP, req->peer, req->started_ns);
+    int rc = gw_admit_gate(&a, &cred, 1);
+    if (rc != 0)
+        respond_refusal(f, req, &a.refusal, 0);
+    gw_admission_clear(&a);
+    return rc;
+}
+
+/* The headers are in, the body not yet read: refuse now what the headers already refuse. */
+static int head(gw_http_request *req, void *arg)
+{
+    return gate(arg, req) != 0;
+}
+
 static void handle(gw_http_request *req, void *arg)
 {
     gw_http_loop *f = arg;
-    const char *auth = gw_http_request_header(req, "authorization");
-    gw_credentials cred = {auth, auth ? strlen(auth) : 0};
-    gw_admission a;
     ack_level ack;
     char bad[48];
 
@@ -688,14 +719,10 @@ static void handle(gw_http_request *req, void *arg)
                http_method_str((enum http_method)req->method));
         return;
     }
-    /* Who it is, and the stop: before the body is parsed, so a refusal costs next to nothing. */
-    gw_admission_init(&a, f->gw, GW_HTTP, req->peer, req->started_ns);
-    if (gw_admit_gate(&a, &cred, 1) != 0) {
-        respond_refusal(f, req, &a.refusal, 0);
-        gw_admission_clear(&a);
+    /* Again for a request without a body (head() saw those with one): before parsing, so a refusal is cheap.
+     */
+    if (gate(f, req) != 0)
         return;
-    }
-    gw_admission_clear(&a);
     if (parse_ack(req, f->gw->cfg->default_ack, &ack, bad, sizeof(bad)) != 0) {
         refuse(f, req, GW_R_bad_request, 0, "ack: '%s' is not committed or accepted", bad);
         return;
@@ -716,18 +743,53 @@ static void on_error(gw_http_request *req, int status, const char *code, const c
         refuse(f, req, GW_R_too_large, 0, "the request body is over %zu bytes", f->gw->lim.max_request_bytes);
         break;
     case 431: refuse(f, req, GW_R_headers_too_large, 0, "%s", message); break;
+    case 408: refuse(f, req, GW_R_request_timeout, 0, "%s", message); break;
+    case 429: refuse(f, req, GW_R_overloaded, 0, "%s", message); break;
     case 500: refuse(f, req, GW_R_internal, 0, "%s", message); break;
     default: refuse(f, req, GW_R_bad_request, status, "%s", message); break;
     }
 }
 
+/* Request bodies are buffered against the memory budget's inbound share (budget.h). */
+static int take_body(size_t n, void *arg)
+{
+    gw_http_loop *f = arg;
+
+    return gw_budget_take_inbound(&f->gw->budget, n);
+}
+
+static void give_body(size_t n, void *arg)
+{
+    gw_http_loop *f = arg;
+
+    gw_budget_give_inbound(&f->gw->budget, n);
+}
+
+static void refused_connection(void *arg)
+{
+    gw_http_loop *f = arg;
+
+    gw_admit_count_refused(f->gw, GW_HTTP, GW_R_too_many_connections);
+}
+
 gw_http_loop *gw_http_loop_new(struct event_base *base, evutil_socket_t fd, gateway *gw)
 {
     gw_http_loop *f = calloc(1, sizeof(*f));
+    const gateway_config *cfg = gw->cfg;
     gw_http_server_config sc = {
         .max_body = gw->lim.max_request_bytes,
         .max_header_bytes = 64 * 1024,
-        .idle_timeout_ms = (int)gw->cfg->http_idle_timeout_ms,
+        .idle_timeout_ms = (int)cfg->http_idle_timeout_ms,
+        .header_timeout_ms = (int)cfg->http_header_timeout_ms,
+        .min_body_rate = cfg->http_min_body_rate,
+        /* One count for the port, whichever thread's socket a connection came in on. */
+        .max_connections = (size_t)cfg->max_connections,
+        .open_conns = &gw->metrics.connections[GW_HTTP],
+        .take_body = take_body,
+        .give_body = give_body,
+        .overload_wait_ms = (int)cfg->http_overload_wait_ms,
+        .head = head,
+        .refused_connection = refused_connection,
         .handle = handle,
         .abort = on_abort,
         .error = on_error,

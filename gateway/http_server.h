@@ -4,6 +4,13 @@
  * chunked bodies, Expect: 100-continue, size limits, idle timeouts. The
  * parsing is Debian's http-parser; what to answer is the application's.
  *
+ * Hostile clients meet limits on everything they could make it hold: a cap
+ * on connections (and a spare descriptor, so running out of them never makes
+ * accept spin), a deadline on the request line and headers, a minimum body
+ * rate, a memory budget for bodies (reading stops when it is used up), and a
+ * strict reading of RFC 9112 where http-parser is lenient (bare LF, obs-fold,
+ * whitespace before the colon, names outside tchar, Host, the version).
+ *
  * Why not evhttp: it answers an over-long body with its own HTML page, so a
  * 413 could not carry the contract's error shape, and it frees a request
  * whose client went away under the feet of whoever still holds it. Here the
@@ -12,6 +19,7 @@
 #ifndef INGEST_HTTP_SERVER_H
 #define INGEST_HTTP_SERVER_H
 
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -42,12 +50,45 @@ typedef struct gw_http_request {
 typedef struct gw_http_server_config {
     size_t max_body;         /* a longer body is answered 413 and the connection closed */
     size_t max_header_bytes; /* request line and headers; beyond: 431 */
-    int idle_timeout_ms;     /* an idle or stalled connection is closed after this */
+    int idle_timeout_ms;     /* an idle connection is closed after this; a stalled request is answered 408 */
+    int header_timeout_ms;   /* the request line and headers must all arrive within this (0: no limit): 408 */
+    /* Slowest body, in bytes a second averaged over it after header_timeout_ms of grace (0: none): 408. */
+    size_t min_body_rate;
+    /*
+     * Most connections open at once, counted in *open_conns when set (shared
+     * by the servers of one port, on other threads), else in the server.
+     * More are accepted and closed at once (0: no cap).
+     */
+    size_t max_connections;
+    atomic_size_t *open_conns;
+    /*
+     * Bodies are buffered only against bytes take_body() granted (NULL: no
+     * budget): all of a Content-Length at the headers, a chunked body in
+     * steps; they are given back when the request is answered. Without room
+     * the connection reads nothing more; after overload_wait_ms it is
+     * answered 429 by error() and closed.
+     */
+    int (*take_body)(size_t n, void *arg); /* 0, or -1 when there is no room */
+    void (*give_body)(size_t n, void *arg);
+    int overload_wait_ms;
+    /*
+     * The headers are complete and a body follows, not yet read: return 0 to
+     * read it, or answer `req` now with gw_http_respond() and return 1 (the
+     * connection is then closed, since the body stays unread). 100 Continue
+     * is sent only after this and the body's budget said yes. NULL: read it.
+     */
+    int (*head)(gw_http_request *req, void *arg);
+    /* A connection closed at accept: over max_connections, or out of descriptors. May be NULL. */
+    void (*refused_connection)(void *arg);
     /* A complete request: answer it now or later with gw_http_respond(), exactly once. */
     void (*handle)(gw_http_request *req, void *arg);
     /* The client went away before the answer: forget `req`, it is freed after this returns. */
     void (*abort)(gw_http_request *req, void *arg);
-    /* Answer an error the server found (413, 431, 400 for broken HTTP) in the application's shape. */
+    /*
+     * Answer an error the server found in the application's shape: 413, 431,
+     * 400 (broken or lenient HTTP), 505 (a version other than 1.0 and 1.1),
+     * 408 (too slow), 429 (no room for the body), 500. The connection closes.
+     */
     void (*error)(gw_http_request *req, int status, const char *code, const char *message, void *arg);
     void *arg;
 } gw_http_server_config;

@@ -6,11 +6,16 @@
  */
 #include <errno.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
+
+#ifdef INGEST_JEMALLOC
+#include <jemalloc/jemalloc.h>
+#endif
 
 #include "admin.h"
 #include "app.h"
@@ -25,6 +30,44 @@
 #include "queue.h"
 #include "status.h"
 #include "mono.h"
+
+/* Descriptors kept for all but the HTTP and gRPC connections (see main). */
+#define FD_RESERVE 256
+
+/*
+ * jemalloc: give memory back to the kernel a second after it is freed
+ * (dirty pages, then muzzy ones at once), from a background thread, so RSS
+ * falls after a burst of large bodies instead of staying at its peak
+ * (jemalloc's default waits 10 s, and only while the program allocates).
+ * Set with mallctl, not the malloc_conf symbol, which would interpose on the
+ * library's own (tests/symbols).
+ */
+static void malloc_settings(void)
+{
+#ifdef INGEST_JEMALLOC
+    ssize_t dirty = 1000, muzzy = 0;
+    bool on = true;
+    unsigned narenas = 0;
+    size_t len = sizeof(narenas);
+    char name[64];
+
+    /* The default for arenas made later, then each made already (those not yet in use refuse: EFAULT). */
+    if (mallctl("arenas.dirty_decay_ms", NULL, NULL, &dirty, sizeof(dirty)) != 0 ||
+        mallctl("arenas.muzzy_decay_ms", NULL, NULL, &muzzy, sizeof(muzzy)) != 0 ||
+        mallctl("background_thread", NULL, NULL, &on, sizeof(on)) != 0 ||
+        mallctl("arenas.narenas", &narenas, &len, NULL, 0) != 0) {
+        LOG_WARN("gateway",
+                 "cannot set jemalloc's decay: memory freed after a burst returns to the system later");
+        return;
+    }
+    for (unsigned i = 0; i < narenas; i++) {
+        snprintf(name, sizeof(name), "arena.%u.dirty_decay_ms", i);
+        mallctl(name, NULL, NULL, &dirty, sizeof(dirty));
+        snprintf(name, sizeof(name), "arena.%u.muzzy_decay_ms", i);
+        mallctl(name, NULL, NULL, &muzzy, sizeof(muzzy));
+    }
+#endif
+}
 
 /*
  * The stop's deadline came with requests still waiting for Kafka: they are
@@ -115,6 +158,26 @@ int main(int argc, char **argv)
         free(cfg.gateway_id);
         if ((cfg.gateway_id = strdup(host)) == NULL)
             goto out;
+    }
+
+    /*
+     * Descriptors: one per connection on the HTTP and gRPC ports, and a
+     * reserve for the admin port, Kafka's sockets and the loops' own. When
+     * --max-connections does not fit, the cap is lowered to what does, so a
+     * connection flood meets the cap (closed at accept, counted) and never
+     * EMFILE, which would refuse the admin port's probes too.
+     */
+    malloc_settings();
+    unsigned long nofile = app_raise_nofile();
+    if (nofile && nofile != (unsigned long)-1) {
+        unsigned long fit = nofile > 2 * FD_RESERVE ? (nofile - FD_RESERVE) / 2 : nofile / 4;
+        if ((unsigned long)cfg.max_connections > fit) {
+            LOG_WARN("gateway",
+                     "--max-connections=%lld does not fit the descriptor limit (%lu) on two TCP ports with "
+                     "%d in reserve: using %lu",
+                     (long long)cfg.max_connections, nofile, FD_RESERVE, fit);
+            cfg.max_connections = (int64_t)(fit ? fit : 1);
+        }
     }
 
     gw.cfg = &cfg;

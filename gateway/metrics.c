@@ -17,7 +17,8 @@ static const unsigned reasons_of[GW_N_PROTOCOLS] = {
     [GW_HTTP] = R(malformed_json) | R(invalid_event) | R(too_large) | R(too_many_events) |
                 R(unsupported_media_type) | R(unsupported_encoding) | R(bad_encoding) | R(bad_request) |
                 R(headers_too_large) | R(not_found) | R(method_not_allowed) | R(unauthorized) |
-                R(overloaded) | R(shutting_down) | R(ack_timeout) | R(kafka_error) | R(internal),
+                R(request_timeout) | R(overloaded) | R(too_many_connections) | R(shutting_down) |
+                R(ack_timeout) | R(kafka_error) | R(internal),
     [GW_UDP] = R(malformed_json) | R(malformed_protobuf) | R(invalid_event) | R(too_large) | R(empty) |
                R(truncated) | R(overloaded) | R(internal),
     [GW_GRPC] = R(malformed_protobuf) | R(invalid_event) | R(too_large) | R(too_many_events) |
@@ -90,6 +91,10 @@ void gateway_metrics_write(const gateway_metrics *m, struct evbuffer *out)
     prom_family(out, "ingest_dropped_total", "counter",
                 "Requests the gateway could not take (overload, shutdown, Kafka), by reason");
     write_refused(m, out, "ingest_dropped_total", 1);
+    prom_family(out, "ingest_connections", "gauge",
+                "HTTP connections open now (--max-connections caps them)");
+    prom_sample_u64(out, "ingest_connections", "protocol=\"http\"",
+                    atomic_load_explicit(&m->connections[GW_HTTP], memory_order_relaxed));
     prom_family(out, "ingest_request_duration_seconds", "histogram",
                 "From a request's first byte (UDP: its receipt) to its answer (UDP: its queueing)");
     for (int p = 0; p < GW_N_PROTOCOLS; p++) {

@@ -3,7 +3,8 @@
  * reason, and request latency by protocol. Atomics, bumped once per request
  * (never per event), written out by gateway_metrics_write() at scrape time.
  *
- * A "request" is an HTTP request, a UDP datagram or a gRPC message. A refusal
+ * A "request" is an HTTP request, a UDP datagram or a gRPC message (or a
+ * connection closed at accept: too_many_connections). A refusal
  * is "rejected" when the request itself is at fault (bad input, auth) and
  * "dropped" when the gateway could not take it (overload, shutdown, Kafka).
  */
@@ -22,6 +23,8 @@ typedef struct gateway_metrics {
     atomic_uint_fast64_t events[GW_N_PROTOCOLS]; /* accepted into the queue */
     atomic_uint_fast64_t refused[GW_N_PROTOCOLS][GW_N_REASONS];
     prom_histogram latency[GW_N_PROTOCOLS];
+    /* Connections open now, on all of a protocol's threads: what --max-connections caps (HTTP). */
+    atomic_size_t connections[GW_N_PROTOCOLS];
 } gateway_metrics;
 
 /* One request answered or handled; started_ns from prom_now_ns() (0: no latency sample). */

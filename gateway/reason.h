@@ -14,6 +14,7 @@ typedef enum gw_protocol { GW_HTTP, GW_UDP, GW_GRPC, GW_N_PROTOCOLS } gw_protoco
 typedef enum gw_grpc_status {
     GW_GRPC_OK = 0,
     GW_GRPC_INVALID_ARGUMENT = 3,
+    GW_GRPC_DEADLINE_EXCEEDED = 4,
     GW_GRPC_NOT_FOUND = 5,
     GW_GRPC_RESOURCE_EXHAUSTED = 8,
     GW_GRPC_UNIMPLEMENTED = 12,
@@ -43,7 +44,9 @@ typedef enum gw_grpc_status {
     X(not_found, 404, GW_GRPC_UNIMPLEMENTED, 0)                                                              \
     X(method_not_allowed, 405, GW_GRPC_UNIMPLEMENTED, 0)                                                     \
     X(unauthorized, 401, GW_GRPC_UNAUTHENTICATED, 0)                                                         \
+    X(request_timeout, 408, GW_GRPC_DEADLINE_EXCEEDED, 0)                                                    \
     X(overloaded, 429, GW_GRPC_RESOURCE_EXHAUSTED, 1)                                                        \
+    X(too_many_connections, 503, GW_GRPC_UNAVAILABLE, 1)                                                     \
     X(shutting_down, 503, GW_GRPC_UNAVAILABLE, 1)                                                            \
     X(ack_timeout, 503, GW_GRPC_UNAVAILABLE, 1)                                                              \
     X(kafka_error, 503, GW_GRPC_UNAVAILABLE, 1)                                                              \

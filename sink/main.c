@@ -96,6 +96,8 @@ int main(int argc, char **argv)
         status = rc;
         goto out;
     }
+    /* The admin port is all it serves, but its cap should be what refuses connections, not EMFILE. */
+    app_raise_nofile();
     /* A DSN libpq cannot even parse is a setting's fault: say so now, not as an endless retry. */
     char *dsn_err = NULL;
     PQconninfoOption *dsn_opts = PQconninfoParse(s.cfg.pg_dsn, &dsn_err);

@@ -329,12 +329,21 @@ GATEWAY_BIN = pathlib.Path(os.environ.get("INGEST_TEST_GATEWAY_BIN", REPO_ROOT /
 
 
 def free_port():
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    """A port on 127.0.0.1 free right now for both TCP and UDP (a gateway's --udp-addr takes one too, and
+    a TCP-only check once handed out a port a UDP socket held)."""
     import socket
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    for _ in range(100):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+                try:
+                    u.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+            return port
+    raise RuntimeError("no port free for both TCP and UDP")
 
 
 class _Admin:

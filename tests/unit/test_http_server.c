@@ -56,6 +56,9 @@ typedef struct fixture {
     atomic_int aborted;  /* abort() calls */
     atomic_int errors;   /* error() calls */
     atomic_int last_error;
+    /* The hostile-client limits (setup_hostile): a body budget, refused connections. */
+    atomic_long budget_left;
+    atomic_int refused_conns;
     atomic_int abort_unknown; /* abort() for a request the handler did not keep: must never happen */
 
     /* Loop-owned: what happened, in order ("H/echo;A/defer;E413;X/defer;"). Read via on_loop(). */
@@ -194,6 +197,43 @@ static void on_error(gw_http_request *req, int status, const char *code, const c
     gw_http_respond(req, status, "text/plain", NULL, body, (size_t)n, 1);
 }
 
+/* The body budget (setup_hostile): any thread may take, as the gateway's atomics allow. */
+static int take_body(size_t n, void *arg)
+{
+    fixture *fx = arg;
+    long left = atomic_load(&fx->budget_left);
+
+    do {
+        if ((long)n > left)
+            return -1;
+    } while (!atomic_compare_exchange_weak(&fx->budget_left, &left, left - (long)n));
+    return 0;
+}
+
+static void give_body(size_t n, void *arg)
+{
+    fixture *fx = arg;
+    atomic_fetch_add(&fx->budget_left, (long)n);
+}
+
+static void refused_connection(void *arg)
+{
+    fixture *fx = arg;
+    atomic_fetch_add(&fx->refused_conns, 1);
+}
+
+/* Refuses, before the body, a request that carries X-Refuse (as the gateway refuses one without a token). */
+static int head(gw_http_request *req, void *arg)
+{
+    fixture *fx = arg;
+
+    if (gw_http_request_header(req, "x-refuse") == NULL)
+        return 0;
+    logf_loop(fx, "R%s;", req->path);
+    gw_http_respond(req, 401, "text/plain", NULL, "who?", 4, 0);
+    return 1;
+}
+
 static void *loop_main(void *arg)
 {
     fixture *fx = arg;
@@ -245,7 +285,7 @@ static void noop(fixture *fx, void *arg)
     (void)arg;
 }
 
-static int fx_start(void **state, size_t max_body, size_t max_header_bytes, int idle_ms)
+static int fx_start_hostile(void **state, size_t max_body, size_t max_header_bytes, int idle_ms, int hostile)
 {
     fixture *fx = calloc(1, sizeof(*fx));
     char err[256];
@@ -261,6 +301,18 @@ static int fx_start(void **state, size_t max_body, size_t max_header_bytes, int 
         .error = on_error,
         .arg = fx,
     };
+    if (hostile) {
+        /* Room for one body of max_body and a bit; the deadlines short enough to test. */
+        atomic_store(&fx->budget_left, (long)max_body + 1000);
+        fx->cfg.header_timeout_ms = 300;
+        fx->cfg.min_body_rate = 1000;
+        fx->cfg.max_connections = 4;
+        fx->cfg.take_body = take_body;
+        fx->cfg.give_body = give_body;
+        fx->cfg.overload_wait_ms = 300;
+        fx->cfg.head = head;
+        fx->cfg.refused_connection = refused_connection;
+    }
     int fd = net_bind("127.0.0.1:0", SOCK_STREAM, 0, err, sizeof(err));
     if (fd < 0) {
         fprintf(stderr, "net_bind: %s\n", err);
@@ -287,6 +339,16 @@ static void fx_stop_loop(fixture *fx)
         pthread_join(fx->thr, NULL);
         fx->running = 0;
     }
+}
+
+static int fx_start(void **state, size_t max_body, size_t max_header_bytes, int idle_ms)
+{
+    return fx_start_hostile(state, max_body, max_header_bytes, idle_ms, 0);
+}
+
+static int setup_hostile(void **state)
+{
+    return fx_start_hostile(state, 4096, 2048, 5000, 1);
 }
 
 static int setup(void **state)
@@ -857,15 +919,15 @@ static void test_headers_too_large(void **state)
     assert_int_equal(atomic_load(&fx->errors), 3);
     assert_int_equal(atomic_load(&fx->handled), 0);
 
-    /* 128 fields are fine. */
+    /* 128 fields are fine (Host, which HTTP/1.1 needs, and 127 more). */
     c = cli_open(fx);
-    n = snprintf(req, sizeof(req), "GET /echo HTTP/1.1\r\n");
-    for (int i = 0; i < 128; i++)
+    n = snprintf(req, sizeof(req), "GET /echo HTTP/1.1\r\nHost: t\r\n");
+    for (int i = 0; i < 127; i++)
         n += snprintf(req + n, sizeof(req) - (size_t)n, "a%d: b\r\n", i);
     snprintf(req + n, sizeof(req) - (size_t)n, "\r\n");
     roundtrip(c, req, &r);
     assert_int_equal(r.status, 200);
-    assert_non_null(strstr(r.body, "h=a127: b\n"));
+    assert_non_null(strstr(r.body, "h=a126: b\n"));
     resp_free(&r);
     cli_close(c);
 }
@@ -1061,13 +1123,19 @@ static void test_idle_timeout(void **state)
     assert_true(cli_closed(c));
     cli_close(c);
 
-    /* Stalled in the middle of the headers, and of a body. */
+    /* Stalled in the middle of the headers, and of a body: answered 408, then closed. */
     c = cli_open(fx);
     cli_sends(c, "GET /echo HTTP/1.1\r\nHost: t\r\nX-Half: ");
+    assert_int_equal(cli_read_response(c, &r), 0);
+    assert_int_equal(r.status, 408);
+    resp_free(&r);
     assert_true(cli_closed(c));
     cli_close(c);
     c = cli_open(fx);
     cli_sends(c, "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\nabc");
+    assert_int_equal(cli_read_response(c, &r), 0);
+    assert_int_equal(r.status, 408);
+    resp_free(&r);
     assert_true(cli_closed(c));
     cli_close(c);
     assert_int_equal(atomic_load(&fx->handled), 1);
@@ -1424,6 +1492,270 @@ static void test_many_connections(void **state)
     free(c);
 }
 
+/* ---- hostile clients (setup_hostile) ---------------------------------------------------------- */
+
+/* What http-parser takes and RFC 9112 does not: refused before the parser acts on it. */
+static void test_strict_head(void **state)
+{
+    fixture *fx = *state;
+    static const struct {
+        const char *req;
+        int status;
+        const char *why;
+    } cases[] = {
+        {"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length : 2\r\n\r\nab", 400, "colon"},
+        {"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding : chunked\r\n\r\n0\r\n\r\n", 400, "colon"},
+        {"POST /echo HTTP/1.1\r\nHost: t\r\nX: 1\r\n Content-Length: 2\r\n\r\nab", 400, "obs-fold"},
+        {"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length:\r\n\t2\r\n\r\nab", 400, "obs-fold"},
+        {"GET /echo HTTP/1.1\nHost: t\n\n", 400, "bare LF"},
+        {"GET /echo HTTP/1.1\r\nHost: t\nX: 1\r\n\r\n", 400, "bare LF"},
+        {"GET /echo HTTP/1.1\r\nHost: t\rX: 1\r\n\r\n", 400, "CR not followed"},
+        {"GET /echo HTTP/1.1\r\nHost: t\r\nX Y: 1\r\n\r\n", 400, "colon"},
+        {"GET /echo HTTP/1.1\r\nHost: t\r\nX(Y: 1\r\n\r\n", 400, "token"},
+        {"GET /echo HTTP/1.1\r\nHost: t\r\n: 1\r\n\r\n", 400, "token"},
+        {"GET /echo HTTP/1.1\r\nHost: t\r\nNoColon\r\n\r\n", 400, "without a colon"},
+        {"GET /echo HTTP/1.1\r\nX: 1\r\n\r\n", 400, "Host"},
+        {"GET /echo HTTP/1.1\r\nHost: a\r\nhost: b\r\n\r\n", 400, "Host"},
+        {"GET /echo HTTP/1.0\r\nHost: a\r\nHost: b\r\n\r\n", 400, "Host"},
+        {"GET /echo HTTP/2.0\r\nHost: t\r\n\r\n", 505, "HTTP/2.0"},
+        {"GET /echo HTTP/9.9\r\nHost: t\r\n\r\n", 505, "HTTP/9.9"},
+        {"GET /echo HTTP/1.2\r\nHost: t\r\n\r\n", 505, "HTTP/1.2"},
+        {"\r\n\r\nGET /echo HTTP/1.1\r\nHost: t\r\n\r\n", 400, "empty line"},
+    };
+    response r;
+
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        client *c = cli_open(fx);
+        roundtrip(c, cases[i].req, &r);
+        if (r.status != cases[i].status || strstr(r.body, cases[i].why) == NULL)
+            fail_msg("case %zu: %d %s", i, r.status, r.body);
+        assert_true(resp_has(&r, "connection", "close"));
+        resp_free(&r);
+        assert_true(cli_closed(c));
+        cli_close(c);
+    }
+    assert_int_equal(atomic_load(&fx->handled), 0);
+
+    /* What stays fine: one empty line first, HTTP/1.0 without Host, every tchar in a name, pipelining. */
+    client *c = cli_open(fx);
+    roundtrip(c, "\r\nGET /echo HTTP/1.1\r\nHost: t\r\nA!#$%&'*+-.^_`|~9: v\r\n\r\n", &r);
+    assert_int_equal(r.status, 200);
+    resp_free(&r);
+    roundtrip(c, "GET /echo HTTP/1.0\r\nConnection: keep-alive\r\n\r\n", &r);
+    assert_int_equal(r.status, 200);
+    resp_free(&r);
+    cli_sends(
+        c,
+        "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\n\r\nabGET /echo HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert_int_equal(cli_read_response(c, &r), 0);
+    assert_int_equal(r.status, 200);
+    assert_non_null(strstr(r.body, "body=ab\n"));
+    resp_free(&r);
+    assert_int_equal(cli_read_response(c, &r), 0);
+    assert_int_equal(r.status, 200);
+    resp_free(&r);
+    cli_close(c);
+}
+
+/* The header deadline runs from the first byte, whatever the pace; the idle timeout would restart. */
+static void test_header_deadline(void **state)
+{
+    fixture *fx = *state;
+    const char *req = "GET /echo HTTP/1.1\r\nHost: t\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n\r\n";
+    client *c = cli_open(fx);
+    response r;
+    struct timespec t0, t1;
+
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    /* A byte every 50 ms: 300 ms (the deadline) is past before the head is. */
+    for (size_t i = 0; i < strlen(req); i++) {
+        if (send(c->fd, req + i, 1, MSG_NOSIGNAL) != 1)
+            break;
+        struct pollfd p = {.fd = c->fd, .events = POLLIN};
+        if (poll(&p, 1, 50) == 1)
+            break;
+    }
+    assert_int_equal(cli_read_response(c, &r), 0);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    long ms = (t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000;
+    assert_int_equal(r.status, 408);
+    assert_non_null(strstr(r.body, "request_timeout"));
+    assert_true(ms >= 280 && ms < 1500);
+    resp_free(&r);
+    /* Lingering after the answer lasts 2 s in all, however the client keeps trickling bytes in. */
+    int closed = 0;
+    /* (Its side was shut with the answer: EOF comes at once; a send fails only once it is closed.) */
+    for (int i = 0; i < 40 && !closed; i++) {
+        if (send(c->fd, "x", 1, MSG_NOSIGNAL) != 1)
+            closed = 1;
+        else
+            usleep(100000);
+    }
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    ms = (t0.tv_sec - t1.tv_sec) * 1000 + (t0.tv_nsec - t1.tv_nsec) / 1000000;
+    assert_true(closed);
+    assert_true(ms >= 1500 && ms < 3000);
+    cli_close(c);
+    assert_int_equal(atomic_load(&fx->handled), 0);
+}
+
+/* A body slower than min_body_rate (1000 B/s here) after the grace (300 ms): 408. A fast one is fine. */
+static void test_min_body_rate(void **state)
+{
+    fixture *fx = *state;
+    client *c = cli_open(fx);
+    response r;
+
+    cli_sends(c, "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 4000\r\n\r\n");
+    /* 100 bytes at once, then 10 every 100 ms (100 B/s): behind by the grace plus about 100 ms. */
+    char chunk[100];
+    memset(chunk, 'x', sizeof(chunk));
+    cli_send(c, chunk, 100);
+    for (int i = 0; i < 30; i++) {
+        struct pollfd p = {.fd = c->fd, .events = POLLIN};
+        if (poll(&p, 1, 100) == 1)
+            break;
+        cli_send(c, chunk, 10);
+    }
+    assert_int_equal(cli_read_response(c, &r), 0);
+    assert_int_equal(r.status, 408);
+    assert_non_null(strstr(r.body, "slower than 1000 bytes"));
+    resp_free(&r);
+    assert_true(cli_closed(c));
+    cli_close(c);
+
+    /* The same body at once. */
+    c = cli_open(fx);
+    char body[4000];
+    memset(body, 'y', sizeof(body));
+    cli_sends(c, "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 4000\r\n\r\n");
+    cli_send(c, body, sizeof(body));
+    assert_int_equal(cli_read_response(c, &r), 0);
+    assert_int_equal(r.status, 200);
+    resp_free(&r);
+    cli_close(c);
+}
+
+/* At max_connections (4), more are closed at accept and counted; closing one makes room. */
+static void test_connection_cap(void **state)
+{
+    fixture *fx = *state;
+    client *c[6];
+    response r;
+
+    for (int i = 0; i < 4; i++) {
+        c[i] = cli_open(fx);
+        roundtrip(c[i], "GET /echo HTTP/1.1\r\nHost: t\r\n\r\n", &r); /* accepted and served */
+        resp_free(&r);
+    }
+    c[4] = cli_open(fx); /* the kernel completes the handshake; the server closes it */
+    assert_true(cli_closed(c[4]));
+    assert_int_equal(c[4]->len, 0);
+    assert_true(wait_for(&fx->refused_conns, 1));
+    cli_close(c[0]);
+    usleep(50000);
+    c[5] = cli_open(fx);
+    roundtrip(c[5], "GET /echo HTTP/1.1\r\nHost: t\r\n\r\n", &r);
+    assert_int_equal(r.status, 200);
+    resp_free(&r);
+    for (int i = 1; i < 6; i++)
+        cli_close(c[i]);
+    assert_int_equal(atomic_load(&fx->refused_conns), 1);
+}
+
+/* Refused at the headers by head(): no 100 Continue, the body never read, the connection closed. */
+static void test_refused_before_body(void **state)
+{
+    fixture *fx = *state;
+    client *c = cli_open(fx);
+    response r;
+    char log[8192];
+
+    cli_sends(c, "POST /echo HTTP/1.1\r\nHost: t\r\nX-Refuse: 1\r\nContent-Length: 4000\r\nExpect: "
+                 "100-continue\r\n\r\n");
+    assert_int_equal(cli_read_response(c, &r), 0);
+    assert_int_equal(r.status, 401);
+    assert_true(resp_has(&r, "connection", "close"));
+    resp_free(&r);
+    assert_true(cli_closed(c));
+    cli_close(c);
+    loop_log(fx, log);
+    assert_string_equal(log, "R/echo;");
+    /* Nothing of the budget was taken. */
+    assert_int_equal(atomic_load(&fx->budget_left), 4096 + 1000);
+
+    /* Without a body, head() is not asked: the request goes to handle() (and keeps its connection). */
+    c = cli_open(fx);
+    roundtrip(c, "GET /echo HTTP/1.1\r\nHost: t\r\nX-Refuse: 1\r\n\r\n", &r);
+    assert_int_equal(r.status, 200);
+    resp_free(&r);
+    cli_close(c);
+}
+
+/*
+ * The body budget (4096 + 1000 here): a body held by a deferred request
+ * keeps its bytes; the next waits, reading nothing and sending no 100
+ * Continue, goes on once the first is answered, or gets 429 after the wait.
+ */
+static void test_body_budget(void **state)
+{
+    fixture *fx = *state;
+    client *a = cli_open(fx), *b = cli_open(fx);
+    response r;
+    char body[4000];
+
+    memset(body, 'z', sizeof(body));
+    /* a: 4000 bytes, held 250 ms by the handler. */
+    cli_sends(a, "POST /defer?ms=250 HTTP/1.1\r\nHost: t\r\nContent-Length: 4000\r\n\r\n");
+    cli_send(a, body, sizeof(body));
+    assert_true(wait_for(&fx->handled, 1));
+    assert_int_equal(atomic_load(&fx->budget_left), 4096 + 1000 - 4000);
+    /* b: 4000 more do not fit: no 100 Continue until a's answer gives the bytes back. */
+    cli_sends(b, "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 4000\r\nExpect: 100-continue\r\n\r\n");
+    assert_true(cli_quiet(b, 150));
+    assert_int_equal(cli_read_response(a, &r), 0);
+    assert_int_equal(r.status, 200);
+    resp_free(&r);
+    assert_int_equal(cli_read_response(b, &r), 0);
+    assert_int_equal(r.status, 100);
+    resp_free(&r);
+    cli_send(b, body, sizeof(body));
+    assert_int_equal(cli_read_response(b, &r), 0);
+    assert_int_equal(r.status, 200);
+    resp_free(&r);
+    assert_int_equal(atomic_load(&fx->budget_left), 4096 + 1000);
+
+    /* a holds the budget for 1 s; b waits 300 ms (overload_wait_ms) and is refused 429. */
+    cli_sends(a, "POST /defer?ms=1000 HTTP/1.1\r\nHost: t\r\nContent-Length: 4000\r\n\r\n");
+    cli_send(a, body, sizeof(body));
+    assert_true(wait_for(&fx->handled, 3));
+    cli_sends(b, "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 4000\r\n\r\n");
+    assert_int_equal(cli_read_response(b, &r), 0);
+    assert_int_equal(r.status, 429);
+    resp_free(&r);
+    assert_true(cli_closed(b));
+    cli_close(b);
+    cli_close(a); /* the deferred request is aborted: its bytes come back too */
+    usleep(100000);
+    assert_int_equal(atomic_load(&fx->budget_left), 4096 + 1000);
+
+    /* A chunked body takes its budget in steps, and gives all back. */
+    client *c = cli_open(fx);
+    cli_sends(c, "POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n");
+    for (int i = 0; i < 4; i++) {
+        cli_sends(c, "3e8\r\n");
+        cli_send(c, body, 1000);
+        cli_sends(c, "\r\n");
+    }
+    cli_sends(c, "0\r\n\r\n");
+    assert_int_equal(cli_read_response(c, &r), 0);
+    assert_int_equal(r.status, 200);
+    assert_non_null(strstr(r.body, "bodylen=4000\n"));
+    resp_free(&r);
+    cli_close(c);
+    assert_int_equal(atomic_load(&fx->budget_left), 4096 + 1000);
+}
+
 int main(void)
 {
     /* The test thread reaches the loop (event_base_once, loopbreak): libevent must know about threads. */
@@ -1459,6 +1791,12 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_stop_accepting, setup, teardown),
         cmocka_unit_test_setup_teardown(test_free_aborts_waiting, setup, teardown),
         cmocka_unit_test_setup_teardown(test_many_connections, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_strict_head, setup_hostile, teardown),
+        cmocka_unit_test_setup_teardown(test_header_deadline, setup_hostile, teardown),
+        cmocka_unit_test_setup_teardown(test_min_body_rate, setup_hostile, teardown),
+        cmocka_unit_test_setup_teardown(test_connection_cap, setup_hostile, teardown),
+        cmocka_unit_test_setup_teardown(test_refused_before_body, setup_hostile, teardown),
+        cmocka_unit_test_setup_teardown(test_body_budget, setup_hostile, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -24,6 +24,7 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/un.h>
@@ -791,10 +792,61 @@ static void test_percent_decode(void **state)
     assert_int_equal(net_percent_decode("abc", out, 0), 0);
 }
 
+/*
+ * Out of descriptors: accept() fails with EMFILE and the connection stays
+ * queued; net_accept_shed() gives up the spare to take it off the queue,
+ * resets it, and takes the spare back. In a child, whose limit may drop.
+ */
+static void test_accept_shed_on_emfile(void **state)
+{
+    (void)state;
+    char err[256];
+    int lfd = net_bind("127.0.0.1:0", SOCK_STREAM, 0, err, sizeof(err));
+    assert_true(lfd >= 0);
+    int port = net_local_port(lfd);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+        a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        int cfd = socket(AF_INET, SOCK_STREAM, 0);
+        if (cfd < 0 || connect(cfd, (struct sockaddr *)&a, sizeof(a)) != 0)
+            _exit(10);
+        int spare = net_spare_fd();
+        if (spare < 0)
+            _exit(11);
+        /* Every descriptor taken. */
+        struct rlimit rl = {64, 64};
+        if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
+            _exit(12);
+        while (open("/dev/null", O_RDONLY) >= 0)
+            ;
+        if (errno != EMFILE || accept(lfd, NULL, NULL) >= 0 || errno != EMFILE)
+            _exit(13);
+        if (net_accept_shed(lfd, &spare) != 1 || spare < 0)
+            _exit(14);
+        /* The client was reset: its read fails at once. */
+        char b;
+        if (recv(cfd, &b, 1, 0) != -1 || errno != ECONNRESET)
+            _exit(15);
+        /* Nothing queued now: nothing shed, the spare kept. */
+        fcntl(lfd, F_SETFL, O_NONBLOCK);
+        if (net_accept_shed(lfd, &spare) != 0 || spare < 0)
+            _exit(16);
+        _exit(0);
+    }
+    int status;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    close(lfd);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_parse_good),
+        cmocka_unit_test(test_accept_shed_on_emfile),
         cmocka_unit_test(test_parse_bad),
         cmocka_unit_test(test_bind_tcp_v4),
         cmocka_unit_test(test_bind_tcp_v6),
