@@ -26,7 +26,8 @@ static const config_entry entries[] = {
      100, 3600000, NULL},
     {"http-min-body-rate", CONFIG_BYTES, "1KiB", OFF(http_min_body_rate),
      "Slowest a request body may arrive, in bytes a second over the whole body after "
-     "--http-header-timeout's grace; slower: 408 and the connection is closed (0: no minimum)",
+     "--http-header-timeout's grace, and with no pause as long as that timeout; slower: 408 and the "
+     "connection is closed (0: no minimum)",
      0, 1073741824, NULL},
     {"max-connections", CONFIG_INT, "8192", OFF(max_connections),
      "Most connections open at once on each TCP port (HTTP, gRPC); more are closed at once and counted", 1,

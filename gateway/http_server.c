@@ -92,6 +92,7 @@ typedef struct http_conn {
     int waiting_room;
     struct http_conn *wprev, *wnext; /* on srv's room list, oldest first */
     uint64_t body_start_ns;          /* headers complete (moved on by time spent waiting for room) */
+    uint64_t body_last_ns;           /* the last body bytes came (or the wait for room ended) */
     struct event *deadline;          /* the header deadline, then the body rate's */
     char err_buf[160];
 
@@ -355,7 +356,7 @@ static int on_headers_complete(http_parser *p)
             return 0;
         }
     }
-    c->body_start_ns = prom_now_ns();
+    c->body_start_ns = c->body_last_ns = prom_now_ns();
     if (body_reserve(c, c->chunked ? (srv->cfg.max_body < BODY_STEP ? srv->cfg.max_body : BODY_STEP)
                                    : (size_t)p->content_length) != 0) {
         /* No room: stop here; reading goes on once there is (or 429). */
@@ -377,6 +378,7 @@ static int on_body(http_parser *p, const char *at, size_t len)
         return 0;
     }
     evbuffer_add(c->req.body, at, len);
+    c->body_last_ns = prom_now_ns();
     return 0;
 }
 
@@ -497,6 +499,7 @@ static void room_list_remove(http_conn *c)
     c->waiting_room = 0;
     /* The time spent waiting is the gateway's, not the client's: the body rate does not count it. */
     c->body_start_ns += (uint64_t)(mono_ms() - c->wait_since) * 1000000u;
+    c->body_last_ns = prom_now_ns();
 }
 
 /*
@@ -551,7 +554,8 @@ static void body_release(http_conn *c)
 
 /*
  * The body rate's deadline: the moment the bytes received so far fall below
- * min_body_rate * (elapsed - grace). Re-armed each time it fires while the
+ * min_body_rate * (elapsed - grace), or no byte has come for the grace
+ * (header_timeout) itself, whichever is first. Re-armed each time it fires while the
  * body keeps up, so a steady body costs one timer event per stretch, not
  * one per byte.
  */
@@ -564,7 +568,10 @@ static void arm_body_deadline(http_conn *c)
     uint64_t got = evbuffer_get_length(c->req.body);
     uint64_t due_ns = c->body_start_ns + (uint64_t)cfg->header_timeout_ms * 1000000u +
                       got * 1000000000u / cfg->min_body_rate + 1000000u;
+    uint64_t stall_ns = c->body_last_ns + (uint64_t)cfg->header_timeout_ms * 1000000u + 1000000u;
     uint64_t now = prom_now_ns();
+    if (stall_ns < due_ns)
+        due_ns = stall_ns;
     uint64_t wait_us = due_ns > now ? (due_ns - now) / 1000u : 0;
     struct timeval tv = {(time_t)(wait_us / 1000000u), (suseconds_t)(wait_us % 1000000u)};
     evtimer_add(c->deadline, &tv);
@@ -587,10 +594,18 @@ static void deadline_cb(evutil_socket_t fd, short what, void *arg)
                  cfg->header_timeout_ms);
         conn_fail(c, 408, "request_timeout", c->err_buf);
     } else {
-        uint64_t got = evbuffer_get_length(c->req.body);
-        uint64_t elapsed = prom_now_ns() - c->body_start_ns,
-                 grace = (uint64_t)cfg->header_timeout_ms * 1000000u;
-        if (elapsed > grace && got < (elapsed - grace) / 1000u * cfg->min_body_rate / 1000000u) {
+        uint64_t got = evbuffer_get_length(c->req.body), now = prom_now_ns();
+        uint64_t elapsed = now - c->body_start_ns, grace = (uint64_t)cfg->header_timeout_ms * 1000000u;
+        if (now - c->body_last_ns > grace) {
+            /*
+             * A body sent fast and then stalled keeps a high average for
+             * hours while it holds its share of the budget: a pause as long
+             * as the header deadline ends it too.
+             */
+            snprintf(c->err_buf, sizeof(c->err_buf), "the request body stalled for %d ms",
+                     cfg->header_timeout_ms);
+            conn_fail(c, 408, "request_timeout", c->err_buf);
+        } else if (elapsed > grace && got < (elapsed - grace) / 1000u * cfg->min_body_rate / 1000000u) {
             snprintf(c->err_buf, sizeof(c->err_buf), "the request body came slower than %zu bytes a second",
                      cfg->min_body_rate);
             conn_fail(c, 408, "request_timeout", c->err_buf);

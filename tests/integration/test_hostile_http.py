@@ -190,6 +190,38 @@ def test_stalled_bodies_take_the_budget_not_memory(start_gateway, make_topic):
     assert max(client.latencies) < 3, client.summary()
 
 
+def test_stalled_bodies_are_answered_at_the_header_timeout_not_the_idle_timeout(start_gateway, make_topic):
+    # Bodies sent fast and then stalled keep a high average rate for hours: with the default 60 s idle
+    # timeout they held the inbound share, and every other body got 429, for a whole minute. A pause in a
+    # body as long as --http-header-timeout now ends it with 408 and gives its bytes back.
+    gw = start_gateway(f"--kafka-topic={make_topic('hostile')}", *BUDGET, "--http-overload-wait=1s",
+                       "--http-header-timeout=2s", "--http-idle-timeout=60s")
+    warm_up(gw)
+    n, size = 40, MiB - 1
+    head = (f"POST /v1/events HTTP/1.1\r\nHost: t\r\nContent-Type: application/cloudevents+json\r\n"
+            f"Content-Length: {size}\r\n\r\n").encode()
+    results = [None] * n
+    threads = [threading.Thread(target=stall_body, args=(gw.http_addr, head, size - 1, results, i))
+               for i in range(n)]
+    t0 = time.monotonic()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    took = time.monotonic() - t0
+    statuses = [r[0] for r in results]
+    print(f"\n{n} stalled bodies, 2 s header timeout, 60 s idle timeout: answers "
+          f"{dict((s, statuses.count(s)) for s in set(statuses))} in {took:.1f}s")
+    assert set(statuses) <= {408, 429}, results
+    assert statuses.count(408) >= 20, statuses
+    assert took < 15, took
+    assert gw.metric("ingest_memory_used_bytes", share="inbound") == 0
+    # And the share is free again for ordinary bodies.
+    r = requests.post(gw.events_url, data=event_body(), timeout=10,
+                      headers={"Content-Type": "application/cloudevents+json"})
+    assert r.status_code == 202, r.text
+
+
 def test_unauthenticated_bodies_are_not_read(start_gateway, make_topic):
     # With --auth-token, 120 bodies without Authorization once held 1.03 GB, and 100 Continue was
     # answered before auth. Now: 401 at the headers, no 100 Continue, the body unread, the connection closed.
