@@ -100,7 +100,7 @@ def test_connection_flood(start_gateway, make_topic, flags, nofile, attack, cap)
         client.stop()
         close_all(socks)
     lines = log_lines(gw) - lines0
-    print(f"\n{attack} connections, cap {cap}: refused in {flood_s:.2f}s, gateway fds {fds0} -> {fds}, "
+    print(f"\nHOSTILE HTTP connection flood: {attack} connections, cap {cap}: refused in {flood_s:.2f}s, gateway fds {fds0} -> {fds}, "
           f"CPU {cpu:.2f}s over 2s held, open {open_now}, admin probe max {probe:.1f} ms, "
           f"{lines} log lines; {client.summary()}")
     assert open_now <= cap
@@ -170,7 +170,7 @@ def test_stalled_bodies_take_the_budget_not_memory(start_gateway, make_topic):
     client.stop()
     statuses = [r[0] for r in results]
     lines = log_lines(gw) - lines0
-    print(f"\n{n} stalled bodies of {size} bytes: RSS {base} KiB -> peak {peak} KiB -> {after} KiB 3 s after, "
+    print(f"\nHOSTILE HTTP stalled bodies: {n} of {size} bytes: RSS {base} KiB -> peak {peak} KiB -> {after} KiB 3 s after, "
           f"answers {dict((s, statuses.count(s)) for s in set(statuses))} in {attack_s:.1f}s, "
           f"peak inbound {gw.metric('ingest_memory_inbound_peak_bytes')}, {lines} log lines; {client.summary()}")
     # Bound: the inbound share (32 MiB) plus 40 MiB for everything else the attack touches.
@@ -210,7 +210,7 @@ def test_stalled_bodies_are_answered_at_the_header_timeout_not_the_idle_timeout(
         t.join(timeout=30)
     took = time.monotonic() - t0
     statuses = [r[0] for r in results]
-    print(f"\n{n} stalled bodies, 2 s header timeout, 60 s idle timeout: answers "
+    print(f"\nHOSTILE HTTP stalled bodies, long idle timeout: {n}, 2 s header timeout, 60 s idle timeout: answers "
           f"{dict((s, statuses.count(s)) for s in set(statuses))} in {took:.1f}s")
     assert set(statuses) <= {408, 429}, results
     assert statuses.count(408) >= 20, statuses
@@ -264,7 +264,7 @@ def test_unauthenticated_bodies_are_not_read(start_gateway, make_topic):
     finally:
         client.stop()
         close_all(socks)
-    print(f"\n120 unauthenticated bodies: RSS {base} KiB -> peak {peak} KiB; {client.summary()}")
+    print(f"\nHOSTILE HTTP bodies without auth: 120 of them: RSS {base} KiB -> peak {peak} KiB; {client.summary()}")
     assert refused(gw, "unauthorized") - before == 120
     assert peak - base <= 16 * 1024, (base, peak)
     assert client.errors == [] and set(client.statuses) == {202}, client.summary()
@@ -303,7 +303,7 @@ def test_admin_port_bounds(start_gateway, make_topic):
         peak = rss_kib(pid)
     finally:
         close_all(socks)
-    print(f"\nadmin: oversize body and header refused in {refused_s:.2f}s; 300 idle connections: gateway fds "
+    print(f"\nHOSTILE admin port: oversize body and header refused in {refused_s:.2f}s; 300 idle connections: gateway fds "
           f"{fds0} -> {fds}, probes max {max(probes):.1f} ms; RSS {base} -> {peak} KiB")
     assert refused_s < 3
     assert fds <= fds0 + 64 + 8, (fds0, fds)
@@ -374,7 +374,7 @@ def test_slow_requests_get_408(start_gateway, make_topic):
         client.stop()
         close_all(socks)
     slowest = max(t for _, t in answered.values())
-    print(f"\n{n} slowloris connections answered 408 by {slowest:.2f}s, all closed {linger_s:.2f}s later; slow "
+    print(f"\nHOSTILE HTTP slowloris: {n} connections answered 408 by {slowest:.2f}s, all closed {linger_s:.2f}s later; slow "
           f"body answered {status} after {body_s:.2f}s; {client.summary()}")
     assert all(st == 408 for st, _ in answered.values()), answered
     assert slowest < 4.5, answered
