@@ -15,8 +15,7 @@
 #include <strings.h>
 #include <time.h>
 
-#include <grpc/grpc_security.h>
-#include <grpc/support/log.h>
+#include <grpc/credentials.h>
 
 #include "front.h"
 #include "log.h"
@@ -85,20 +84,18 @@ static void *cq_main(void *arg)
 /* --- the front ------------------------------------------------------------------------------------- */
 
 /*
- * The core's own log lines, in the gateway's format (GRPC_VERBOSITY still
- * chooses which it writes: errors, by default). Its errors are warnings
- * here: what matters to an operator the gateway reports itself (a port in
- * use, a failed call).
+ * The core's own log lines. Since 1.65 it writes them with abseil's logging,
+ * which a C program cannot hook (gpr_set_log_function is gone), in abseil's
+ * format on stderr. So it is silent (GRPC_VERBOSITY=NONE) unless the
+ * gateway logs at debug, or the operator set GRPC_VERBOSITY: one format on
+ * stderr for log collectors, and what matters to an operator (a port in use,
+ * a failed call) the gateway reports itself. Read by grpc_init(), once; the
+ * threads already running (librdkafka's, libevent's) never read the
+ * environment, so the setenv races with no getenv.
  */
-static void core_log(gpr_log_func_args *a)
+static void core_log_init(void)
 {
-    const char *file = a->file ? strrchr(a->file, '/') : NULL;
-
-    LOG_AT(a->severity == GPR_LOG_SEVERITY_ERROR ? LOG_LEVEL_WARN : LOG_LEVEL_DEBUG, "grpc-core", "%s:%d: %s",
-           file      ? file + 1
-           : a->file ? a->file
-                     : "?",
-           a->line, a->message ? a->message : "");
+    setenv("GRPC_VERBOSITY", log_current_level >= LOG_LEVEL_DEBUG ? "ERROR" : "NONE", 0);
 }
 
 gw_grpc_front *gw_grpc_front_start(gateway *gw, const char *addr, int threads, char *err, size_t errlen)
@@ -111,7 +108,7 @@ gw_grpc_front *gw_grpc_front_start(gateway *gw, const char *addr, int threads, c
         snprintf(err, errlen, "out of memory");
         return NULL;
     }
-    gpr_set_log_function(core_log);
+    core_log_init();
     grpc_init();
     g->gw = gw;
     g->io = &gw_grpc_core_io;
