@@ -74,6 +74,9 @@ class Conn:
 
     def __init__(self, host, port, timeout=10):
         self.sock = socket.create_connection((host, port), timeout=timeout)
+        # Blocking from here on: a send that timed out half-way would leave a torn frame on the wire,
+        # and the server's protocol error would pass for it having cut the client off.
+        self.sock.settimeout(None)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.authority = f"{host}:{port}"
         self.lock = threading.Condition()
@@ -84,6 +87,7 @@ class Conn:
         self.goaway = None  # (last stream id, error code)
         self.resets = {}  # stream -> error code
         self.closed = False
+        self.closed_at = None  # time.monotonic() when the peer ended the connection or sent GOAWAY
         self.bytes_sent = 0
         self.send(PREFACE + frame(SETTINGS, 0, 0))
         self.reader = threading.Thread(target=self._read, daemon=True)
@@ -132,6 +136,7 @@ class Conn:
                             self.stream_windows[stream] += inc
                     elif ftype == GOAWAY:
                         self.goaway = struct.unpack(">II", payload[:8])
+                        self.closed_at = self.closed_at or time.monotonic()
                     elif ftype == RST_STREAM:
                         self.resets[stream] = int.from_bytes(payload[:4], "big")
                     self.lock.notify_all()
@@ -139,6 +144,7 @@ class Conn:
             pass
         with self.lock:
             self.closed = True
+            self.closed_at = self.closed_at or time.monotonic()
             self.lock.notify_all()
 
     def open_stream(self, stream, path):
@@ -163,7 +169,10 @@ class Conn:
                         return False
                 self.conn_window -= n
                 self.stream_windows[stream] -= n
-            self.send(frame(DATA, 0, stream, bytes(view[:n])))
+            try:
+                self.send(frame(DATA, 0, stream, bytes(view[:n])))
+            except OSError:
+                return False
             view = view[n:]
         return True
 
@@ -191,8 +200,8 @@ def continuation_flood(host, port, seconds, mode="fields", path="/ingest.v1.Inge
     """HEADERS without END_HEADERS, then CONTINUATION frames for `seconds` or until the server ends the
     connection. mode "fields": every frame full of small complete header fields (the header block
     grows field by field); "string": one literal whose announced length (2 GiB) never arrives.
-    Returns {"sent": bytes, "closed_after": seconds until the server closed or GOAWAY'd, or None,
-    "goaway": (last stream, code) or None}."""
+    Returns {"sent": bytes, "closed_after": seconds until the server closed or sent GOAWAY, None if
+    it did not within `seconds`, "goaway": (last stream, code) or None}."""
     c = Conn(host, port)
     start = time.monotonic()
     head = request_headers(c.authority, path)
@@ -205,21 +214,20 @@ def continuation_flood(host, port, seconds, mode="fields", path="/ingest.v1.Inge
     else:
         raise ValueError(mode)
     cont = frame(CONTINUATION, 0, 1, chunk)
-    closed_after = None
+    # A server that stops reading blocks the send: the time limit then ends it from another thread.
+    stop_at = start + seconds
+    timer = threading.Timer(seconds, lambda: c.sock.shutdown(socket.SHUT_WR))
+    timer.start()
     try:
-        c.sock.settimeout(1)
-        while time.monotonic() - start < seconds:
-            if c.closed or c.goaway is not None:
-                closed_after = time.monotonic() - start
-                break
-            try:
-                c.send(cont)
-            except socket.timeout:
-                continue  # the server is not reading: keep trying until the time is up
+        while time.monotonic() < stop_at and not c.closed and c.goaway is None:
+            c.send(cont)
     except OSError:
-        closed_after = time.monotonic() - start
-    if closed_after is None and c.wait_closed(0.5):
-        closed_after = time.monotonic() - start
+        pass
+    timer.cancel()
+    if not c.closed and c.goaway is None:
+        c.wait_closed(max(0.0, stop_at - time.monotonic()) + 0.5)
+    # Our own shutdown at the time limit makes the server close too: that does not count.
+    closed_after = c.closed_at - start if c.closed_at is not None and c.closed_at < stop_at else None
     result = {"sent": c.bytes_sent, "closed_after": closed_after, "goaway": c.goaway}
     c.close()
     return result
