@@ -74,6 +74,8 @@ const char *gateway_not_ready(gateway *gw)
         return "the queue is above its high-water mark or its memory share";
     if (atomic_load(&gw->kafka_reachable) != 1)
         return "Kafka not reachable";
+    if (atomic_load(&gw->grpc_stalled))
+        return "the gRPC listener does not answer new clients";
     return NULL;
 }
 
