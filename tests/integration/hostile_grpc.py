@@ -85,6 +85,11 @@ class Conn:
         self.initial_window = DEFAULT_WINDOW
         self.stream_windows = {}
         self.goaway = None  # (last stream id, error code)
+        self.settings_seen = False
+        # Mute: answer nothing. A header block must go out whole (RFC 9113 6.10): a SETTINGS or PING
+        # ack sent in the middle of one is a protocol error, and the server's close would pass for it
+        # cutting the client off.
+        self.mute = False
         self.resets = {}  # stream -> error code
         self.closed = False
         self.closed_at = None  # time.monotonic() when the peer ended the connection or sent GOAWAY
@@ -119,15 +124,18 @@ class Conn:
                 payload = self._recv_exact(length) if length else b""
                 with self.lock:
                     if ftype == SETTINGS and not flags & ACK:
+                        self.settings_seen = True
                         for i in range(0, len(payload) - 5, 6):
                             key, value = struct.unpack(">HI", payload[i:i + 6])
                             if key == SETTINGS_INITIAL_WINDOW_SIZE:
                                 for s in self.stream_windows:
                                     self.stream_windows[s] += value - self.initial_window
                                 self.initial_window = value
-                        self.send(frame(SETTINGS, ACK, 0))
+                        if not self.mute:
+                            self.send(frame(SETTINGS, ACK, 0))
                     elif ftype == PING and not flags & ACK:
-                        self.send(frame(PING, ACK, 0, payload))
+                        if not self.mute:
+                            self.send(frame(PING, ACK, 0, payload))
                     elif ftype == WINDOW_UPDATE:
                         inc = int.from_bytes(payload[:4], "big") & 0x7FFFFFFF
                         if stream == 0:
@@ -176,6 +184,17 @@ class Conn:
             view = view[n:]
         return True
 
+    def wait_settings(self, timeout):
+        """True once the server's SETTINGS came (and were acknowledged) within timeout."""
+        deadline = time.monotonic() + timeout
+        with self.lock:
+            while not self.settings_seen and not self.closed:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self.lock.wait(left)
+            return self.settings_seen
+
     def wait_closed(self, timeout):
         """True once the peer closed the connection (or sent GOAWAY) within timeout."""
         deadline = time.monotonic() + timeout
@@ -203,6 +222,9 @@ def continuation_flood(host, port, seconds, mode="fields", path="/ingest.v1.Inge
     Returns {"sent": bytes, "closed_after": seconds until the server closed or sent GOAWAY, None if
     it did not within `seconds`, "goaway": (last stream, code) or None}."""
     c = Conn(host, port)
+    # The server's SETTINGS acknowledged first, then silence: nothing may split the header block.
+    c.wait_settings(5)
+    c.mute = True
     start = time.monotonic()
     head = request_headers(c.authority, path)
     if mode == "fields":
