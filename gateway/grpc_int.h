@@ -135,12 +135,13 @@ typedef struct cq_thread {
 } cq_thread;
 
 /* The server's limits (gw_grpc_server_args, grpc.c). */
-#define GW_GRPC_MAX_METADATA_SOFT 8192  /* the core's default */
-#define GW_GRPC_MAX_METADATA_HARD 16384 /* a header block larger than this closes its stream */
-#define GW_GRPC_MAX_STREAMS       100   /* per connection, as HTTP/2 servers commonly advertise */
-#define GW_GRPC_STREAM_WINDOW     65536 /* HTTP/2's default initial window */
-#define GW_GRPC_AGE_GRACE_MS      30000 /* after --grpc-max-connection-age's GOAWAY */
-#define GW_GRPC_SERVER_ARGS       16    /* room for them all */
+#define GW_GRPC_MAX_METADATA_SOFT 8192   /* the core's default */
+#define GW_GRPC_MAX_METADATA_HARD 16384  /* a header block larger than this closes its stream */
+#define GW_GRPC_MAX_STREAMS       100    /* per connection, as HTTP/2 servers commonly advertise */
+#define GW_GRPC_STREAM_WINDOW     65536  /* HTTP/2's default initial window */
+#define GW_GRPC_READ_BUFFER       262144 /* a connection's read buffer at most */
+#define GW_GRPC_AGE_GRACE_MS      30000  /* after --grpc-max-connection-age's GOAWAY */
+#define GW_GRPC_SERVER_ARGS       16     /* room for them all */
 
 /*
  * The server's channel arguments for gw's settings into args (room for

@@ -1,8 +1,9 @@
 /*
  * gateway/grpc: the server's channel arguments, as the core will read them.
  * Every limit a hostile client is held to is there with its setting's value
- * (metadata, streams, connections, the message, the resource quota, pings,
- * idle and age), BDP probing is off, and an age of 0 sets no age at all.
+ * (metadata, streams, connections, the message, the resource quota, the read
+ * buffer, pings, idle and age), BDP probing is off, and an age of 0 sets no
+ * age at all.
  *
  * gateway/grpc_probe: a listener that takes connections but never answers
  * (gRPC 1.51 after EMFILE: the kernel's backlog still completes handshakes)
@@ -74,6 +75,7 @@ static void test_every_limit_is_set_from_the_settings(void **state)
     assert_int_equal(int_value(n, GRPC_ARG_MAX_ALLOWED_INCOMING_CONNECTIONS), 8192);
     assert_int_equal(int_value(n, GRPC_ARG_HTTP2_BDP_PROBE), 0);
     assert_int_equal(int_value(n, GRPC_ARG_HTTP2_STREAM_LOOKAHEAD_BYTES), GW_GRPC_STREAM_WINDOW);
+    assert_int_equal(int_value(n, GRPC_ARG_TCP_MAX_READ_BUFFER_SIZE), GW_GRPC_READ_BUFFER);
     assert_true(int_value(n, GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS) > 0);
     assert_true(int_value(n, GRPC_ARG_HTTP2_MAX_PING_STRIKES) > 0);
     assert_int_equal(int_value(n, GRPC_ARG_MAX_CONNECTION_IDLE_MS), 300000);
