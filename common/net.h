@@ -25,8 +25,8 @@ int net_bind(const char *addr, int type, int reuseport, char *err, size_t errlen
 /* Flags of net_listen_addr. */
 enum {
     /*
-     * The listener is the gRPC core's (1.51). Given a wildcard ("[::]" or
-     * "0.0.0.0" alike) the core listens on one dual-stack [::] socket only
+     * The listener is the gRPC core's (1.51 and 1.85 alike). Given a
+     * wildcard ("[::]" or "0.0.0.0" alike) the core listens on one dual-stack [::] socket only
      * if it can bind [::1] (probe_ipv6_once, socket_utils_common_posix.cc),
      * else on 0.0.0.0 alone, and says so below its default verbosity. With
      * this flag that case falls back too, and is said like the others.

@@ -60,6 +60,7 @@ typedef struct gateway {
     gw_budget budget;           /* --memory-budget's shares (budget.h) */
     atomic_int stopping;        /* new requests are refused with 503 */
     atomic_int kafka_reachable; /* 1 when a broker answered the last question (gateway/status.c) */
+    atomic_int grpc_stalled;    /* 1 while the gRPC listener does not answer new clients (grpc_probe.c) */
     gateway_metrics metrics;
     /* The stop's wait for the front ends to finish (gateway/front.h); the condition on CLOCK_MONOTONIC. */
     pthread_mutex_t idle_lock;

@@ -5,6 +5,7 @@
  */
 #include "grpc_int.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <pthread.h>
 #include <stdarg.h>
@@ -15,8 +16,7 @@
 #include <strings.h>
 #include <time.h>
 
-#include <grpc/grpc_security.h>
-#include <grpc/support/log.h>
+#include <grpc/credentials.h>
 
 #include "front.h"
 #include "log.h"
@@ -85,33 +85,102 @@ static void *cq_main(void *arg)
 /* --- the front ------------------------------------------------------------------------------------- */
 
 /*
- * The core's own log lines, in the gateway's format (GRPC_VERBOSITY still
- * chooses which it writes: errors, by default). Its errors are warnings
- * here: what matters to an operator the gateway reports itself (a port in
- * use, a failed call).
+ * The core's own log lines. Since 1.65 it writes them with abseil's logging,
+ * which a C program cannot hook (gpr_set_log_function is gone), in abseil's
+ * format on stderr. So it is silent (GRPC_VERBOSITY=NONE) unless the
+ * gateway logs at debug, or the operator set GRPC_VERBOSITY: one format on
+ * stderr for log collectors, and what matters to an operator (a port in use,
+ * a failed call) the gateway reports itself. Read by grpc_init(), once; the
+ * threads already running (librdkafka's, libevent's) never read the
+ * environment, so the setenv races with no getenv.
  */
-static void core_log(gpr_log_func_args *a)
+static void core_log_init(void)
 {
-    const char *file = a->file ? strrchr(a->file, '/') : NULL;
+    setenv("GRPC_VERBOSITY", log_current_level >= LOG_LEVEL_DEBUG ? "ERROR" : "NONE", 0);
+}
 
-    LOG_AT(a->severity == GPR_LOG_SEVERITY_ERROR ? LOG_LEVEL_WARN : LOG_LEVEL_DEBUG, "grpc-core", "%s:%d: %s",
-           file      ? file + 1
-           : a->file ? a->file
-                     : "?",
-           a->line, a->message ? a->message : "");
+static grpc_arg int_arg(const char *key, long long v)
+{
+    grpc_arg a = {.type = GRPC_ARG_INTEGER, .key = (char *)key};
+
+    a.value.integer = v > INT32_MAX ? INT32_MAX : (int)v;
+    return a;
+}
+
+/*
+ * What one client may make the core hold or do, bounded here because the
+ * core's defaults are for trusted peers: unlimited streams and connections,
+ * 8 KiB of metadata but no hard cap, an 8 MiB window per stream grown by BDP
+ * probes. The numbers are in docs/operating.md.
+ */
+size_t gw_grpc_server_args(const gateway *gw, grpc_resource_quota *quota, grpc_arg *args)
+{
+    const gateway_config *cfg = gw->cfg;
+    size_t n = 0;
+
+    /* The request limit is the message limit; and no SO_REUSEPORT, so that a port in use is an error. */
+    args[n++] = int_arg(GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH, (long long)gw->lim.max_request_bytes);
+    args[n++] = int_arg(GRPC_ARG_ALLOW_REUSEPORT, 0);
+    /*
+     * Metadata: our clients send a path, a content type and perhaps a token.
+     * Past the soft limit a request is refused at random, past the hard one
+     * always, and the header block is not buffered past it (CVE-2023-33953).
+     */
+    args[n++] = int_arg(GRPC_ARG_MAX_METADATA_SIZE, GW_GRPC_MAX_METADATA_SOFT);
+    args[n++] = int_arg(GRPC_ARG_ABSOLUTE_MAX_METADATA_SIZE, GW_GRPC_MAX_METADATA_HARD);
+    /* The core's buffers, windows and per-call arenas come out of the budget's inbound share. */
+    args[n].type = GRPC_ARG_POINTER;
+    args[n].key = GRPC_ARG_RESOURCE_QUOTA;
+    args[n].value.pointer.p = quota;
+    args[n++].value.pointer.vtable = grpc_resource_quota_arg_vtable();
+    args[n++] = int_arg(GRPC_ARG_MAX_CONCURRENT_STREAMS, GW_GRPC_MAX_STREAMS);
+    args[n++] = int_arg(GRPC_ARG_MAX_ALLOWED_INCOMING_CONNECTIONS, cfg->max_connections);
+    /*
+     * No BDP probing, and a stream window of 64 KiB: a stream that stalls
+     * mid-message holds what its window let in, not the 8 MiB the probes
+     * would grow it to. The core still opens the window to the rest of a
+     * message it has been asked to read, so one large message costs one
+     * round trip per window, not one per 64 KiB.
+     */
+    args[n++] = int_arg(GRPC_ARG_HTTP2_BDP_PROBE, 0);
+    args[n++] = int_arg(GRPC_ARG_HTTP2_STREAM_LOOKAHEAD_BYTES, GW_GRPC_STREAM_WINDOW);
+    /*
+     * A connection's read buffer grows with the rate its peer sends at (to 4 MiB and more), and stays
+     * grown: a header block streamed at 500 MB/s left the gateway 80 MiB larger. Reads past this are
+     * simply more reads.
+     */
+    args[n++] = int_arg(GRPC_ARG_TCP_MAX_READ_BUFFER_SIZE, GW_GRPC_READ_BUFFER);
+    /*
+     * Keepalive: a client may ping at most every 10 s without data (twice
+     * too often and the connection is closed: ENHANCE_YOUR_CALM), and the
+     * gateway pings an idle peer every 2 min, so one that vanished without
+     * a FIN frees its connection within 20 s of the next ping.
+     */
+    args[n++] = int_arg(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 10000);
+    args[n++] = int_arg(GRPC_ARG_HTTP2_MAX_PING_STRIKES, 2);
+    args[n++] = int_arg(GRPC_ARG_KEEPALIVE_TIME_MS, 120000);
+    args[n++] = int_arg(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 20000);
+    args[n++] = int_arg(GRPC_ARG_MAX_CONNECTION_IDLE_MS, cfg->grpc_max_connection_idle_ms);
+    if (cfg->grpc_max_connection_age_ms > 0) {
+        args[n++] = int_arg(GRPC_ARG_MAX_CONNECTION_AGE_MS, cfg->grpc_max_connection_age_ms);
+        /* A stream open at the GOAWAY has this long to end; then it is cancelled and its client retries. */
+        args[n++] = int_arg(GRPC_ARG_MAX_CONNECTION_AGE_GRACE_MS, GW_GRPC_AGE_GRACE_MS);
+    }
+    assert(n <= GW_GRPC_SERVER_ARGS);
+    return n;
 }
 
 gw_grpc_front *gw_grpc_front_start(gateway *gw, const char *addr, int threads, char *err, size_t errlen)
 {
     gw_grpc_front *g = calloc(1, sizeof(*g));
-    grpc_arg args[2];
-    grpc_channel_args chargs = {2, args};
+    grpc_arg args[GW_GRPC_SERVER_ARGS];
+    grpc_channel_args chargs = {0, args};
 
     if (g == NULL) {
         snprintf(err, errlen, "out of memory");
         return NULL;
     }
-    gpr_set_log_function(core_log);
+    core_log_init();
     grpc_init();
     g->gw = gw;
     g->io = &gw_grpc_core_io;
@@ -120,15 +189,12 @@ gw_grpc_front *gw_grpc_front_start(gateway *gw, const char *addr, int threads, c
     mono_cond_init(&g->change);
     g->shutdown_op = (op){OP_SHUTDOWN, NULL};
 
-    /* The request limit is the message limit; and no SO_REUSEPORT, so that a port in use is an error. */
-    args[0].type = GRPC_ARG_INTEGER;
-    args[0].key = GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH;
-    args[0].value.integer =
-        gw->lim.max_request_bytes > INT32_MAX ? INT32_MAX : (int)gw->lim.max_request_bytes;
-    args[1].type = GRPC_ARG_INTEGER;
-    args[1].key = GRPC_ARG_ALLOW_REUSEPORT;
-    args[1].value.integer = 0;
+    /* The server takes its own reference to the quota. */
+    grpc_resource_quota *quota = grpc_resource_quota_create("gateway");
+    grpc_resource_quota_resize(quota, gw->budget.inbound);
+    chargs.num_args = gw_grpc_server_args(gw, quota, args);
     g->server = grpc_server_create(&chargs, NULL);
+    grpc_resource_quota_unref(quota);
     g->cq = grpc_completion_queue_create_for_next(NULL);
     grpc_server_register_completion_queue(g->server, g->cq, NULL);
     for (int m = 0; m < M_OTHER; m++) {
@@ -155,6 +221,8 @@ gw_grpc_front *gw_grpc_front_start(gateway *gw, const char *addr, int threads, c
         goto fail;
     }
     grpc_server_start(g->server);
+    if (gw_grpc_probe_start(g, addr, port, err, errlen) != 0)
+        goto fail;
     for (int m = 0; m < N_METHODS; m++)
         for (int i = 0; i < (m == M_PUBLISH || m == M_STREAM ? ARMED_PER_METHOD : 1); i++)
             gw_grpc_arm(g, (method)m);
@@ -261,6 +329,8 @@ void gw_grpc_front_stop_accepting(gw_grpc_front *g)
 
     if (g == NULL || g->server == NULL || atomic_exchange(&g->shutting, 1))
         return;
+    /* The listener is about to close on purpose: that is no stall to report. */
+    gw_grpc_probe_stop(g);
     grpc_server_shutdown_and_notify(g->server, g->cq, &g->shutdown_op);
     /* Streams blocked in a read hear of the stop only if told: each sends what it owes, then its status. */
     open = open_calls(g, &n);
@@ -290,6 +360,7 @@ void gw_grpc_front_close(gw_grpc_front *g)
     if (g == NULL || g->closed)
         return;
     g->closed = 1;
+    gw_grpc_probe_stop(g);
     if (g->server) {
         int threads_run = g->n_threads > 0;
         if (!atomic_load(&g->shutting)) {

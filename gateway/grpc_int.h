@@ -28,6 +28,7 @@
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/socket.h>
 
 #include <grpc/grpc.h>
 #include <grpc/support/time.h>
@@ -35,6 +36,7 @@
 #include "admit.h"
 #include "grpc.h"
 #include "grpc_prot.h"
+#include "watch.h"
 #include "producer.h"
 
 /*
@@ -150,6 +152,21 @@ typedef struct cq_thread {
     int started;
 } cq_thread;
 
+/* The server's limits (gw_grpc_server_args, grpc.c). */
+#define GW_GRPC_MAX_METADATA_SOFT 8192   /* the core's default */
+#define GW_GRPC_MAX_METADATA_HARD 16384  /* a header block larger than this closes its stream */
+#define GW_GRPC_MAX_STREAMS       100    /* per connection, as HTTP/2 servers commonly advertise */
+#define GW_GRPC_STREAM_WINDOW     65536  /* HTTP/2's default initial window */
+#define GW_GRPC_READ_BUFFER       262144 /* a connection's read buffer at most */
+#define GW_GRPC_AGE_GRACE_MS      30000  /* after --grpc-max-connection-age's GOAWAY */
+#define GW_GRPC_SERVER_ARGS       24     /* room for them all (17 now), checked by test_grpc under ASan */
+
+/*
+ * The server's channel arguments for gw's settings into args (room for
+ * GW_GRPC_SERVER_ARGS); their count. args point at quota, not owning it.
+ */
+size_t gw_grpc_server_args(const gateway *gw, grpc_resource_quota *quota, grpc_arg *args);
+
 struct gw_grpc_front {
     gateway *gw;
     grpc_server *server;
@@ -175,7 +192,22 @@ struct gw_grpc_front {
     gcall *p_head;
     gcall *a_head;
     int closed;
+
+    /* The listener's self-check (grpc_probe.c): the watch and what it dials, on its thread alone. */
+    watch *probe;
+    struct sockaddr_storage probe_addr;
+    socklen_t probe_len;
+    int probe_misses;
 };
+
+/*
+ * Check once a second, from a thread of its own, that the listener on `addr`
+ * (port `port`, the one the core bound) answers a new client; gw->grpc_stalled
+ * follows. 0, or -1 with the reason in err.
+ */
+int gw_grpc_probe_start(gw_grpc_front *g, const char *addr, int port, char *err, size_t errlen);
+/* Stop the check. No-op when it never started. */
+void gw_grpc_probe_stop(gw_grpc_front *g);
 
 /* --- locks: taken and let go through these, so that debug builds can assert who holds them ----------- */
 

@@ -79,6 +79,8 @@ const char *gateway_not_ready(gateway *gw)
         return "the queue holds its share of the memory budget";
     if (atomic_load(&gw->kafka_reachable) != 1)
         return "Kafka not reachable";
+    if (atomic_load(&gw->grpc_stalled))
+        return "the gRPC listener does not answer new clients";
     return NULL;
 }
 

@@ -2,9 +2,10 @@
  * What the gateway reports: readiness, for the admin port's /readyz and
  * gRPC's Health/Check alike, and its metrics for /metrics.
  *
- * Ready while it is not stopping, its queue is below the high-water mark and
- * Kafka answers. Kafka is asked by a watcher thread once a second, so that a
- * probe never waits on the network (a Health/Check runs on a gRPC thread).
+ * Ready while it is not stopping, its queue is below the high-water mark,
+ * Kafka answers and the gRPC listener answers a new client. Kafka and the
+ * listener are asked by watcher threads once a second, so that a probe never
+ * waits on the network (a Health/Check runs on a gRPC thread).
  */
 #ifndef INGEST_GATEWAY_STATUS_H
 #define INGEST_GATEWAY_STATUS_H

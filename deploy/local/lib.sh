@@ -14,6 +14,8 @@
 #   .local/pg/data/     the throw-away Postgres cluster (owned by postgres)
 #   .local/venv/        Python virtualenv for tests/integration
 #   .local/bin/grpcurl  gRPC command-line client for tests/integration
+#   .local/grpc-core/   the gRPC C core's sdist and its build, <version>/ the
+#                       install the programs link (deploy/local/grpc-core)
 #
 # Knobs, all optional:
 #   INGEST_LOCAL_KAFKA_PORT (9092), INGEST_LOCAL_KAFKA_CONTROLLER_PORT (9093),
@@ -66,8 +68,8 @@ PG_PASSWORD=ingest
 # without recommends; so is libclang-rt-14-dev, clang's sanitizer and
 # libFuzzer runtimes (-fsanitize=fuzzer, for tests/fuzz).
 LOCAL_PACKAGES=(
-	cmake ninja-build pkg-config gcc libc6-dev
-	libevent-dev libgrpc-dev protobuf-c-compiler libprotobuf-c-dev
+	cmake ninja-build pkg-config gcc libc6-dev g++ make libssl-dev
+	libevent-dev protobuf-c-compiler libprotobuf-c-dev
 	libprotobuf-dev protobuf-compiler librdkafka-dev libpq-dev
 	libcmocka-dev libjson-c-dev libjansson-dev zlib1g-dev libhttp-parser-dev libjemalloc-dev clang-format
 	clang libclang-rt-14-dev
@@ -144,9 +146,20 @@ pg_bin() {
 	printf '%s\n' "$d"
 }
 
+# The gRPC C core the gateway links (deploy/local/grpc-core says why and
+# how): built once into .local/grpc-core/<version>, whose path this prints.
+# The first run on a machine takes a quarter of an hour or more; later ones a
+# checksum.
+ensure_grpc_core() {
+	"$INGEST_ROOT/deploy/local/grpc-core" "$LOCAL_DIR/grpc-core"
+}
+
 build_release() {
+	local grpc
+	grpc=$(ensure_grpc_core) || return 1
 	log "building Release (build/release)"
-	cmake -S "$INGEST_ROOT" -B "$INGEST_ROOT/build/release" -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
+	cmake -S "$INGEST_ROOT" -B "$INGEST_ROOT/build/release" -G Ninja -DCMAKE_BUILD_TYPE=Release \
+		-DINGEST_GRPC_PREFIX="$grpc" >/dev/null
 	cmake --build "$INGEST_ROOT/build/release"
 }
 

@@ -1,0 +1,141 @@
+/*
+ * The gRPC listener's self-check, for /readyz. The core accepts on its own
+ * threads and tells nobody when it stops: gRPC 1.51 stopped for good at the
+ * first EMFILE (CVE-2023-4785) while the gateway still said ready. So a
+ * watcher thread dials the listener on loopback once a second, as a client
+ * would, and waits for the core's SETTINGS frame: that proves the accept, the
+ * handshake and the transport. Two misses in a row make the gateway not ready
+ * (one could be a moment's load), the next answer makes it ready again.
+ */
+#include "grpc_int.h"
+
+#include <errno.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "mono.h"
+#include "net.h"
+
+#define PROBE_PERIOD_MS  1000
+#define PROBE_TIMEOUT_MS 1000
+#define PROBE_MISSES     2
+
+/* Wait for fd to be ready for `events` until deadline (mono_ms). 1, 0 on timeout, -1 on error. */
+static int wait_fd(int fd, short events, long long deadline)
+{
+    struct pollfd p = {.fd = fd, .events = events};
+
+    for (;;) {
+        long long left = deadline - mono_ms();
+        if (left <= 0)
+            return 0;
+        int rc = poll(&p, 1, (int)left);
+        if (rc > 0)
+            return 1;
+        if (rc < 0 && errno != EINTR)
+            return -1;
+    }
+}
+
+/* NULL when the listener answered a client preface with SETTINGS in time; else why not. */
+static const char *dial(const struct sockaddr_storage *ss, socklen_t len)
+{
+    /* The client preface and an empty SETTINGS frame: the core writes its own SETTINGS on any connection,
+     * but a server may wait for the preface first. */
+    static const char hello[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\4\0\0\0\0\0";
+    long long deadline = mono_ms() + PROBE_TIMEOUT_MS;
+    const char *why = NULL;
+    unsigned char hdr[9];
+    size_t got = 0;
+    int fd, err = 0;
+    socklen_t elen = sizeof(err);
+
+    if ((fd = socket(ss->ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0)) < 0)
+        return errno == EMFILE || errno == ENFILE ? "the gRPC listener's check has no descriptor (EMFILE)"
+                                                  : "the gRPC listener's check cannot make a socket";
+    if (connect(fd, (const struct sockaddr *)ss, len) != 0 && errno != EINPROGRESS) {
+        why = "the gRPC listener refuses connections";
+        goto out;
+    }
+    if (wait_fd(fd, POLLOUT, deadline) != 1 || getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &elen) != 0 ||
+        err) {
+        why = "the gRPC listener does not take connections";
+        goto out;
+    }
+    if (send(fd, hello, sizeof(hello) - 1, MSG_NOSIGNAL) != (ssize_t)(sizeof(hello) - 1)) {
+        why = "the gRPC listener closed the check's connection";
+        goto out;
+    }
+    while (got < sizeof(hdr)) {
+        if (wait_fd(fd, POLLIN, deadline) != 1) {
+            why = "the gRPC listener does not answer";
+            goto out;
+        }
+        ssize_t n = recv(fd, hdr + got, sizeof(hdr) - got, 0);
+        if (n <= 0 && !(n < 0 && (errno == EAGAIN || errno == EINTR))) {
+            why = "the gRPC listener closed the check's connection";
+            goto out;
+        }
+        if (n > 0)
+            got += (size_t)n;
+    }
+    if (hdr[3] != 4) /* the frame type: SETTINGS comes first from an HTTP/2 server */
+        why = "the gRPC listener does not speak HTTP/2";
+out:
+    close(fd);
+    return why;
+}
+
+static const char *check_listener(void *arg)
+{
+    gw_grpc_front *g = arg;
+    const char *why = dial(&g->probe_addr, g->probe_len);
+
+    if (why == NULL) {
+        g->probe_misses = 0;
+        if (atomic_exchange(&g->gw->grpc_stalled, 0))
+            LOG_INFO("grpc", "the listener answers again");
+    } else if (++g->probe_misses >= PROBE_MISSES && !atomic_exchange(&g->gw->grpc_stalled, 1)) {
+        LOG_WARN("grpc", "%s: the gateway reports not ready", why);
+    }
+    return why;
+}
+
+int gw_grpc_probe_start(gw_grpc_front *g, const char *addr, int port, char *err, size_t errlen)
+{
+    struct sockaddr_storage *ss = &g->probe_addr;
+
+    if (net_parse_addr(addr, ss, &g->probe_len, err, errlen) != 0)
+        return -1;
+    /* A wildcard is dialled on loopback: IPv4's, which a dual-stack [::] listener takes as well. */
+    if (ss->ss_family == AF_INET6) {
+        struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)ss;
+        if (IN6_IS_ADDR_UNSPECIFIED(&s6->sin6_addr)) {
+            struct sockaddr_in s4 = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+            memset(ss, 0, sizeof(*ss));
+            memcpy(ss, &s4, sizeof(s4));
+            g->probe_len = sizeof(s4);
+        } else {
+            s6->sin6_port = htons((uint16_t)port);
+        }
+    }
+    if (ss->ss_family == AF_INET) {
+        struct sockaddr_in *s4 = (struct sockaddr_in *)ss;
+        if (s4->sin_addr.s_addr == htonl(INADDR_ANY))
+            s4->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        s4->sin_port = htons((uint16_t)port);
+    }
+    g->probe = watch_start("gw-grpc-probe", PROBE_PERIOD_MS, 0, check_listener, g, err, errlen);
+    return g->probe ? 0 : -1;
+}
+
+void gw_grpc_probe_stop(gw_grpc_front *g)
+{
+    watch_stop(g->probe);
+    g->probe = NULL;
+}
