@@ -93,7 +93,7 @@ def test_not_ready_without_kafka_then_above_high_water(start_gateway):
     for i in range(12):
         post(g, json.dumps({"source": "/it/adm", "type": "t", "id": f"full-{i}"}), ack="accepted")
     r = requests.get(g.admin_url + "/readyz", timeout=10)
-    assert (r.status_code, r.text) == (503, "not ready: the queue is above its high-water mark or its memory share\n")
+    assert (r.status_code, r.text) == (503, "not ready: the queue is above its high-water mark\n")
     assert g.metric("ingest_queue_depth") >= 4
     assert g.metric("ingest_dropped_total", protocol="http", reason="overloaded") >= 1
     g.stop()
