@@ -17,7 +17,7 @@ FROM debian:bookworm AS build
 # but clang's runtimes, which only tests/fuzz needs.
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-      cmake ninja-build pkg-config gcc libc6-dev g++ make libssl-dev python3-venv \
+      cmake ninja-build pkg-config gcc libc6-dev g++ make libssl-dev curl ca-certificates \
       libevent-dev protobuf-c-compiler libprotobuf-c-dev \
       libprotobuf-dev protobuf-compiler librdkafka-dev libpq-dev \
       libcmocka-dev libjson-c-dev libjansson-dev zlib1g-dev libhttp-parser-dev libjemalloc-dev \

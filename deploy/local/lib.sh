@@ -73,7 +73,7 @@ LOCAL_PACKAGES=(
 	libprotobuf-dev protobuf-compiler librdkafka-dev libpq-dev
 	libcmocka-dev libjson-c-dev libjansson-dev zlib1g-dev libhttp-parser-dev libjemalloc-dev clang-format
 	clang libclang-rt-14-dev
-	postgresql python3-venv openjdk-17-jre-headless maven curl
+	postgresql python3-venv openjdk-17-jre-headless maven curl ca-certificates
 )
 
 LOG_PREFIX=${LOG_PREFIX:-local}

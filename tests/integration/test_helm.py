@@ -490,8 +490,8 @@ def test_dockerfile_builds_with_the_packages_of_lib_sh():
     dev = {p for p in lib_sh_packages() if p.endswith("-dev") and not p.startswith("libclang-rt-")}
     wanted = dev | {p for p in lib_sh_packages() if p in {
         "cmake", "ninja-build", "pkg-config", "gcc", "protobuf-c-compiler", "protobuf-compiler",
-        # deploy/local/grpc-core's: a C++ compiler, make, and pip for the grpcio sdist.
-        "g++", "make", "python3-venv"}}
+        # deploy/local/grpc-core's: a C++ compiler, make, and curl for the grpcio sdist.
+        "g++", "make", "curl", "ca-certificates"}}
     assert set(build["packages"]) == wanted
     assert any("-DCMAKE_BUILD_TYPE=Release" in line and "-G Ninja" in line for line in build["lines"])
 
