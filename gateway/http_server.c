@@ -411,6 +411,21 @@ static const http_parser_settings parser_settings = {
 
 /* --- connection life ---------------------------------------------------------------------------- */
 
+/* Off the list of connections waiting for body budget. */
+static void room_unlink(http_conn *c)
+{
+    gw_http_server *srv = c->srv;
+
+    if (c->wprev)
+        c->wprev->wnext = c->wnext;
+    else
+        srv->room_head = c->wnext;
+    if (c->wnext)
+        c->wnext->wprev = c->wprev;
+    else
+        srv->room_tail = c->wprev;
+}
+
 static void conn_free(http_conn *c)
 {
     gw_http_server *srv = c->srv;
@@ -428,17 +443,8 @@ static void conn_free(http_conn *c)
         srv->conns = c->next;
     if (c->next)
         c->next->prev = c->prev;
-    if (c->waiting_room) {
-        /* Off the room list. */
-        if (c->wprev)
-            c->wprev->wnext = c->wnext;
-        else
-            srv->room_head = c->wnext;
-        if (c->wnext)
-            c->wnext->wprev = c->wprev;
-        else
-            srv->room_tail = c->wprev;
-    }
+    if (c->waiting_room)
+        room_unlink(c);
     if (c->reserved && srv->cfg.give_body)
         srv->cfg.give_body(c->reserved, srv->cfg.arg);
     atomic_fetch_sub(srv->cfg.open_conns, 1);
@@ -485,16 +491,7 @@ static void room_list_add(http_conn *c)
 
 static void room_list_remove(http_conn *c)
 {
-    gw_http_server *srv = c->srv;
-
-    if (c->wprev)
-        c->wprev->wnext = c->wnext;
-    else
-        srv->room_head = c->wnext;
-    if (c->wnext)
-        c->wnext->wprev = c->wprev;
-    else
-        srv->room_tail = c->wprev;
+    room_unlink(c);
     c->wprev = c->wnext = NULL;
     c->waiting_room = 0;
     /* The time spent waiting is the gateway's, not the client's: the body rate does not count it. */
