@@ -41,8 +41,8 @@ void gw_grpc_arm(gw_grpc_front *g, method m)
     if (m == M_OTHER)
         e = grpc_server_request_call(g->server, &c->call, &c->details, &c->md, g->cq, g->cq, &c->o_new);
     else
-        e = grpc_server_request_registered_call(g->server, g->reg[m], &c->call, &c->deadline, &c->md,
-                                                m == M_STREAM ? NULL : &c->payload, g->cq, g->cq, &c->o_new);
+        e = grpc_server_request_registered_call(g->server, g->reg[m], &c->call, &c->deadline, &c->md, NULL,
+                                                g->cq, g->cq, &c->o_new);
     if (e != GRPC_CALL_OK) {
         LOG_ERROR("grpc", "cannot request a call: %s", grpc_call_error_to_string(e));
         gw_grpc_front_lock(g);
@@ -188,6 +188,9 @@ gw_grpc_front *gw_grpc_front_start(gateway *gw, const char *addr, int threads, c
     mono_cond_init(&g->cond);
     mono_cond_init(&g->change);
     g->shutdown_op = (op){OP_SHUTDOWN, NULL};
+    g->unary_read_cap = gw->budget.inbound / 4 / gw->lim.max_request_bytes;
+    if (g->unary_read_cap < 1)
+        g->unary_read_cap = 1;
 
     /* The server takes its own reference to the quota. */
     grpc_resource_quota *quota = grpc_resource_quota_create("gateway");
@@ -197,10 +200,10 @@ gw_grpc_front *gw_grpc_front_start(gateway *gw, const char *addr, int threads, c
     grpc_resource_quota_unref(quota);
     g->cq = grpc_completion_queue_create_for_next(NULL);
     grpc_server_register_completion_queue(g->server, g->cq, NULL);
+    /* Every method's messages are read by the gateway, unary ones too (UNARY_READ_GRACE_MS says why). */
     for (int m = 0; m < M_OTHER; m++) {
-        g->reg[m] = grpc_server_register_method(
-            g->server, gw_grpc_method_paths[m], NULL,
-            m == M_STREAM ? GRPC_SRM_PAYLOAD_NONE : GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER, 0);
+        g->reg[m] =
+            grpc_server_register_method(g->server, gw_grpc_method_paths[m], NULL, GRPC_SRM_PAYLOAD_NONE, 0);
         if (g->reg[m] == NULL) {
             snprintf(err, errlen, "cannot register %s", gw_grpc_method_paths[m]);
             goto fail;

@@ -37,8 +37,6 @@ void gw_grpc_call_unref(gcall *c)
     grpc_metadata_array_destroy(&c->md);
     if (c->m == M_OTHER)
         grpc_call_details_destroy(&c->details);
-    if (c->payload)
-        grpc_byte_buffer_destroy(c->payload);
     if (c->recv)
         grpc_byte_buffer_destroy(c->recv);
     if (c->write_bytes)
@@ -205,6 +203,47 @@ static void start_read(gcall *c)
         return;
     c->reading = 1;
     c->ops++;
+}
+
+void gw_grpc_unary_read(gcall *c)
+{
+    GW_GRPC_ASSERT_HELD(c);
+    if (!c->finished && !c->close_done && !c->final_set)
+        start_read(c);
+    if (!c->reading)
+        gw_grpc_unary_done(c->g, c); /* ended while it waited, or the core refused: the next one's turn */
+}
+
+/* A unary call's one read: now, or once its turn comes (UNARY_READ_GRACE_MS). @locks c->lock */
+static void start_unary_read(gcall *c)
+{
+    GW_GRPC_ASSERT_HELD(c);
+    if (gw_grpc_unary_admit(c->g, c))
+        gw_grpc_unary_read(c);
+}
+
+void gw_grpc_unary_cut(gcall *c, int reason)
+{
+    GW_GRPC_ASSERT_HELD(c);
+    gateway *gw = c->g->gw;
+
+    if (c->finished || c->close_done || c->read_done || c->final_set)
+        return; /* its message came meanwhile, or the call ended */
+    if (reason == GW_R_request_timeout)
+        set_final(c, (grpc_status_code)gw_reasons[reason].grpc_status,
+                  "the request message did not arrive within %lld ms (--grpc-message-timeout); send it again",
+                  (long long)gw->cfg->grpc_message_timeout_ms);
+    else
+        set_final(c, (grpc_status_code)gw_reasons[reason].grpc_status,
+                  "the request message had not arrived after %d ms while other calls waited for memory to "
+                  "read theirs; send it again",
+                  UNARY_READ_GRACE_MS);
+    gw_admit_count_refused(gw, GW_GRPC, (gw_reason)reason);
+    gw_admit_count_answered(gw, GW_GRPC, 0, 1);
+    /* Its read (if one is in flight) comes back empty; the client hears this status. */
+    grpc_call_cancel_with_status(c->call, c->final_code, c->final_msg, NULL);
+    if (!c->reading)
+        c->read_closed = 1; /* it waited: no read will tell */
 }
 
 static void drop_held(gcall *c)
@@ -565,15 +604,22 @@ static void prepare_message(gcall *c, grpc_byte_buffer *bb, prepared *p)
     grpc_slice_unref(s);
 }
 
-/* Health/Check: SERVING while the gateway is ready (gateway/status.h), as /readyz says. */
-static void handle_health(gcall *c, const uint8_t *data, size_t len)
+/* Health/Check: SERVING while the gateway is ready (gateway/status.h), as /readyz says. Under the call's
+ * lock. */
+static void handle_health(gcall *c, grpc_byte_buffer *bb)
 {
-    Grpc__Health__V1__HealthCheckRequest *req =
-        grpc__health__v1__health_check_request__unpack(NULL, len, data);
+    Grpc__Health__V1__HealthCheckRequest *req = NULL;
     Grpc__Health__V1__HealthCheckResponse resp = GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__INIT;
     gateway *gw = c->g->gw;
     uint8_t buf[16];
+    grpc_slice s;
 
+    GW_GRPC_ASSERT_HELD(c);
+    if (message_bytes(bb, &s) == 0) {
+        req = grpc__health__v1__health_check_request__unpack(NULL, GRPC_SLICE_LENGTH(s),
+                                                             GRPC_SLICE_START_PTR(s));
+        grpc_slice_unref(s);
+    }
     if (req == NULL) {
         set_final(c, GRPC_STATUS_INVALID_ARGUMENT, "the message is not a grpc.health.v1.HealthCheckRequest");
         return;
@@ -658,7 +704,7 @@ static void maybe_finish(gcall *c)
 {
     GW_GRPC_ASSERT_HELD(c);
     gw_grpc_front *g = c->g;
-    int park_ref;
+    int park_ref, wait_ref;
 
     if (c->finished || !c->close_done || c->ops > 0)
         return;
@@ -669,6 +715,7 @@ static void maybe_finish(gcall *c)
     c->call = NULL;
     gw_grpc_front_lock(g);
     park_ref = gw_grpc_unpark_locked(g, c);
+    wait_ref = gw_grpc_unary_forget_locked(g, c);
     if (c->active) {
         if (c->a_prev)
             c->a_prev->a_next = c->a_next;
@@ -684,7 +731,9 @@ static void maybe_finish(gcall *c)
     gw_front_changed(g->gw);
     if (park_ref)
         gw_grpc_call_unref(c); /* the caller holds one more: not the last */
-    gw_grpc_call_unref(c);     /* the core's side */
+    if (wait_ref)
+        gw_grpc_call_unref(c);
+    gw_grpc_call_unref(c); /* the core's side */
 }
 
 void gw_grpc_on_new(gcall *c, int success)
@@ -745,36 +794,17 @@ void gw_grpc_on_new(gcall *c, int success)
         break;
     case M_HEALTH:
         /* Health needs no token: probes carry none. */
-        c->read_closed = 1;
-        grpc_slice hs;
-        if (c->payload == NULL || message_bytes(c->payload, &hs) != 0) {
-            set_final(c, GRPC_STATUS_INVALID_ARGUMENT, "no request message");
-        } else {
-            handle_health(c, GRPC_SLICE_START_PTR(hs), GRPC_SLICE_LENGTH(hs));
-            grpc_slice_unref(hs);
-        }
+        start_unary_read(c);
         break;
     case M_PUBLISH:
     case M_STREAM:
-        if (gate(c) != 0) {
+        /* Who it is, before a byte of the message is read. */
+        if (gate(c) != 0)
             c->read_closed = 1;
-        } else if (c->m == M_PUBLISH) {
-            c->read_closed = 1;
-            if (c->payload == NULL) {
-                set_final(c, GRPC_STATUS_INVALID_ARGUMENT, "no request message");
-            } else {
-                /* Under the lock: nothing but the stop can want this call yet, and it can wait. */
-                prepared p;
-                prepare_message(c, c->payload, &p);
-                commit(c, &p);
-            }
-        }
+        else if (c->m == M_PUBLISH)
+            start_unary_read(c);
         break;
     default: break;
-    }
-    if (c->payload) {
-        grpc_byte_buffer_destroy(c->payload);
-        c->payload = NULL;
     }
     gw_grpc_pump(c);
     gw_grpc_call_unlock(c);
@@ -782,13 +812,15 @@ void gw_grpc_on_new(gcall *c, int success)
 }
 
 /*
- * A stream's read completed. The request is prepared without the call's
- * lock; the read stays counted in `ops` (and `reading` set) meanwhile, so
- * the call can neither finish nor start another read before commit().
+ * A read completed. A request is prepared without the call's lock; the read
+ * stays counted in `ops` (and `reading` set) meanwhile, so the call can
+ * neither finish nor start another read before commit(). A unary call reads
+ * once: no message means none was sent, or the call was cut off or ended.
  */
 static void on_read(gcall *c, int success)
 {
     grpc_byte_buffer *msg;
+    int unary = c->m != M_STREAM;
     prepared p;
 
     gw_grpc_call_lock(c);
@@ -796,20 +828,35 @@ static void on_read(gcall *c, int success)
     if (c->recv && msg == NULL)
         grpc_byte_buffer_destroy(c->recv);
     c->recv = NULL;
+    if (unary) {
+        c->read_done = 1;
+        gw_grpc_unary_done(c->g, c);
+        if (msg && c->final_set) {
+            /* Cut off (and counted) as it came: the client hears so, and sends it again. */
+            grpc_byte_buffer_destroy(msg);
+            msg = NULL;
+        }
+    }
     gw_grpc_call_unlock(c);
 
-    if (msg) {
+    if (msg && c->m != M_HEALTH)
         prepare_message(c, msg, &p);
-        grpc_byte_buffer_destroy(msg);
-    }
 
     gw_grpc_call_lock(c);
     c->ops--;
     c->reading = 0;
-    if (msg)
+    if (unary)
+        c->read_closed = 1;
+    if (msg && c->m == M_HEALTH)
+        handle_health(c, msg);
+    else if (msg)
         commit(c, &p);
+    else if (unary && !c->close_done)
+        set_final(c, GRPC_STATUS_INVALID_ARGUMENT, "no request message");
     else
         c->read_closed = 1; /* the client's half-close, or the call's end */
+    if (msg)
+        grpc_byte_buffer_destroy(msg);
     gw_grpc_pump(c);
     maybe_finish(c);
     gw_grpc_call_unlock(c);

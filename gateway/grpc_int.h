@@ -51,6 +51,20 @@
 #define ARMED_PER_METHOD 4
 /* How often parked streams look at the queue again. */
 #define PARK_POLL_MS 5
+/*
+ * A unary call's request message is read by the gateway, not handed over by
+ * the core with the call: once asked to read a message, the core opens the
+ * stream's window to all of it (up to --max-request-bytes), so a call whose
+ * message stalls holds that much of the core's memory. So at most
+ * `unary_read_cap` reads are in flight (a quarter of the inbound share at
+ * --max-request-bytes each); more calls wait their turn, their windows shut
+ * at 64 KiB. While calls wait, reads in flight for UNARY_READ_GRACE_MS are
+ * cut off, oldest first (RESOURCE_EXHAUSTED); and every call gets its message
+ * within --grpc-message-timeout or DEADLINE_EXCEEDED. A well-behaved
+ * client's message is in the core's buffer when the read starts, or a round
+ * trip later.
+ */
+#define UNARY_READ_GRACE_MS 1000
 
 /*
  * Streams read no further while this holds: overload (the queue), or the
@@ -117,8 +131,7 @@ struct gcall {
     gpr_timespec deadline; /* the core enforces it: past it, the call is cancelled and RECV_CLOSE says so */
     grpc_metadata_array md;
     grpc_call_details details; /* M_OTHER only */
-    grpc_byte_buffer *payload; /* the unary request, read by the core */
-    grpc_byte_buffer *recv;    /* a stream's read in flight */
+    grpc_byte_buffer *recv;    /* the read in flight */
     int cancelled;             /* RECV_CLOSE_ON_SERVER's answer */
     op o_new, o_close, o_read, o_write;
     unsigned ops; /* batches in flight */
@@ -143,7 +156,22 @@ struct gcall {
     gcall *p_prev, *p_next; /* parked until the queue has room */
     gcall *a_prev, *a_next; /* open calls, for the stop */
     gcall *r_next;          /* the timer thread's own list of parked calls it resumes */
+    /* Front lock: a unary call waiting for a read, or reading (UNARY_READ_GRACE_MS); oldest first. */
+    gcall *u_prev, *u_next;
+    int u_where; /* U_NONE, U_WAITING (the list holds a reference), U_READING */
+    int u_cut;   /* 1 + the gw_reason the timer cuts it off for; 0 */
+    long long arrived_ms, read_since_ms;
+    gcall *t_link; /* the timer thread's own lists: calls it cuts off, calls whose read it starts */
+
+    int read_done; /* call lock: a unary call's read came back (the timer then leaves it alone) */
 };
+
+enum { U_NONE, U_WAITING, U_READING };
+
+typedef struct gw_grpc_ulist {
+    gcall *head, *tail;
+    size_t n;
+} gw_grpc_ulist;
 
 typedef struct cq_thread {
     gw_grpc_front *g;
@@ -191,6 +219,10 @@ struct gw_grpc_front {
     gack *t_head, *t_tail;
     gcall *p_head;
     gcall *a_head;
+    gw_grpc_ulist reading; /* unary calls whose read is in flight */
+    gw_grpc_ulist waiting; /* unary calls waiting for a read */
+    size_t n_unary_cut;    /* reads in flight being cut off */
+    size_t unary_read_cap; /* reads in flight at most */
     int closed;
 
     /* The listener's self-check (grpc_probe.c): the watch and what it dials, on its thread alone. */
@@ -251,6 +283,10 @@ void gw_grpc_call_unref(gcall *c);
 void gw_grpc_ack_unref(gack *a);
 /* Start whatever the call's state allows. @locks c->lock */
 void gw_grpc_pump(gcall *c);
+/* A unary call's read, its turn come (gw_grpc_unary_admit). @locks c->lock */
+void gw_grpc_unary_read(gcall *c);
+/* Cut off a unary call whose message has not come, for reason (a gw_reason). @locks c->lock */
+void gw_grpc_unary_cut(gcall *c, int reason);
 /* A parked stream's held request, again. @locks c->lock */
 void gw_grpc_push_held(gcall *c);
 /* The completion-queue events of a call (a cq thread; they lock the call themselves). */
@@ -271,6 +307,17 @@ void gw_grpc_timer_unlink_locked(gw_grpc_front *g, gack *a);
 void gw_grpc_park(gcall *c);
 /* Off the parked list; 1 when it was on it (the caller then owns that reference). @locks g->lock */
 int gw_grpc_unpark_locked(gw_grpc_front *g, gcall *c);
+/*
+ * A unary call asks for a read: 1 when it may start now (it is then counted
+ * as reading), 0 when it waits its turn (the timer starts it: gw_grpc_unary_read).
+ * @locks c->lock (then g->lock inside)
+ */
+int gw_grpc_unary_admit(gw_grpc_front *g, gcall *c);
+/* Its read came back, or will not start: its turn is over. @locks c->lock (then g->lock inside) */
+void gw_grpc_unary_done(gw_grpc_front *g, gcall *c);
+/* The call is finishing: off either list; 1 when it was waiting (the caller then owns that reference). @locks
+ * g->lock */
+int gw_grpc_unary_forget_locked(gw_grpc_front *g, gcall *c);
 void *gw_grpc_timer_main(void *arg);
 
 /* --- grpc.c --------------------------------------------------------------------------------------- */

@@ -1,6 +1,11 @@
-/* The gRPC front end's timer thread: acks whose Kafka answer is overdue, streams parked for room. */
+/*
+ * The gRPC front end's timer thread: acks whose Kafka answer is overdue,
+ * streams parked for room, unary calls whose message does not come.
+ */
 #include "grpc_int.h"
 
+#include <limits.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
 
@@ -89,7 +94,156 @@ int gw_grpc_unpark_locked(gw_grpc_front *g, gcall *c)
     return 1;
 }
 
-/* --- the timer thread: ack timeouts, parked streams -------------------------------------------------- */
+/* --- unary calls' reads (UNARY_READ_GRACE_MS) --------------------------------------------------------- */
+
+static void ulist_push(gw_grpc_ulist *l, gcall *c)
+{
+    c->u_next = NULL;
+    c->u_prev = l->tail;
+    if (l->tail)
+        l->tail->u_next = c;
+    else
+        l->head = c;
+    l->tail = c;
+    l->n++;
+}
+
+static void ulist_unlink(gw_grpc_ulist *l, gcall *c)
+{
+    if (c->u_prev)
+        c->u_prev->u_next = c->u_next;
+    else
+        l->head = c->u_next;
+    if (c->u_next)
+        c->u_next->u_prev = c->u_prev;
+    else
+        l->tail = c->u_prev;
+    c->u_prev = c->u_next = NULL;
+    l->n--;
+}
+
+/* @locks g->lock */
+static void start_reading_locked(gw_grpc_front *g, gcall *c, long long now)
+{
+    c->u_where = U_READING;
+    c->read_since_ms = now;
+    ulist_push(&g->reading, c);
+}
+
+int gw_grpc_unary_admit(gw_grpc_front *g, gcall *c)
+{
+    GW_GRPC_ASSERT_HELD(c);
+    int now_ok;
+
+    gw_grpc_front_lock(g);
+    c->arrived_ms = mono_ms();
+    now_ok = g->reading.n < g->unary_read_cap;
+    if (now_ok) {
+        start_reading_locked(g, c, c->arrived_ms);
+    } else {
+        gw_grpc_call_ref(c);
+        c->u_where = U_WAITING;
+        ulist_push(&g->waiting, c);
+    }
+    /* The timer sleeps up to a second when it has nothing else to do: it learns of the first one now. */
+    if (!now_ok || g->reading.n == 1)
+        pthread_cond_signal(&g->cond);
+    gw_grpc_front_unlock(g);
+    return now_ok;
+}
+
+void gw_grpc_unary_done(gw_grpc_front *g, gcall *c)
+{
+    GW_GRPC_ASSERT_HELD(c);
+    gw_grpc_front_lock(g);
+    if (c->u_where == U_READING) {
+        ulist_unlink(&g->reading, c);
+        c->u_where = U_NONE;
+        if (c->u_cut)
+            g->n_unary_cut--;
+        if (g->waiting.n)
+            pthread_cond_signal(&g->cond); /* the next one's turn */
+    }
+    gw_grpc_front_unlock(g);
+}
+
+int gw_grpc_unary_forget_locked(gw_grpc_front *g, gcall *c)
+{
+    GW_GRPC_ASSERT_HELD(g);
+    int where = c->u_where;
+
+    if (where == U_NONE)
+        return 0;
+    ulist_unlink(where == U_WAITING ? &g->waiting : &g->reading, c);
+    c->u_where = U_NONE;
+    if (where == U_READING && c->u_cut)
+        g->n_unary_cut--;
+    return where == U_WAITING;
+}
+
+/*
+ * The unary calls to cut off now and those whose read starts now, each with
+ * a reference, on lists through t_link; *next_ms: when to look again (left
+ * alone if never). Reads in flight past --grpc-message-timeout, or past
+ * UNARY_READ_GRACE_MS while calls wait for more than the reads being cut off
+ * would free; calls that waited past the timeout; then calls whose turn came.
+ * @locks g->lock
+ */
+static void unary_turns(gw_grpc_front *g, long long now, gcall **cut, gcall **start, long long *next_ms)
+{
+    GW_GRPC_ASSERT_HELD(g);
+    long long timeout = g->gw->cfg->grpc_message_timeout_ms, due;
+    gcall *c, *next;
+
+    for (c = g->reading.head; c; c = c->u_next) {
+        if (c->u_cut)
+            continue;
+        int short_of_room = g->waiting.n > g->n_unary_cut;
+        long long age = now - c->read_since_ms;
+        if (age >= timeout) {
+            c->u_cut = 1 + GW_R_request_timeout;
+        } else if (short_of_room && age >= UNARY_READ_GRACE_MS) {
+            c->u_cut = 1 + GW_R_overloaded;
+        } else {
+            /* The rest are younger. */
+            due = c->read_since_ms + (short_of_room ? UNARY_READ_GRACE_MS : timeout);
+            if (due < *next_ms)
+                *next_ms = due;
+            break;
+        }
+        g->n_unary_cut++;
+        gw_grpc_call_ref(c);
+        c->t_link = *cut;
+        *cut = c;
+    }
+    for (c = g->waiting.head; c; c = next) {
+        next = c->u_next;
+        if (now - c->arrived_ms < timeout) {
+            if (c->arrived_ms + timeout < *next_ms)
+                *next_ms = c->arrived_ms + timeout;
+            break;
+        }
+        ulist_unlink(&g->waiting, c); /* its reference comes along */
+        c->u_where = U_NONE;
+        c->u_cut = 1 + GW_R_request_timeout;
+        c->t_link = *cut;
+        *cut = c;
+    }
+    /*
+     * Newest first: while calls wait, reads are scarce, and the calls that
+     * waited longest are those most likely stalled (or given up on by their
+     * clients); a client that just called gets its turn at the next free read.
+     */
+    while (g->waiting.tail && g->reading.n < g->unary_read_cap) {
+        c = g->waiting.tail;
+        ulist_unlink(&g->waiting, c); /* its reference comes along */
+        start_reading_locked(g, c, now);
+        c->t_link = *start;
+        *start = c;
+    }
+}
+
+/* --- the timer thread: ack timeouts, parked streams, unary reads -------------------------------------- */
 
 void *gw_grpc_timer_main(void *arg)
 {
@@ -128,8 +282,29 @@ void *gw_grpc_timer_main(void *arg)
             }
             g->p_head = NULL;
         }
-        if (expired || resume) {
+        long long next_ms = LLONG_MAX;
+        gcall *cut = NULL, *start = NULL;
+        unary_turns(g, now, &cut, &start, &next_ms);
+        if (expired || resume || cut || start) {
             gw_grpc_front_unlock(g);
+            while (cut) {
+                gcall *c = cut;
+                cut = c->t_link;
+                c->t_link = NULL;
+                gw_grpc_call_lock(c);
+                gw_grpc_unary_cut(c, c->u_cut - 1);
+                gw_grpc_call_unlock(c);
+                gw_grpc_call_unref(c);
+            }
+            while (start) {
+                gcall *c = start;
+                start = c->t_link;
+                c->t_link = NULL;
+                gw_grpc_call_lock(c);
+                gw_grpc_unary_read(c);
+                gw_grpc_call_unlock(c);
+                gw_grpc_call_unref(c);
+            }
             while (expired) {
                 gack *a = expired;
                 gcall *c = a->call;
@@ -161,6 +336,8 @@ void *gw_grpc_timer_main(void *arg)
             continue;
         }
         long long wait_ms = g->p_head ? PARK_POLL_MS : g->t_head ? g->t_head->due_ms - now : 1000;
+        if (next_ms - now < wait_ms)
+            wait_ms = next_ms - now;
         struct timespec ts;
         clock_gettime(CLOCK_MONOTONIC, &ts);
         ts.tv_sec += wait_ms / 1000;
