@@ -8,6 +8,7 @@ int gateway_init(gateway *gw)
 {
 
     atomic_init(&gw->stopping, 0);
+    atomic_init(&gw->http_body_waiters, 0);
     gw->idle_gen = 0;
     if (pthread_mutex_init(&gw->idle_lock, NULL) != 0)
         return -1;

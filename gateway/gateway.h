@@ -58,10 +58,11 @@ typedef struct gateway {
     const gateway_config *cfg;
     ing_event_limits lim;
     queue *q;
-    gw_budget budget;           /* --memory-budget's shares (budget.h) */
-    atomic_int stopping;        /* new requests are refused with 503 */
-    atomic_int kafka_reachable; /* 1 when a broker answered the last question (gateway/status.c) */
-    atomic_int grpc_stalled;    /* 1 while the gRPC listener does not answer new clients (grpc_probe.c) */
+    gw_budget budget;             /* --memory-budget's shares (budget.h) */
+    atomic_int stopping;          /* new requests are refused with 503 */
+    atomic_int kafka_reachable;   /* 1 when a broker answered the last question (gateway/status.c) */
+    atomic_int http_body_waiters; /* HTTP connections waiting for room for a body, on every thread */
+    atomic_int grpc_stalled;      /* 1 while the gRPC listener does not answer new clients (grpc_probe.c) */
     gateway_metrics metrics;
     /* The stop's wait for the front ends to finish (gateway/front.h); the condition on CLOCK_MONOTONIC. */
     pthread_mutex_t idle_lock;

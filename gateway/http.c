@@ -788,6 +788,9 @@ gw_http_loop *gw_http_loop_new(struct event_base *base, evutil_socket_t fd, gate
         .take_body = take_body,
         .give_body = give_body,
         .overload_wait_ms = (int)cfg->http_overload_wait_ms,
+        /* A second of silence mid-body while others wait for room: well past a round trip, or a GC pause. */
+        .stall_evict_ms = 1000,
+        .body_waiters = &gw->http_body_waiters,
         .head = head,
         .refused_connection = refused_connection,
         .handle = handle,

@@ -25,6 +25,8 @@
 
 /* A chunked body takes its budget in steps of this (or what the input at hand needs). */
 #define BODY_STEP (64 * 1024)
+/* How often a server looks for stalled bodies to evict while connections wait for room (stall_evict_ms). */
+#define STALL_POLL_MS 100
 /* How often connections waiting for body budget look for room. */
 #define ROOM_POLL_MS 5
 /* Input read ahead of the parser (pipelined requests behind one being handled): beyond this, reading stops.
@@ -113,6 +115,8 @@ struct gw_http_server {
     atomic_size_t own_conns; /* cfg.open_conns when the configuration names none */
     http_conn *room_head, *room_tail;
     struct event *room_timer;
+    atomic_int own_waiters;    /* cfg.body_waiters when the configuration names none */
+    struct event *stall_timer; /* looks for stalled bodies to evict while connections wait for room */
     /*
      * Out of descriptors, accept fails and the listening socket stays
      * readable: a loop that only logs spins (and once wrote 26 million log
@@ -424,6 +428,7 @@ static void room_unlink(http_conn *c)
         c->wnext->wprev = c->wprev;
     else
         srv->room_tail = c->wprev;
+    atomic_fetch_sub(srv->cfg.body_waiters, 1);
 }
 
 static void conn_free(http_conn *c)
@@ -483,6 +488,7 @@ static void room_list_add(http_conn *c)
     else
         srv->room_head = c;
     srv->room_tail = c;
+    atomic_fetch_add(srv->cfg.body_waiters, 1);
     if (!evtimer_pending(srv->room_timer, NULL)) {
         struct timeval tv = {0, ROOM_POLL_MS * 1000};
         evtimer_add(srv->room_timer, &tv);
@@ -648,6 +654,33 @@ static void room_cb(evutil_socket_t fd, short what, void *arg)
     if (srv->room_head) {
         struct timeval tv = {0, ROOM_POLL_MS * 1000};
         evtimer_add(srv->room_timer, &tv);
+    }
+}
+
+/*
+ * Every STALL_POLL_MS: while connections wait for room on any server of the
+ * port, bodies here that have sent nothing for stall_evict_ms give theirs up.
+ */
+static void stall_cb(evutil_socket_t fd, short what, void *arg)
+{
+    gw_http_server *srv = arg;
+    (void)fd;
+    (void)what;
+
+    if (atomic_load(srv->cfg.body_waiters) == 0)
+        return;
+    uint64_t now = prom_now_ns(), stall_ns = (uint64_t)srv->cfg.stall_evict_ms * 1000000u;
+    for (http_conn *c = srv->conns, *next; c; c = next) {
+        next = c->next;
+        if (!c->in_body || c->reserved == 0 || c->waiting_room || c->busy || c->closing ||
+            c->close_after_write || now - c->body_last_ns < stall_ns)
+            continue;
+        conn_enter(c);
+        snprintf(c->err_buf, sizeof(c->err_buf),
+                 "the request body stalled for %d ms while other requests waited for memory",
+                 srv->cfg.stall_evict_ms);
+        conn_fail(c, 408, "request_timeout", c->err_buf);
+        conn_leave(c);
     }
 }
 
@@ -1140,14 +1173,20 @@ gw_http_server *gw_http_server_new(struct event_base *base, evutil_socket_t fd,
     srv->base = base;
     srv->cfg = *cfg;
     atomic_init(&srv->own_conns, 0);
+    atomic_init(&srv->own_waiters, 0);
     if (srv->cfg.open_conns == NULL)
         srv->cfg.open_conns = &srv->own_conns;
+    if (srv->cfg.body_waiters == NULL)
+        srv->cfg.body_waiters = &srv->own_waiters;
     srv->spare_fd = net_spare_fd();
     if ((srv->room_timer = evtimer_new(base, room_cb, srv)) == NULL ||
         (srv->resume_timer = evtimer_new(base, resume_cb, srv)) == NULL ||
+        (srv->stall_timer = event_new(base, -1, EV_PERSIST, stall_cb, srv)) == NULL ||
         (srv->listener = evconnlistener_new(base, accept_cb, srv, LEV_OPT_CLOSE_ON_FREE, -1, fd)) == NULL) {
         if (srv->room_timer)
             event_free(srv->room_timer);
+        if (srv->stall_timer)
+            event_free(srv->stall_timer);
         if (srv->resume_timer)
             event_free(srv->resume_timer);
         if (srv->spare_fd >= 0)
@@ -1156,6 +1195,10 @@ gw_http_server *gw_http_server_new(struct event_base *base, evutil_socket_t fd,
         return NULL;
     }
     evconnlistener_set_error_cb(srv->listener, accept_error_cb);
+    if (srv->cfg.stall_evict_ms > 0 && srv->cfg.take_body) {
+        struct timeval tv = {0, STALL_POLL_MS * 1000};
+        evtimer_add(srv->stall_timer, &tv);
+    }
     return srv;
 }
 
@@ -1180,6 +1223,7 @@ void gw_http_server_free(gw_http_server *srv)
     while (srv->conns)
         conn_free(srv->conns);
     event_free(srv->room_timer);
+    event_free(srv->stall_timer);
     event_free(srv->resume_timer);
     if (srv->spare_fd >= 0)
         close(srv->spare_fd);

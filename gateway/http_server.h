@@ -72,6 +72,16 @@ typedef struct gw_http_server_config {
     void (*give_body)(size_t n, void *arg);
     int overload_wait_ms;
     /*
+     * While a connection waits for room (on any server of the port when
+     * body_waiters is shared, else on this one), a body that has sent nothing
+     * for stall_evict_ms is answered 408 and closed to make room: otherwise
+     * bodies sent fast and then stalled hold the budget until the header
+     * timeout's pause rule ends them, and every other body meanwhile gets 429.
+     * 0: never.
+     */
+    int stall_evict_ms;
+    atomic_int *body_waiters;
+    /*
      * The headers are complete and a body follows, not yet read: return 0 to
      * read it, or answer `req` now with gw_http_respond() and return 1 (the
      * connection is then closed, since the body stays unread). 100 Continue

@@ -139,8 +139,9 @@ def stall_body(addr, headers, body_bytes, results, i):
 
 def test_stalled_bodies_take_the_budget_not_memory(start_gateway, make_topic):
     # 120 connections each sending a body of 1 MiB - 1 and stalling a byte short: the inbound share holds
-    # 32 of them; the rest wait --http-overload-wait and get 429; the stalled ones get 408 after the idle
-    # timeout. (500 such connections of 8 MiB once grew RSS from 717 MB to 4.24 GB.)
+    # 32 of them; the rest wait --http-overload-wait and get 429, unless a stalled one is evicted first
+    # (408 after a second of silence while others wait). (500 such connections of 8 MiB once grew RSS
+    # from 717 MB to 4.24 GB.)
     gw = start_gateway(f"--kafka-topic={make_topic('hostile')}", *BUDGET, "--http-overload-wait=1s",
                        "--http-idle-timeout=4s")
     pid = gw.proc.pid
@@ -182,11 +183,13 @@ def test_stalled_bodies_take_the_budget_not_memory(start_gateway, make_topic):
     assert refused(gw, "overloaded", "ingest_dropped_total") >= statuses.count(429)
     assert refused(gw, "request_timeout") >= statuses.count(408)
     assert lines <= 5, gw.log_tail()
-    # The ordinary client shares the budget: it may be told 429 while the share is full, never hangs,
-    # and is served again once the stalled bodies are gone.
+    # The ordinary client shares the budget: the stalled bodies are evicted for it, so it is served
+    # (a 429 only when it came just as fresh stalled bodies took the share: they are evicted after a
+    # second of silence, and it waits a second), and never hangs.
     assert client.errors == [], client.summary()
     assert set(client.statuses) <= {202, 429}, client.summary()
     assert client.statuses[-1] == 202 and client.statuses.count(202) >= 10, client.summary()
+    assert client.statuses.count(202) >= 0.9 * len(client.statuses), client.summary()
     assert max(client.latencies) < 3, client.summary()
 
 
