@@ -55,15 +55,6 @@ def request_headers(authority, path):
         ("content-type", "application/grpc"), ("te", "trailers")))
 
 
-def rss(pid):
-    """Resident set size of a process in bytes (VmRSS)."""
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    raise ValueError(f"no VmRSS for {pid}")
-
-
 class Conn:
     """One HTTP/2 connection, the client side, frames written by hand.
 

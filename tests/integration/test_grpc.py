@@ -23,6 +23,7 @@ import grpc
 import pytest
 
 from conftest import GATEWAY_BIN, REPO_ROOT, free_port
+from procstat import cpu_seconds, rss_kib
 
 UUID7 = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
 PEER = re.compile(r"^127\.0\.0\.1:\d+$")
@@ -712,21 +713,6 @@ def test_stream_that_never_reads_its_acks_is_held_back_and_others_are_served(sta
     g.proc.send_signal(signal.SIGTERM)
     assert g.proc.wait(timeout=30) == 0
     assert "grpc requests still open" not in g.log()
-
-
-def cpu_seconds(pid):
-    """User and system CPU time the process has used so far."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def rss_kib(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise AssertionError("no VmRSS")
 
 
 def unruly_client(target, pb, rng, errors):

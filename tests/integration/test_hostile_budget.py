@@ -26,42 +26,10 @@ import uuid
 import pytest
 import requests
 
+from procstat import RssPeak, rss_bytes
+
 BUDGET_MIB = 64
 MARGIN_MIB = 96
-
-
-def rss_bytes(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    raise AssertionError("no VmRSS")
-
-
-class RssSampler:
-    """Samples a process's RSS every 20 ms on a thread; .peak is the most seen."""
-
-    def __init__(self, pid):
-        self.pid = pid
-        self.peak = 0
-        self._stop = threading.Event()
-        self._t = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self):
-        while not self._stop.is_set():
-            try:
-                self.peak = max(self.peak, rss_bytes(self.pid))
-            except (FileNotFoundError, ProcessLookupError):
-                return
-            time.sleep(0.02)
-
-    def __enter__(self):
-        self._t.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._t.join()
 
 
 def mib(n):
@@ -132,7 +100,7 @@ def test_large_events_fast_stay_within_the_budget_and_every_acknowledged_one_arr
         except Exception as e:  # noqa: BLE001 - reported below
             errors.append(repr(e))
 
-    with RssSampler(g.proc.pid) as rss:
+    with RssPeak(g.proc.pid) as rss:
         threads = [threading.Thread(target=client) for _ in range(4)]
         for t in threads:
             t.start()
@@ -206,7 +174,7 @@ def test_grpc_streams_that_never_read_their_acks_stay_within_the_budget(start_ga
     conns = []
     sent = 0
 
-    with RssSampler(g.proc.pid) as rss:
+    with RssPeak(g.proc.pid) as rss:
         for _ in range(n_conns):
             sock = socket.create_connection((host, int(port)), timeout=10)
             conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))

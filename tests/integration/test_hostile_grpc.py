@@ -22,6 +22,7 @@ import pytest
 import requests
 
 import hostile_grpc as hostile
+from procstat import RssPeak, rss_bytes
 from conftest import host_port
 
 MB = 1 << 20
@@ -82,31 +83,6 @@ class Prober:
         return 1000 * lat[min(len(lat) - 1, int(len(lat) * 0.99))] if lat else float("nan")
 
 
-class RssWatch:
-    """Samples a process's RSS every 50 ms; .peak is the most seen."""
-
-    def __init__(self, pid):
-        self.pid, self.peak = pid, hostile.rss(pid)
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self.run, daemon=True)
-
-    def run(self):
-        while not self.stop.is_set():
-            try:
-                self.peak = max(self.peak, hostile.rss(self.pid))
-            except (OSError, ValueError):
-                return
-            time.sleep(0.05)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.stop.set()
-        self.thread.join(5)
-
-
 def report(capsys, line):
     with capsys.disabled():
         print(f"\n[hostile-grpc] {line}")
@@ -133,12 +109,12 @@ def hgw(start_gateway, make_topic, pb):
 
 @pytest.mark.parametrize("mode", ["fields", "string"])
 def test_continuation_flood_is_cut_off_and_others_are_served(hgw, pb, mode, capsys):
-    base = hostile.rss(hgw.proc.pid)
-    with RssWatch(hgw.proc.pid) as watch, Prober(hgw.target, pb) as prober:
+    base = rss_bytes(hgw.proc.pid)
+    with RssPeak(hgw.proc.pid) as watch, Prober(hgw.target, pb) as prober:
         result = hostile.continuation_flood(hgw.host, hgw.port, 10, mode=mode)
         during = watch.peak
         time.sleep(1)
-    after = hostile.rss(hgw.proc.pid)
+    after = rss_bytes(hgw.proc.pid)
     report(capsys, f"CONTINUATION flood ({mode}): sent {result['sent'] / MB:.1f} MiB, connection closed after "
                    f"{result['closed_after']} s (GOAWAY {result['goaway']}); gateway RSS {base / MB:.0f} MiB "
                    f"before, peak {during / MB:.0f} MiB, {after / MB:.0f} MiB after; meanwhile "
@@ -157,8 +133,8 @@ def test_continuation_flood_is_cut_off_and_others_are_served(hgw, pb, mode, caps
 
 def test_stalled_large_messages_are_bounded_and_others_are_served(start_gateway, make_topic, pb, capsys):
     g = warm_gateway(start_gateway, make_topic, pb, f"--memory-budget={STALL_BUDGET}")
-    base = hostile.rss(g.proc.pid)
-    with RssWatch(g.proc.pid) as watch:
+    base = rss_bytes(g.proc.pid)
+    with RssPeak(g.proc.pid) as watch:
         attack = hostile.StalledStreams(g.host, g.port, n=100, size=8 * MB - 1, conns=10)
         try:
             # The well-behaved client starts with the attack and goes on while the stalled calls are

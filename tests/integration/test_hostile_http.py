@@ -19,8 +19,9 @@ import time
 import pytest
 import requests
 
-from hostile_http import (OrdinaryClient, closed_by_peer, connect, cpu_seconds, event_body, fd_count,
-                          log_lines, probe_ms, raw_exchange, read_response, readable, rss_kib)
+from hostile_http import (OrdinaryClient, closed_by_peer, connect, event_body, log_lines, probe_ms, raw_exchange,
+                          read_response, readable)
+from procstat import cpu_seconds, fd_count, rss_kib
 
 MiB = 1024 * 1024
 BUDGET = ["--memory-budget=64MiB", "--max-request-bytes=1MiB", "--default-ack=accepted"]
