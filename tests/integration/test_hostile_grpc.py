@@ -150,6 +150,10 @@ def test_stalled_large_messages_are_bounded_and_others_are_served(start_gateway,
                    f"stalled calls cut off; meanwhile {len(prober.latencies)} Publish calls served, p99 "
                    f"{prober.p99_ms():.0f} ms, {len(prober.errors)} failed "
                    f"({prober.errors[0].splitlines()[2].strip() if prober.errors else '-'})")
+    with capsys.disabled():  # for perf/hostile/run
+        print(f"\nHOSTILE gRPC stalled Publish calls: base_mib={base / MB:.0f} rss_mib={peak / MB:.0f} "
+              f"bound_mib={(base + STALL_BOUND) / MB:.0f} cut_off={cut:.0f} other_served={len(prober.latencies)} "
+              f"other_failed={len(prober.errors)} other_client_p99_ms={prober.p99_ms():.0f}")
     assert g.proc.poll() is None, g.log_tail()
     assert peak - base < STALL_BOUND, f"RSS grew {(peak - base) / MB:.0f} MiB"
     # Reads are scarce while messages stall: a stalled one is cut off after UNARY_READ_GRACE_MS when
