@@ -2,6 +2,7 @@
  * The event model's rules, once for every protocol: see event.h.
  */
 #include "event.h"
+#include "json.h"
 
 #include <errno.h>
 #include <stdarg.h>
@@ -409,6 +410,29 @@ static int check_string(const char *v, const char *field, size_t max, long index
     return 0;
 }
 
+/*
+ * Protobuf text_data, as the sink will store it. Said to be JSON by
+ * datacontenttype: it must be JSON that Postgres's jsonb takes, or it is
+ * refused here rather than dead-lettered by the sink. Without a
+ * datacontenttype the sink stores it as JSON when it is such JSON, else as
+ * text in data_bytes (sink/row.c, envelope_text_data_is_json()): nothing to
+ * refuse.
+ */
+static int check_text_data(const ing_event *ev, const ing_event_limits *lim, long index, ing_event_error *err)
+{
+    ing_event_error why;
+
+    if (ev->datacontenttype == NULL || !media_type_is_json(ev->datacontenttype) ||
+        json_check((const char *)ev->data, ev->data_len, lim, &why) == 0)
+        return 0;
+    const char *m = strncmp(why.message, "data: ", 6) == 0 ? why.message + 6 : why.message;
+    return ing_event_error_set(
+        err, ING_ERR_INVALID_EVENT, index, "data",
+        "data: datacontenttype \"%.60s\" says JSON, but text_data is not JSON that can be "
+        "stored: %s",
+        ev->datacontenttype, m);
+}
+
 int ing_event_validate(ing_event *ev, const ing_event_limits *lim, long index, ing_event_error *err)
 {
     int rc;
@@ -460,6 +484,8 @@ int ing_event_validate(ing_event *ev, const ing_event_limits *lim, long index, i
     if ((ev->data_kind == EVENT_DATA_JSON || ev->data_kind == EVENT_DATA_TEXT) &&
         !utf8_valid((const char *)ev->data, ev->data_len))
         return ing_event_error_set(err, ING_ERR_INVALID_EVENT, index, "data", "data: not valid UTF-8");
+    if (ev->data_kind == EVENT_DATA_TEXT && (rc = check_text_data(ev, lim, index, err)) != 0)
+        return rc;
     if (ing_event_size(ev) > lim->max_event_bytes)
         return ing_event_error_set(err, ING_ERR_TOO_LARGE, index, "", "event larger than %zu bytes",
                                    lim->max_event_bytes);

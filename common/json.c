@@ -48,6 +48,7 @@ typedef struct jctx {
     ing_event_error *err;
     long line; /* NDJSON: the 1-based line being parsed, for messages; else 0 */
     jtmp *tmp;
+    int all_data; /* the whole value is an event's data (json_check): data's rules everywhere */
 } jctx;
 
 /* What json_scan() learned about one value. */
@@ -57,6 +58,7 @@ typedef struct scan_info {
     size_t members;              /* members of the outermost object, duplicates counted */
     size_t data_start, data_end; /* the outer object's "data" value, as written; 0, 0 when none */
     int data_count;              /* how many "data" members it has */
+    size_t data_nul;             /* one past a data string with \u0000 in it (fine as text, not as JSON); 0 */
 } scan_info;
 
 static int fail(const jctx *c, ing_errcode code, long index, const char *field, const char *fmt, ...)
@@ -211,15 +213,69 @@ static int scan_string(const jctx *c, size_t *pp, size_t limit, long index, int 
     return 0;
 }
 
+/* Postgres's numeric (what jsonb keeps a number as): src/backend/utils/adt/numeric.c's limits. */
+#define PG_NUMERIC_MAX_WEIGHT10 131071 /* the first digit's power of ten at most: below 10^131072 */
+#define PG_NUMERIC_MAX_DSCALE   16383  /* digits after the point, as written less the exponent */
+#define PG_NUMERIC_MAX_EXPONENT                                                                              \
+    1073741822LL /* |exponent| (INT_MAX / 2 and beyond: refused whatever the value) */
+
+/*
+ * Whether Postgres's jsonb takes the number of s[start, end) that scan_number
+ * found well formed: int_digits before the point, frac at the point (or
+ * end), exp at the 'e' (or end). Measured against Postgres 15: 1e131071 and
+ * 1e-16383 are taken; 1e131072, 1e-16384, 0.000e-99999 and 0e1073741823
+ * are "value overflows numeric format".
+ */
+static const char *pg_numeric_refusal(const unsigned char *s, size_t digits, size_t int_end, size_t frac_end,
+                                      size_t end)
+{
+    long long e = 0;
+    size_t p = frac_end;
+    int e_neg = 0;
+
+    if (p < end) {
+        p++; /* 'e' */
+        if (s[p] == '+' || s[p] == '-')
+            e_neg = s[p++] == '-';
+        for (; p < end; p++)
+            if ((e = e * 10 + (s[p] - '0')) > PG_NUMERIC_MAX_EXPONENT)
+                return "its exponent is beyond what Postgres's numeric reads";
+        if (e_neg)
+            e = -e;
+    }
+    long long frac_digits = frac_end > int_end ? (long long)(frac_end - int_end - 1) : 0;
+    if (frac_digits - e > PG_NUMERIC_MAX_DSCALE)
+        return "it has more digits after the point than Postgres's numeric holds (16383)";
+    /* The power of ten of its first non-zero digit, if it has one. */
+    long long weight;
+    size_t q = digits;
+    while (q < int_end && s[q] == '0')
+        q++;
+    if (q < int_end) {
+        weight = (long long)(int_end - q) - 1;
+    } else {
+        for (q = int_end + 1; q < frac_end && s[q] == '0'; q++)
+            ;
+        if (frac_end <= int_end || q >= frac_end)
+            return NULL; /* zero */
+        weight = -(long long)(q - int_end);
+    }
+    if (weight + e > PG_NUMERIC_MAX_WEIGHT10)
+        return "it is beyond what Postgres's numeric holds (10^131072)";
+    return NULL;
+}
+
 /*
  * RFC 8259's number. An attribute's integer must fit in 64 bits (RFC 8259,
  * 6: beyond that, readers disagree or clamp), so that what consumers read is
- * what the client sent.
+ * what the client sent. A number in data must be one Postgres's jsonb takes
+ * (pg): the sink stores data there, and what the gateway acknowledges must
+ * be storable.
  */
-static int scan_number(const jctx *c, size_t *pp, size_t limit, long index, int fit64)
+static int scan_number(const jctx *c, size_t *pp, size_t limit, long index, int fit64, int pg)
 {
     const unsigned char *s = (const unsigned char *)c->buf;
-    size_t start = *pp, p = start, digits;
+    size_t start = *pp, p = start, digits, int_end, frac_end;
     int neg = 0, integer = 1;
 
     if (s[p] == '-') {
@@ -243,6 +299,7 @@ static int scan_number(const jctx *c, size_t *pp, size_t limit, long index, int 
             p++;
     }
     size_t n_digits = p - digits;
+    int_end = p;
     if (p < limit && s[p] == '.') {
         integer = 0;
         if (++p >= limit || !is_digit(s[p]))
@@ -251,6 +308,7 @@ static int scan_number(const jctx *c, size_t *pp, size_t limit, long index, int 
         while (p < limit && is_digit(s[p]))
             p++;
     }
+    frac_end = p;
     if (p < limit && (s[p] == 'e' || s[p] == 'E')) {
         integer = 0;
         if (++p < limit && (s[p] == '+' || s[p] == '-'))
@@ -272,8 +330,27 @@ static int scan_number(const jctx *c, size_t *pp, size_t limit, long index, int 
                 "or an exponent)",
                 start);
     }
+    const char *why;
+    if (pg && !integer && (why = pg_numeric_refusal(s, digits, int_end, frac_end, p)) != NULL)
+        return fail(c, ING_ERR_INVALID_EVENT, index, "data",
+                    "data: the number at byte %zu cannot be stored: %s", start, why);
+    if (pg && integer && n_digits > PG_NUMERIC_MAX_WEIGHT10 + 1)
+        return fail(
+            c, ING_ERR_INVALID_EVENT, index, "data",
+            "data: the number at byte %zu cannot be stored: it is beyond what Postgres's numeric holds "
+            "(10^131072)",
+            start);
     *pp = p;
     return 0;
+}
+
+static int nul_in_data(const jctx *c, long index, size_t p)
+{
+    return fail(
+        c, ING_ERR_INVALID_EVENT, index, "data",
+        "data: \\u0000 in the string before byte %zu cannot be stored as JSON (Postgres's jsonb refuses "
+        "it); send such data as data_base64",
+        p);
 }
 
 static int scan_literal(const jctx *c, size_t *pp, size_t limit, long index)
@@ -401,6 +478,16 @@ static int json_scan(const jctx *c, size_t p, size_t limit, long index, scan_inf
                 return unexpected(c, p, index);
             if ((rc = scan_string(c, &p, limit, index, &has_nul)) != 0)
                 return rc;
+            /*
+             * Postgres's jsonb refuses \u0000 (22P05): data stored as JSON
+             * cannot hold it (data that is one string under a non-JSON
+             * content type is text, and may); an attribute's is a control
+             * character, refused by validation.
+             */
+            if (has_nul && c->all_data)
+                return nul_in_data(c, index, p);
+            if (has_nul && in_data && !si->data_nul)
+                si->data_nul = p;
             value = 1;
             break;
         case '-':
@@ -417,7 +504,8 @@ static int json_scan(const jctx *c, size_t p, size_t limit, long index, scan_inf
             if (state != VALUE && state != VALUE_OR_CLOSE)
                 return unexpected(c, p, index);
             /* Only attributes must fit 64 bits: `data` is copied as written, its numbers untouched. */
-            if ((rc = scan_number(c, &p, limit, index, !in_data)) != 0)
+            if ((rc = scan_number(c, &p, limit, index, !(in_data || c->all_data), in_data || c->all_data)) !=
+                0)
                 return rc;
             value = 1;
             break;
@@ -810,6 +898,8 @@ static int build_event(const jctx *c, size_t start, const scan_info *si, long in
         }
         memcpy(copy, scratch, n + 1);
         ing_event_set_data(ev, memchr(copy, '\0', n) ? EVENT_DATA_BINARY : EVENT_DATA_TEXT, copy, n);
+    } else if (data_at && si->data_nul) {
+        rc = nul_in_data(c, index, si->data_nul);
     } else if (data_at) {
         unsigned char *copy = ing_event_alloc(ev, data_end - data_at + 1);
         if (copy == NULL) {
@@ -988,7 +1078,7 @@ int json_parse_events(const char *buf, size_t len, json_form form, const ing_eve
 int json_check(const char *buf, size_t len, const ing_event_limits *lim, ing_event_error *err)
 {
     ing_event_limits defaults;
-    jctx c = {.buf = buf ? buf : "", .len = buf ? len : 0, .lim = lim, .err = err};
+    jctx c = {.buf = buf ? buf : "", .len = buf ? len : 0, .lim = lim, .err = err, .all_data = 1};
     scan_info si;
     size_t first;
 

@@ -37,8 +37,12 @@ int json_parse_events(const char *buf, size_t len, json_form form, const ing_eve
 
 /*
  * Check that `len` bytes are exactly one JSON value under the same strict
- * rules (binary-mode HTTP bodies with a JSON content type). 0, or -EINVAL
- * with err filled (ING_ERR_MALFORMED_JSON).
+ * rules, as an event's data (binary-mode HTTP bodies with a JSON content type,
+ * protobuf text_data said to be JSON): as for a `data` member, integers need
+ * not fit 64 bits, and what Postgres's jsonb refuses is refused (a number
+ * beyond its numeric, \u0000 in a string). 0, or -EINVAL with err filled
+ * (ING_ERR_MALFORMED_JSON, or ING_ERR_INVALID_EVENT for what is JSON but
+ * cannot be stored).
  */
 int json_check(const char *buf, size_t len, const ing_event_limits *lim, ing_event_error *err);
 

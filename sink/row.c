@@ -8,6 +8,7 @@
 #include <strings.h>
 
 #include "envelope.h"
+#include "json.h"
 
 typedef struct out {
     char *p;
@@ -139,6 +140,31 @@ static int is_core(const char *k)
            strcmp(k, "dataschema") == 0;
 }
 
+/*
+ * Whether text_data goes to the jsonb column. A JSON datacontenttype says so
+ * (the gateway has checked it is JSON that jsonb takes). Without one, it is
+ * JSON when it came from the JSON format (whose data member is JSON: the
+ * gateway checked it too), and protobuf text_data is JSON only when it is
+ * JSON that jsonb takes, else text: "hi" from a gRPC client is stored in
+ * data_bytes, not refused by Postgres and dead-lettered. Over HTTP,
+ * text_data without a type only ever comes from the JSON format; UDP and gRPC
+ * take protobuf too, so theirs is looked at.
+ */
+static int text_data_is_json(const Ingest__V1__Envelope *env, const char *ct)
+{
+    const Ingest__V1__CloudEvent *ce = env->event;
+    ing_event_limits lim;
+    ing_event_error err;
+
+    if (ct != NULL)
+        return media_type_is_json(ct);
+    if (env->protocol == INGEST__V1__PROTOCOL__PROTOCOL_HTTP)
+        return 1;
+    ing_event_limits_default(&lim);
+    lim.max_event_bytes = SIZE_MAX / 2; /* the gateway's own limit held; here only JSON's rules count */
+    return json_check(ce->text_data, strlen(ce->text_data), &lim, &err) == 0;
+}
+
 int row_append(const uint8_t *value, size_t len, int32_t partition, int64_t offset, char **buf, size_t *blen,
                size_t *bcap, char *why, size_t whylen)
 {
@@ -202,7 +228,7 @@ int row_append(const uint8_t *value, size_t len, int32_t partition, int64_t offs
     sep(&o);
 
     /* data jsonb, or data_bytes */
-    if (ce->data_case == INGEST__V1__CLOUD_EVENT__DATA_TEXT_DATA && media_type_is_json(ct)) {
+    if (ce->data_case == INGEST__V1__CLOUD_EVENT__DATA_TEXT_DATA && text_data_is_json(env, ct)) {
         text(&o, ce->text_data, strlen(ce->text_data));
         sep(&o);
         raw(&o, "\\N", 2);
