@@ -4,6 +4,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/sock_diag.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <stdio.h>
@@ -163,6 +164,20 @@ int net_listen_addr(const char *what, char **addr, int type, int flags, char *er
     LOG_INFO("net", "%s %s: no IPv6 on this host (%s); listening on %s, IPv4 only", what, *addr, why, s);
     free(*addr);
     *addr = s;
+    return 0;
+}
+
+int net_socket_drops(int fd, uint32_t *drops)
+{
+    uint32_t mem[SK_MEMINFO_VARS];
+    socklen_t len = sizeof(mem);
+
+    if (getsockopt(fd, SOL_SOCKET, SO_MEMINFO, mem, &len) != 0)
+        return -errno;
+    /* An older kernel's array may end before the drops. */
+    if (len < (SK_MEMINFO_DROPS + 1) * sizeof(mem[0]))
+        return -ENOPROTOOPT;
+    *drops = mem[SK_MEMINFO_DROPS];
     return 0;
 }
 

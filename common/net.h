@@ -3,6 +3,7 @@
 #define INGEST_NET_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include <sys/socket.h>
 
 /*
@@ -46,6 +47,15 @@ enum {
  * one is freed. 0; -EINVAL when it does not parse, -ENOMEM; a message in err.
  */
 int net_listen_addr(const char *what, char **addr, int type, int flags, char *err, size_t errlen);
+
+/*
+ * How many datagrams the kernel has dropped for a socket since it was made
+ * (/proc/net/udp's "drops"; for UDP nearly always a full receive buffer,
+ * else a bad checksum), read with SO_MEMINFO so it can be polled at any
+ * time. A 32-bit counter that wraps: callers take differences modulo 2^32.
+ * 0, or -errno (-ENOPROTOOPT when the kernel does not report it).
+ */
+int net_socket_drops(int fd, uint32_t *drops);
 
 /* The port a bound socket got (for ":0"); 0 on error. */
 int net_local_port(int fd);

@@ -20,7 +20,7 @@ static const unsigned reasons_of[GW_N_PROTOCOLS] = {
                 R(request_timeout) | R(overloaded) | R(too_many_connections) | R(shutting_down) |
                 R(ack_timeout) | R(kafka_error) | R(internal),
     [GW_UDP] = R(malformed_json) | R(malformed_protobuf) | R(invalid_event) | R(too_large) | R(empty) |
-               R(truncated) | R(overloaded) | R(internal),
+               R(truncated) | R(overloaded) | R(socket_buffer) | R(internal),
     [GW_GRPC] = R(malformed_protobuf) | R(invalid_event) | R(too_large) | R(too_many_events) |
                 R(bad_request) | R(unauthorized) | R(overloaded) | R(shutting_down) | R(ack_timeout) |
                 R(kafka_error) | R(internal),
@@ -45,7 +45,12 @@ void gateway_metrics_events(gateway_metrics *m, gw_protocol p, size_t n)
 
 void gateway_metrics_refused(gateway_metrics *m, gw_protocol p, gw_reason r)
 {
-    atomic_fetch_add_explicit(&m->refused[p][r], 1, memory_order_relaxed);
+    gateway_metrics_refused_n(m, p, r, 1);
+}
+
+void gateway_metrics_refused_n(gateway_metrics *m, gw_protocol p, gw_reason r, uint64_t n)
+{
+    atomic_fetch_add_explicit(&m->refused[p][r], n, memory_order_relaxed);
 }
 
 uint64_t gateway_metrics_refused_count(const gateway_metrics *m, gw_protocol p, gw_reason r)
@@ -89,7 +94,8 @@ void gateway_metrics_write(const gateway_metrics *m, struct evbuffer *out)
                 "Requests refused for what they hold (bad input, authentication), by reason");
     write_refused(m, out, "ingest_rejected_total", 0);
     prom_family(out, "ingest_dropped_total", "counter",
-                "Requests the gateway could not take (overload, shutdown, Kafka), by reason");
+                "Requests the gateway could not take (overload, shutdown, Kafka, a full UDP socket buffer), "
+                "by reason");
     write_refused(m, out, "ingest_dropped_total", 1);
     prom_family(out, "ingest_connections", "gauge",
                 "HTTP connections open now (--max-connections caps them)");

@@ -35,6 +35,8 @@ void gateway_metrics_requests(gateway_metrics *m, gw_protocol p, uint64_t starte
 void gateway_metrics_events(gateway_metrics *m, gw_protocol p, size_t n);
 /* One request refused, for reason r. */
 void gateway_metrics_refused(gateway_metrics *m, gw_protocol p, gw_reason r);
+/* n requests refused for reason r, counted elsewhere (the kernel's UDP drops). */
+void gateway_metrics_refused_n(gateway_metrics *m, gw_protocol p, gw_reason r, uint64_t n);
 uint64_t gateway_metrics_refused_count(const gateway_metrics *m, gw_protocol p, gw_reason r);
 
 /* ingest_requests_total, ingest_events_received_total, ingest_rejected_total, ingest_dropped_total and

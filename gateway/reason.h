@@ -27,6 +27,9 @@ typedef enum gw_grpc_status {
  * Every reason: its name (the error code clients see, and the `reason` label
  * of the metrics), the HTTP status, the gRPC status, and whether a refusal for
  * it is the gateway's doing (dropped: 1) or the request's (rejected: 0).
+ * Nobody is answered for too_many_connections (closed at accept) or
+ * socket_buffer (a datagram the kernel dropped, UDP only): their statuses are
+ * never sent.
  */
 #define GW_REASONS(X)                                                                                        \
     X(malformed_json, 400, GW_GRPC_INVALID_ARGUMENT, 0)                                                      \
@@ -47,6 +50,7 @@ typedef enum gw_grpc_status {
     X(request_timeout, 408, GW_GRPC_DEADLINE_EXCEEDED, 0)                                                    \
     X(overloaded, 429, GW_GRPC_RESOURCE_EXHAUSTED, 1)                                                        \
     X(too_many_connections, 503, GW_GRPC_UNAVAILABLE, 1)                                                     \
+    X(socket_buffer, 503, GW_GRPC_UNAVAILABLE, 1)                                                            \
     X(shutting_down, 503, GW_GRPC_UNAVAILABLE, 1)                                                            \
     X(ack_timeout, 503, GW_GRPC_UNAVAILABLE, 1)                                                              \
     X(kafka_error, 503, GW_GRPC_UNAVAILABLE, 1)                                                              \

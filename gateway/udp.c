@@ -21,6 +21,8 @@
 
 /* Datagrams taken per recvmmsg. */
 #define UDP_BATCH 32
+/* How often a busy receive thread reads its socket's drop counter (an idle one: at each receive timeout). */
+#define UDP_DROPS_POLL_MS 100
 
 typedef struct udp_thread {
     udp_front *u;
@@ -28,6 +30,8 @@ typedef struct udp_thread {
     int started;
     int fd;
     int index;
+    uint32_t drops_seen; /* the socket's kernel drop counter when last read */
+    long long drops_read_ms;
 } udp_thread;
 
 struct udp_front {
@@ -42,6 +46,7 @@ struct udp_front {
 /*
  * Log a dropped datagram at most once a second, with the totals so far: a
  * flood must not flood the log. (The admission stage counted it already.)
+ * The kernel's drops have no peer (NULL).
  */
 static void log_drop(udp_front *u, const char *peer, gw_reason reason, const char *detail)
 {
@@ -55,11 +60,35 @@ static void log_drop(udp_front *u, const char *peer, gw_reason reason, const cha
         if (!gw_reasons[r].dropped && r != GW_R_truncated)
             invalid += gateway_metrics_refused_count(m, GW_UDP, (gw_reason)r);
     LOG_WARN("udp",
-             "dropped datagram peer=%s reason=%s: %s (dropped so far: invalid=%llu truncated=%llu "
-             "overloaded=%llu)",
-             peer, gw_reasons[reason].name, detail, invalid,
-             (unsigned long long)gateway_metrics_refused_count(m, GW_UDP, GW_R_truncated),
-             (unsigned long long)gateway_metrics_refused_count(m, GW_UDP, GW_R_overloaded));
+             "dropped %s%s reason=%s: %s (dropped so far: invalid=%llu truncated=%llu overloaded=%llu "
+             "socket_buffer=%llu)",
+             peer ? "datagram peer=" : "datagrams", peer ? peer : "", gw_reasons[reason].name, detail,
+             invalid, (unsigned long long)gateway_metrics_refused_count(m, GW_UDP, GW_R_truncated),
+             (unsigned long long)gateway_metrics_refused_count(m, GW_UDP, GW_R_overloaded),
+             (unsigned long long)gateway_metrics_refused_count(m, GW_UDP, GW_R_socket_buffer));
+}
+
+/*
+ * Count what the kernel dropped on this thread's socket since the last look
+ * (its receive buffer full, nearly always) as socket_buffer drops. Polled
+ * with SO_MEMINFO rather than read from SO_RXQ_OVFL's cmsg: that comes only
+ * with the next datagram taken, so the drops of a flood's last burst would
+ * wait for traffic that may never come, and each datagram would carry it.
+ */
+static void count_kernel_drops(udp_thread *t)
+{
+    uint32_t now, n;
+    char detail[96];
+
+    if (net_socket_drops(t->fd, &now) != 0)
+        return;
+    n = now - t->drops_seen; /* modulo 2^32: the counter wraps */
+    t->drops_seen = now;
+    if (n == 0)
+        return;
+    gateway_metrics_refused_n(&t->u->gw->metrics, GW_UDP, GW_R_socket_buffer, n);
+    snprintf(detail, sizeof(detail), "%u by the kernel, the receive buffer full (--udp-rcvbuf)", n);
+    log_drop(t->u, NULL, GW_R_socket_buffer, detail);
 }
 
 static void on_refused(gw_admission *a, const char *peer, const gw_refusal *r)
@@ -174,6 +203,11 @@ static void *udp_main(void *arg)
         }
         /* Blocks for the first (SO_RCVTIMEO bounds it, for the stop flag), then takes what is waiting. */
         int n = recvmmsg(t->fd, msgs, UDP_BATCH, MSG_WAITFORONE, NULL);
+        long long now = mono_ms();
+        if (n < 0 || now - t->drops_read_ms >= UDP_DROPS_POLL_MS) {
+            t->drops_read_ms = now;
+            count_kernel_drops(t);
+        }
         if (n < 0) {
             if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
                 LOG_WARN("udp", "recvmmsg: %s", strerror(errno));
@@ -281,8 +315,11 @@ static void udp_stop_accepting(void *self)
         if (u->threads[i].started)
             pthread_join(u->threads[i].tid, NULL);
         u->threads[i].started = 0;
-        if (u->threads[i].fd >= 0)
+        /* The last drops, up to the close: the thread is gone, and nobody reads the socket now. */
+        if (u->threads[i].fd >= 0) {
+            count_kernel_drops(&u->threads[i]);
             close(u->threads[i].fd);
+        }
         u->threads[i].fd = -1;
     }
 }
@@ -310,11 +347,15 @@ static void udp_free(void *self)
     unsigned long long refused = 0;
     for (int r = 0; r < GW_N_REASONS; r++)
         refused += gateway_metrics_refused_count(m, GW_UDP, (gw_reason)r);
-    LOG_INFO("udp", "stopped datagrams=%llu events=%llu dropped=%llu truncated=%llu overloaded=%llu",
+    /* datagrams are those read; socket_buffer ones the kernel dropped before: both are in dropped. */
+    LOG_INFO("udp",
+             "stopped datagrams=%llu events=%llu dropped=%llu truncated=%llu overloaded=%llu "
+             "socket_buffer=%llu",
              (unsigned long long)atomic_load(&m->requests[GW_UDP]),
              (unsigned long long)atomic_load(&m->events[GW_UDP]), refused,
              (unsigned long long)gateway_metrics_refused_count(m, GW_UDP, GW_R_truncated),
-             (unsigned long long)gateway_metrics_refused_count(m, GW_UDP, GW_R_overloaded));
+             (unsigned long long)gateway_metrics_refused_count(m, GW_UDP, GW_R_overloaded),
+             (unsigned long long)gateway_metrics_refused_count(m, GW_UDP, GW_R_socket_buffer));
     free(u->threads);
     free(u);
 }

@@ -245,3 +245,54 @@ def test_receive_buffer_capped_by_rmem_max_is_said(start_gateway):
     assert f"receive buffer is {_rmem_max()} bytes, not the {want} of --udp-rcvbuf" in log
     assert "net.core.rmem_max" in log and log.count("receive buffer is") == 1
     g.stop()
+
+
+def _udp_totals(g):
+    """(datagrams read, kernel drops, read ones accounted for: events + every other refusal) from /metrics."""
+    m = g.metrics()
+    udp = frozenset({("protocol", "udp")})
+    refused = {dict(k[1])["reason"]: v for k, v in m.items()
+               if k[0] in ("ingest_rejected_total", "ingest_dropped_total") and ("protocol", "udp") in k[1]}
+    kernel = refused.pop("socket_buffer", 0)
+    return int(m[("ingest_requests_total", udp)]), int(kernel), int(m[("ingest_events_received_total", udp)]
+                                                                   + sum(refused.values()))
+
+
+def test_socket_buffer_drops_are_counted(start_gateway, make_topic):
+    # One receive thread with the smallest buffer (4 KiB, a handful of datagrams): a flood overflows it,
+    # and what the kernel drops must show in /metrics, so that every datagram sent is read or counted.
+    topic = make_topic("udpflood")
+    g = start_gateway(f"--kafka-topic={topic}", "--udp-threads=1", "--udp-rcvbuf=4096")
+    target = udp_target(g)
+    d = event("flood", 0).encode()
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sent, deadline = 0, time.monotonic() + 20
+    try:
+        while sent < 200_000 and time.monotonic() < deadline:
+            for _ in range(1000):
+                s.sendto(d, target)
+            sent += 1000
+    finally:
+        s.close()
+    # Read ones are counted at once, the kernel's drops within its poll (0.1-0.2 s): wait for them to settle.
+    last, stable_since = None, time.monotonic()
+    deadline = time.monotonic() + 15
+    while True:
+        totals = _udp_totals(g)
+        if totals != last:
+            last, stable_since = totals, time.monotonic()
+        elif time.monotonic() - stable_since > 1 and totals[0] + totals[1] >= sent:
+            break
+        assert time.monotonic() < deadline, (sent, totals)
+        time.sleep(0.1)
+    read, kernel, accounted = last
+    print(f"flood: sent={sent} read={read} socket_buffer={kernel}")
+    assert kernel > 0, (sent, last)
+    assert read + kernel == sent, (sent, last)
+    # Each datagram holds one event: every read one went into the queue or was refused for a reason.
+    assert accounted == read, (sent, last)
+    assert "reason=socket_buffer" in g.log()
+    assert g.stop() == 0
+    stopped = [ln for ln in g.log().splitlines() if "stopped datagrams=" in ln]
+    assert len(stopped) == 1 and f"datagrams={read} " in stopped[0] and f"socket_buffer={kernel}" in stopped[0], \
+        stopped

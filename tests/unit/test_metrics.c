@@ -99,6 +99,8 @@ static void test_gateway_families(void **state)
     gateway_metrics_refused(m, GW_UDP, GW_R_truncated);
     gateway_metrics_refused(m, GW_HTTP, GW_R_overloaded);
     gateway_metrics_refused(m, GW_GRPC, GW_R_not_found); /* not a gRPC reason, yet shown once it happened */
+    /* The kernel's UDP drops come in bulk, and are not requests: the datagrams were never read. */
+    gateway_metrics_refused_n(m, GW_UDP, GW_R_socket_buffer, 5000000000ull);
     gateway_metrics_write(m, b);
     char *s = text_of(b);
     assert_non_null(strstr(s, "ingest_requests_total{protocol=\"udp\"} 2\n"));
@@ -107,9 +109,12 @@ static void test_gateway_families(void **state)
     assert_non_null(strstr(s, "ingest_rejected_total{protocol=\"udp\",reason=\"empty\"} 0\n"));
     assert_non_null(strstr(s, "ingest_dropped_total{protocol=\"http\",reason=\"overloaded\"} 1\n"));
     assert_non_null(strstr(s, "ingest_rejected_total{protocol=\"grpc\",reason=\"not_found\"} 1\n"));
+    assert_non_null(
+        strstr(s, "ingest_dropped_total{protocol=\"udp\",reason=\"socket_buffer\"} 5000000000\n"));
     /* Combinations that cannot happen are not listed at 0, and drops are never listed as rejections. */
     assert_null(strstr(s, "ingest_rejected_total{protocol=\"udp\",reason=\"method_not_allowed\"}"));
     assert_null(strstr(s, "ingest_rejected_total{protocol=\"http\",reason=\"overloaded\"}"));
+    assert_null(strstr(s, "ingest_dropped_total{protocol=\"http\",reason=\"socket_buffer\"}"));
     /* Only the request with a start time is in the histogram. */
     assert_non_null(strstr(s, "ingest_request_duration_seconds_count{protocol=\"udp\"} 1\n"));
     free(s);

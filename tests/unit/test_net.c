@@ -708,6 +708,53 @@ static void test_local_port_errors(void **state)
     close(fds[1]);
 }
 
+/*
+ * A flood into a small receive buffer: what the kernel drops is what
+ * net_socket_drops says, so every datagram sent is either received or
+ * counted. Loopback delivers in sendto(), but a datagram may still be on
+ * its way: retried for a second.
+ */
+static void test_socket_drops(void **state)
+{
+    enum { SENT = 2000 };
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof(ss);
+    char err[256], buf[64], payload[100] = {0};
+    int small = 4096;
+    uint32_t drops = 1;
+    long received = 0;
+    (void)state;
+
+    int fd = net_bind("127.0.0.1:0", SOCK_DGRAM, 0, err, sizeof(err));
+    assert_true(fd >= 0);
+    assert_int_equal(setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small)), 0);
+    assert_int_equal(net_socket_drops(fd, &drops), 0);
+    assert_int_equal(drops, 0);
+    assert_int_equal(getsockname(fd, (struct sockaddr *)&ss, &sl), 0);
+    int c = socket(AF_INET, SOCK_DGRAM, 0);
+    for (int i = 0; i < SENT; i++)
+        assert_int_equal(sendto(c, payload, sizeof(payload), 0, (struct sockaddr *)&ss, sl), sizeof(payload));
+    for (int i = 0; i < 1000; i++) {
+        while (recv(fd, buf, sizeof(buf), 0) >= 0)
+            received++;
+        assert_int_equal(net_socket_drops(fd, &drops), 0);
+        if (received + drops >= SENT)
+            break;
+        usleep(1000);
+    }
+    /* A few datagrams fit in 4 KiB (8 KiB as Linux counts it); most are dropped. */
+    assert_true(received > 0 && drops > SENT / 2);
+    assert_int_equal(received + (long)drops, SENT);
+    close(c);
+    close(fd);
+
+    /* No descriptor; not a socket. */
+    assert_int_equal(net_socket_drops(-1, &drops), -EBADF);
+    int file = open("/dev/null", O_RDONLY);
+    assert_int_equal(net_socket_drops(file, &drops), -ENOTSOCK);
+    close(file);
+}
+
 static void test_format(void **state)
 {
     struct sockaddr_in in = {.sin_family = AF_INET, .sin_port = htons(8080)};
@@ -862,6 +909,7 @@ int main(void)
         cmocka_unit_test(test_bind_bad_address),
         cmocka_unit_test(test_reuseport),
         cmocka_unit_test(test_local_port_errors),
+        cmocka_unit_test(test_socket_drops),
         cmocka_unit_test(test_format),
         cmocka_unit_test(test_parse_format_round_trip),
         cmocka_unit_test(test_percent_decode),
