@@ -43,6 +43,52 @@ def dial_host(host):
     return {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
 
 
+# ---- The whole run: nothing the stack's gateway acknowledged is dead-lettered (issue 14) ----------------
+#
+# Every test that sends to the stack's gateway (the HTTP, UDP and gRPC catalogues, good and bad) sends
+# through the stack's sink into Postgres; no test puts a record on the stack's events topic any other
+# way. So any record on the stack's dead-letter topic during the run is an event the gateway
+# acknowledged and the sink could not store: the run fails, naming why.
+
+_dlq_watch = {}
+
+
+def pytest_sessionstart(session):
+    path = pathlib.Path(os.environ.get("INGEST_LOCAL_ENV", REPO_ROOT / ".local" / "env"))
+    try:
+        env = read_env_file(path)
+        if env.get("INGEST_LOCAL_APPS", "1") != "1":
+            return
+        from stackcheck import watermarks
+
+        _dlq_watch.update(env=env, mark=watermarks(env["INGEST_KAFKA_BOOTSTRAP"], env["INGEST_DLQ_TOPIC"]))
+    except Exception as e:  # noqa: BLE001 - no stack: the tests say so themselves
+        print(f"\n[conftest] not watching the dead-letter topic: {e!r}")
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if not _dlq_watch:
+        return
+    from stackcheck import records_since, wait_sink_caught_up
+
+    env = _dlq_watch["env"]
+    bootstrap, dlq = env["INGEST_KAFKA_BOOTSTRAP"], env["INGEST_DLQ_TOPIC"]
+    try:
+        caught_up = wait_sink_caught_up(bootstrap, env["INGEST_TOPIC"], pg_query, env["INGEST_PG_DSN"])
+        dead = records_since(bootstrap, dlq, _dlq_watch["mark"])
+    except Exception as e:  # noqa: BLE001 - the stack went away: nothing to judge
+        print(f"\n[conftest] could not read the dead-letter topic at the end: {e!r}")
+        return
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    why = sorted({h.get("ingest_error", b"?").decode(errors="replace") for _, h in dead})
+    line = (f"the stack's dead-letter topic got {len(dead)} record(s) during this run"
+            f"{'' if caught_up else ' (the sink had not caught up after 60 s)'}: {why[:5]}")
+    if reporter:
+        reporter.write_line(("FAILED: " if dead else "") + line)
+    if dead:
+        session.exitstatus = 1
+
+
 @pytest.fixture(scope="session")
 def stack_env():
     path = pathlib.Path(os.environ.get("INGEST_LOCAL_ENV", REPO_ROOT / ".local" / "env"))

@@ -15,9 +15,9 @@ import uuid
 import grpc
 import pytest
 import requests
-from confluent_kafka import Consumer, TopicPartition
 
 from conftest import REPO_ROOT, pg_query
+from stackcheck import records_since, watermarks
 
 # Data as written in the JSON; what Postgres's jsonb takes (measured with psql on Postgres 15).
 GOOD_DATA = [
@@ -171,8 +171,8 @@ def test_acknowledged_means_stored(apps_running, http_url, udp_addr, grpc_target
     assert json.loads(rows[obj][1]) == {"a": 1} and rows[obj][2] is None
     assert rows[text_nul][1] is None and bytes(rows[text_nul][2]) == b"a\x00b"
 
-    dead = dead_letters(kafka_bootstrap, dlq_topic, dlq_mark, [run.source.encode()] +
-                        [i.encode() for i in readme_ids])
+    needles = [run.source.encode()] + [i.encode() for i in readme_ids]
+    dead = [v[:200] for v, _ in records_since(kafka_bootstrap, dlq_topic, dlq_mark) if any(n in v for n in needles)]
     assert not dead, f"{len(dead)} acknowledged events dead-lettered: {dead[:3]}"
     print(f"\n[storable] {len(run.acked)} acknowledged, all in Postgres; {len(run.refused)} refused, none "
           f"stored; 0 dead letters; README examples {sorted(readme_ids)}")
@@ -197,34 +197,3 @@ def readme_examples(http_url, grpc_target):
     assert out.returncode == 0, out.stderr
     ids.update(json.loads(out.stdout)["ids"])
     return ids
-
-
-def watermarks(bootstrap, topic):
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"storable-{uuid.uuid4().hex}"})
-    try:
-        parts = c.list_topics(topic, timeout=15).topics[topic].partitions
-        return {p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=15, cached=False)[1] for p in parts}
-    finally:
-        c.close()
-
-
-def dead_letters(bootstrap, topic, mark, needles):
-    """Records on the dead-letter topic since mark whose value holds any of needles."""
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"storable-{uuid.uuid4().hex}",
-                  "enable.auto.commit": False})
-    found = []
-    try:
-        end = watermarks(bootstrap, topic)
-        c.assign([TopicPartition(topic, p, off) for p, off in mark.items()])
-        left = sum(end[p] - mark[p] for p in mark)
-        deadline = time.monotonic() + 30
-        while left > 0 and time.monotonic() < deadline:
-            msg = c.poll(0.5)
-            if msg is None or msg.error():
-                continue
-            left -= 1
-            if any(n in (msg.value() or b"") for n in needles):
-                found.append(msg.value()[:200])
-    finally:
-        c.close()
-    return found
