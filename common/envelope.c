@@ -149,6 +149,39 @@ size_t envelope_size(const ing_event *ev, const envelope_meta *meta, size_t *eve
     return len_field_size(*event_len) + meta_size(meta);
 }
 
+/*
+ * Every byte ing_event_size() counts is written once; what comes on top is
+ * a tag and a length for each field, and, for a map entry, its key (the
+ * extension names are counted already, the other keys are not), "1.0" and
+ * the binary timestamp. Each field is taken at its worst: present, with its
+ * lengths at the widest the whole can need, and every extension allowed.
+ */
+static size_t envelope_overhead(size_t l, size_t max_extensions, size_t peer_len, size_t gateway_id_len)
+{
+    size_t entry = 1 + l + 2 + 1 + l + 1 + l; /* map entry: tag, length; key tag, length; value, string */
+    size_t ts = 1 + 10 + 1 + 5;               /* seconds (negative: ten bytes), nanoseconds */
+    size_t ce = 3 * (1 + l) + (2 + 3)         /* id, source, type; specversion "1.0" */
+                + 3 * entry + 7 + 15 + 10     /* subject, datacontenttype, dataschema and their keys */
+                + entry + 4 + ts              /* time */
+                + max_extensions * entry      /* extensions (names counted) */
+                + 1 + l;                      /* data */
+    return 1 + l + ce + (1 + 10) + (1 + 1) + (1 + l + peer_len) + (1 + l + gateway_id_len);
+}
+
+size_t envelope_max_size(size_t max_event_bytes, size_t max_extensions, size_t peer_len,
+                         size_t gateway_id_len)
+{
+    /* Lengths are at most the whole's: widen them until the whole needs no wider. */
+    size_t l = varint_size(max_event_bytes), n;
+
+    for (;;) {
+        n = max_event_bytes + envelope_overhead(l, max_extensions, peer_len, gateway_id_len);
+        if (varint_size(n) <= l)
+            return n;
+        l = varint_size(n);
+    }
+}
+
 void envelope_write(const ing_event *ev, const envelope_meta *meta, size_t event_len, uint8_t *out)
 {
     uint8_t *p = out;

@@ -42,6 +42,16 @@ int envelope_encode(const ing_event *ev, const envelope_meta *meta, uint8_t **ou
 size_t envelope_size(const ing_event *ev, const envelope_meta *meta, size_t *event_len);
 void envelope_write(const ing_event *ev, const envelope_meta *meta, size_t event_len, uint8_t *out);
 
+/*
+ * The most bytes envelope_size() can give for a valid event within
+ * max_event_bytes (as ing_event_size() counts) and max_extensions, with a
+ * peer and a gateway id at most this long: what Kafka must take for every
+ * event the limits let in. A bound, a little above the worst case (the
+ * unit tests build that case and compare).
+ */
+size_t envelope_max_size(size_t max_event_bytes, size_t max_extensions, size_t peer_len,
+                         size_t gateway_id_len);
+
 /* Decode an Envelope; NULL when the bytes are not one. Free with envelope_free(). */
 Ingest__V1__Envelope *envelope_decode(const uint8_t *buf, size_t len);
 void envelope_free(Ingest__V1__Envelope *env);

@@ -317,16 +317,22 @@ void gw_grpc_pump(gcall *c)
                     "%sthe gateway stopped before Kafka acknowledged; the events may still arrive, a retry "
                     "with the same ids is safe",
                     seq);
-            else
+            else if (a->err == RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE) {
+                /* Not UNAVAILABLE: Kafka will never take it, and a client told to retry would forever. */
+                char why[256];
+                ack_wait_too_large_text(a->too_large, a->too_large_limit, why, sizeof(why));
+                set_final(c, (grpc_status_code)gw_reasons[GW_R_too_large].grpc_status, "%s%s", seq, why);
+            } else
                 set_final(
                     c, GRPC_STATUS_UNAVAILABLE,
                     "%sKafka did not take every event: %s; the events may still arrive, a retry with the "
                     "same ids is safe",
                     seq, rd_kafka_err2str((rd_kafka_resp_err_t)a->err));
             gw_admit_count_refused(g->gw, GW_GRPC,
-                                   a->err == ACK_TIMED_OUT ? GW_R_ack_timeout
-                                   : a->err == ACK_STOPPED ? GW_R_shutting_down
-                                                           : GW_R_kafka_error);
+                                   a->err == ACK_TIMED_OUT                          ? GW_R_ack_timeout
+                                   : a->err == ACK_STOPPED                          ? GW_R_shutting_down
+                                   : a->err == RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE ? GW_R_too_large
+                                                                                    : GW_R_kafka_error);
             gw_admit_count_answered(g->gw, GW_GRPC, a->started_ns, 1);
             gw_grpc_ack_unref(a);
             drop_acks(c);
@@ -371,6 +377,8 @@ static void on_delivered(ack_wait *w)
     if (a->a.state == GW_GRPC_ACK_WAITING) {
         a->a.state = err ? GW_GRPC_ACK_FAILED : GW_GRPC_ACK_READY;
         a->err = err;
+        a->too_large = atomic_load(&w->too_large);
+        a->too_large_limit = atomic_load(&w->too_large_limit);
     }
     timer_ref = gw_grpc_timer_remove(c->g, a);
     gw_grpc_pump(c);

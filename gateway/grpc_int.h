@@ -110,6 +110,10 @@ typedef struct gack {
     ack_wait *wait;   /* until the last delivery report */
     int err;          /* why FAILED: an rd_kafka_resp_err_t, or ACK_TIMED_OUT */
     long long due_ms; /* ack timeout, monotonic */
+
+    /* With MSG_SIZE_TOO_LARGE: the ack_wait's figures, the record's bytes and the limit. */
+    size_t too_large, too_large_limit;
+
     struct gack *t_prev, *t_next;
     int in_timer; /* front lock */
     uint8_t *resp;

@@ -367,6 +367,12 @@ static void wait_done(ack_wait *w)
         if (err == 0) {
             gw_admit_count_answered(iw->front->gw, GW_HTTP, req->started_ns, 1);
             gw_http_respond(req, 200, "application/json", NULL, iw->body, iw->len, 0);
+        } else if (err == RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE) {
+            /* Not a 503: Kafka will never take it, and a client told to retry would forever. */
+            char why[256];
+            ack_wait_too_large_text(atomic_load(&w->too_large), atomic_load(&w->too_large_limit), why,
+                                    sizeof(why));
+            refuse(iw->front, req, GW_R_too_large, 0, "%s", why);
         } else {
             refuse(
                 iw->front, req, GW_R_kafka_error, 0,

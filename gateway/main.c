@@ -18,6 +18,8 @@
 #endif
 
 #include "admin.h"
+#include "admit.h"
+#include "envelope.h"
 #include "app.h"
 #include "front.h"
 #include "gateway.h"
@@ -86,6 +88,14 @@ static void answer_the_rest(gateway *gw, gw_front *fronts, size_t n)
         fronts[i].ops->abort_waiting(fronts[i].self);
     }
     gw_fronts_wait_idle(gw, fronts, n, mono_ms() + 500);
+}
+
+/* A record nobody waited for, refused by Kafka for its size: its protocol's too_large drop. */
+static void count_too_large(void *arg, int protocol)
+{
+    gw_protocol p = protocol == ENVELOPE_UDP ? GW_UDP : protocol == ENVELOPE_GRPC ? GW_GRPC : GW_HTTP;
+
+    gw_admit_count_refused(arg, p, GW_R_too_large);
 }
 
 int main(int argc, char **argv)
@@ -195,12 +205,21 @@ int main(int argc, char **argv)
         goto out;
     }
 
+    size_t record_max =
+        producer_max_message_bytes(gw.lim.max_event_bytes, gw.lim.max_extensions, cfg.gateway_id);
     if ((prod = producer_new(gw.q, &gw.budget, cfg.kafka_bootstrap, cfg.kafka_topic, &cfg.kafka_props,
-                             (int)cfg.producer_threads, errbuf, sizeof(errbuf))) == NULL) {
+                             (int)cfg.producer_threads, record_max, errbuf, sizeof(errbuf))) == NULL) {
         fprintf(stderr, "gateway: %s\n", errbuf);
         status = 2;
         goto out;
     }
+    producer_on_too_large(prod, count_too_large, &gw);
+    if (producer_message_max_bytes(prod) < record_max)
+        LOG_WARN(
+            "kafka",
+            "--kafka.message.max.bytes=%zu is less than the largest record --max-event-bytes=%zu can make "
+            "(%zu): larger events are refused with too_large (413)",
+            producer_message_max_bytes(prod), gw.lim.max_event_bytes, record_max);
     /*
      * Readiness follows Kafka from here on: asked once now (a second at
      * most, so /readyz and Health/Check are right from the first request),
@@ -208,6 +227,7 @@ int main(int argc, char **argv)
      */
     gst.gw = &gw;
     gst.prod = prod;
+    gst.record_max = record_max;
     gateway_status_watch(&gst, 1000);
     /* The front ends, each started whole or not at all; the stop goes through the same list. */
     gw_http_front *http = gw_http_front_start(&gw, errbuf, sizeof(errbuf));

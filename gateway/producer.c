@@ -17,6 +17,17 @@
 #define WORKER_BATCH 256
 /* Empty 1 ms polls before a worker sleeps until woken. */
 #define WORKER_IDLE_POLLS 100
+/*
+ * The longest peer text a record carries: the front ends' buffers (gRPC's,
+ * the largest, is 128 bytes).
+ */
+#define PEER_MAX 128
+/*
+ * On top of key, value and headers: librdkafka counts at most 36 bytes of a
+ * record's framing and 10 per header; a batch's header is 61 bytes. So a
+ * batch of the largest record fits in message.max.bytes as well.
+ */
+#define RECORD_SLACK 256
 
 struct ack_inbox {
     pthread_mutex_t lock;
@@ -35,8 +46,34 @@ struct producer {
     int poller_started;
     atomic_int stopping;
     atomic_llong give_up_at; /* monotonic ms after which a full librdkafka queue fails messages; 0: never */
+    size_t msg_max;          /* librdkafka's message.max.bytes */
+    atomic_size_t topic_max; /* the topic's max.message.bytes, once the broker said; 0 before */
+    void (*on_too_large)(void *arg, int protocol);
+    void *on_too_large_arg;
+    atomic_llong too_large_logged_ms;
     producer_stats stats;
 };
+
+/*
+ * The opaque of a record nobody waits for: which protocol's it is, so that
+ * a refusal for its size is counted as that protocol's drop.
+ */
+static const char unwaited[4];
+
+static void *msg_opaque(const produce_msg *m)
+{
+    return m->wait ? (void *)m->wait : (void *)&unwaited[m->protocol & 3];
+}
+
+static int opaque_unwaited(const void *opaque, int *protocol)
+{
+    uintptr_t o = (uintptr_t)opaque, base = (uintptr_t)unwaited;
+
+    if (o < base || o >= base + sizeof(unwaited))
+        return 0;
+    *protocol = (int)(o - base);
+    return 1;
+}
 
 ack_wait *ack_wait_new(unsigned n, ack_inbox *inbox, void (*done)(ack_wait *w), void *ctx)
 {
@@ -46,6 +83,8 @@ ack_wait *ack_wait_new(unsigned n, ack_inbox *inbox, void (*done)(ack_wait *w), 
         return NULL;
     atomic_init(&w->remaining, n);
     atomic_init(&w->error, 0);
+    atomic_init(&w->too_large, 0);
+    atomic_init(&w->too_large_limit, 0);
     w->inbox = inbox;
     w->done = done;
     w->ctx = ctx;
@@ -68,7 +107,9 @@ static void inbox_post(ack_inbox *inbox, ack_wait *w)
 
 void ack_wait_report(ack_wait *w, rd_kafka_resp_err_t err)
 {
-    if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+    if (err == RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE) {
+        atomic_store(&w->error, (int)err);
+    } else if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
         int none = 0;
         atomic_compare_exchange_strong(&w->error, &none, (int)err);
     }
@@ -78,6 +119,28 @@ void ack_wait_report(ack_wait *w, rd_kafka_resp_err_t err)
         else
             w->done(w);
     }
+}
+
+void ack_wait_report_too_large(ack_wait *w, size_t bytes, size_t limit)
+{
+    size_t none = 0;
+
+    /* The first such record's figures; both are set before the report that may end the wait. */
+    if (atomic_compare_exchange_strong(&w->too_large, &none, bytes))
+        atomic_store(&w->too_large_limit, limit);
+    ack_wait_report(w, RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE);
+}
+
+void ack_wait_too_large_text(size_t bytes, size_t limit, char *buf, size_t size)
+{
+    char lim[64] = "";
+
+    if (limit)
+        snprintf(lim, sizeof(lim), ", more than the %zu it takes", limit);
+    snprintf(buf, size,
+             "an event is too large for the Kafka topic (its record is %zu bytes with key and headers%s); it "
+             "was not stored, and sent again as is it never will be",
+             bytes, lim);
 }
 
 void ack_inbox_drain(ack_inbox *inbox)
@@ -153,6 +216,7 @@ produce_msg *produce_msg_new(const ing_event *ev, int64_t received_unix_nanos, i
     if (m == NULL)
         return NULL;
     m->wait = wait;
+    m->protocol = protocol;
     m->held = held;
     p = m->strings;
 #define PLACE(field, src, len)                                                                               \
@@ -177,10 +241,49 @@ void produce_msg_free(produce_msg *m)
     free(m);
 }
 
+/* A record's bytes as librdkafka and the broker count them, but its framing: key, value, headers. */
+static size_t record_bytes(const rd_kafka_message_t *msg)
+{
+    size_t n = msg->len + msg->key_len;
+    rd_kafka_headers_t *h = NULL;
+    const char *name;
+    const void *v;
+    size_t vlen;
+
+    if (rd_kafka_message_headers(msg, &h) == RD_KAFKA_RESP_ERR_NO_ERROR)
+        for (size_t i = 0; rd_kafka_header_get_all(h, i, &name, &v, &vlen) == RD_KAFKA_RESP_ERR_NO_ERROR; i++)
+            n += strlen(name) + vlen;
+    return n;
+}
+
+/*
+ * A record that Kafka will never take, whatever the retries: the waiter is
+ * told so (too_large), and a record nobody waits for is counted as its
+ * protocol's drop, and logged once a second at most.
+ */
+static void too_large(producer *p, void *opaque, size_t bytes, size_t limit)
+{
+    int protocol;
+
+    if (opaque_unwaited(opaque, &protocol)) {
+        long long now = mono_ms(), last = atomic_load(&p->too_large_logged_ms);
+        if (now - last >= 1000 && atomic_compare_exchange_strong(&p->too_large_logged_ms, &last, now)) {
+            char why[256];
+            ack_wait_too_large_text(bytes, limit, why, sizeof(why));
+            LOG_WARN("kafka", "dropped a record nobody waited for: %s", why);
+        }
+        if (p->on_too_large)
+            p->on_too_large(p->on_too_large_arg, protocol);
+    } else if (opaque) {
+        ack_wait_report_too_large(opaque, bytes, limit);
+    }
+}
+
 /* Delivery reports, on the poller thread (rd_kafka_poll). */
 static void dr_msg_cb(rd_kafka_t *rk, const rd_kafka_message_t *msg, void *opaque)
 {
     producer *p = opaque;
+    int protocol;
     (void)rk;
 
     if (msg->err == RD_KAFKA_RESP_ERR_NO_ERROR) {
@@ -189,7 +292,10 @@ static void dr_msg_cb(rd_kafka_t *rk, const rd_kafka_message_t *msg, void *opaqu
         atomic_fetch_add_explicit(&p->stats.failed, 1, memory_order_relaxed);
         LOG_DEBUG("kafka", "delivery failed: %s", rd_kafka_err2str(msg->err));
     }
-    if (msg->_private)
+    /* The broker's refusal: over the topic's max.message.bytes (or the broker's). */
+    if (msg->err == RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE)
+        too_large(p, msg->_private, record_bytes(msg), atomic_load(&p->topic_max));
+    else if (msg->_private && !opaque_unwaited(msg->_private, &protocol))
         ack_wait_report(msg->_private, msg->err);
 }
 
@@ -213,7 +319,7 @@ static void produce_one(producer *p, produce_msg *m)
         rd_kafka_resp_err_t err =
             rd_kafka_producev(p->rk, RD_KAFKA_V_RKT(p->topic), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
                               RD_KAFKA_V_VALUE(m->value, m->value_len), RD_KAFKA_V_KEY(m->key, m->key_len),
-                              RD_KAFKA_V_HEADERS(hdrs), RD_KAFKA_V_OPAQUE(m->wait), RD_KAFKA_V_END);
+                              RD_KAFKA_V_HEADERS(hdrs), RD_KAFKA_V_OPAQUE(msg_opaque(m)), RD_KAFKA_V_END);
         if (err == RD_KAFKA_RESP_ERR_NO_ERROR) {
             atomic_fetch_add_explicit(&p->stats.produced, 1, memory_order_relaxed);
             break;
@@ -231,8 +337,14 @@ static void produce_one(producer *p, produce_msg *m)
             }
             err = RD_KAFKA_RESP_ERR__TIMED_OUT; /* stopping, and Kafka takes nothing */
         }
-        LOG_WARN("kafka", "produce refused: %s", rd_kafka_err2str(err));
         atomic_fetch_add_explicit(&p->stats.failed, 1, memory_order_relaxed);
+        if (err == RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE) {
+            /* librdkafka's own refusal: over message.max.bytes (an operator's, smaller than ours). */
+            size_t bytes = m->value_len + m->key_len + m->ce_id_len + m->ce_source_len + m->ce_type_len + 55;
+            too_large(p, msg_opaque(m), bytes, p->msg_max);
+            break;
+        }
+        LOG_WARN("kafka", "produce refused: %s", rd_kafka_err2str(err));
         if (m->wait)
             ack_wait_report(m->wait, err);
         break;
@@ -276,8 +388,18 @@ static void *poller_main(void *arg)
     return NULL;
 }
 
+size_t producer_max_message_bytes(size_t max_event_bytes, size_t max_extensions, const char *gateway_id)
+{
+    size_t gwlen = gateway_id ? strlen(gateway_id) : 0;
+    /* Key, ce_id, ce_source, ce_type: distinct attributes of the event, but the key may be its source. */
+    size_t key_headers = max_event_bytes + EVENT_ATTR_MAX + (5 + 9 + 7 + 12) + 22;
+
+    return envelope_max_size(max_event_bytes, max_extensions, PEER_MAX, gwlen) + key_headers + RECORD_SLACK;
+}
+
 producer *producer_new(queue *q, gw_budget *budget, const char *bootstrap, const char *topic,
-                       const config_props *props, int threads, char *errbuf, size_t errlen)
+                       const config_props *props, int threads, size_t message_max_bytes, char *errbuf,
+                       size_t errlen)
 {
     producer *p = calloc(1, sizeof(*p));
     rd_kafka_conf_t *conf = NULL;
@@ -300,6 +422,23 @@ producer *producer_new(queue *q, gw_budget *budget, const char *bootstrap, const
         snprintf(kb, sizeof(kb), "%zu", budget->kafka / 1024 ? budget->kafka / 1024 : 1);
         if (rd_kafka_conf_set(conf, "queue.buffering.max.kbytes", kb, errbuf, errlen) != RD_KAFKA_CONF_OK)
             goto fail;
+    }
+    /*
+     * Every event our limits let in must fit in a record librdkafka takes:
+     * its default (1,000,000) is under a 1 MiB event. An operator's
+     * --kafka.message.max.bytes still wins; a record over it is a too_large.
+     */
+    if (message_max_bytes && !config_props_has(props, "message.max.bytes")) {
+        char v[32];
+        snprintf(v, sizeof(v), "%zu", message_max_bytes);
+        if (rd_kafka_conf_set(conf, "message.max.bytes", v, errbuf, errlen) != RD_KAFKA_CONF_OK)
+            goto fail;
+    }
+    {
+        char v[32];
+        size_t vlen = sizeof(v);
+        if (rd_kafka_conf_get(conf, "message.max.bytes", v, &vlen) == RD_KAFKA_CONF_OK)
+            p->msg_max = strtoull(v, NULL, 10);
     }
     rd_kafka_conf_set_dr_msg_cb(conf, dr_msg_cb);
     rd_kafka_conf_set_error_cb(conf, error_cb);
@@ -383,6 +522,65 @@ void producer_free(producer *p)
 const producer_stats *producer_get_stats(const producer *p)
 {
     return &p->stats;
+}
+
+size_t producer_message_max_bytes(const producer *p)
+{
+    return p->msg_max;
+}
+
+void producer_on_too_large(producer *p, void (*cb)(void *arg, int protocol), void *arg)
+{
+    p->on_too_large = cb;
+    p->on_too_large_arg = arg;
+}
+
+size_t producer_topic_max_bytes(producer *p, int timeout_ms)
+{
+    const char *name = rd_kafka_topic_name(p->topic);
+    rd_kafka_ConfigResource_t *res = rd_kafka_ConfigResource_new(RD_KAFKA_RESOURCE_TOPIC, name);
+    rd_kafka_AdminOptions_t *opts = rd_kafka_AdminOptions_new(p->rk, RD_KAFKA_ADMIN_OP_DESCRIBECONFIGS);
+    rd_kafka_queue_t *rq = rd_kafka_queue_new(p->rk);
+    rd_kafka_event_t *ev = NULL;
+    size_t found = 0;
+    char err[256];
+
+    if (res == NULL || opts == NULL || rq == NULL)
+        goto out;
+    rd_kafka_AdminOptions_set_request_timeout(opts, timeout_ms, err, sizeof(err));
+    rd_kafka_DescribeConfigs(p->rk, &res, 1, opts, rq);
+    /* Not answered in time: the request is dropped with its queue. */
+    if ((ev = rd_kafka_queue_poll(rq, timeout_ms)) == NULL)
+        goto out;
+    const rd_kafka_DescribeConfigs_result_t *r = rd_kafka_event_DescribeConfigs_result(ev);
+    size_t n_res = 0, n_cfg = 0;
+    const rd_kafka_ConfigResource_t **rs = r ? rd_kafka_DescribeConfigs_result_resources(r, &n_res) : NULL;
+    if (rd_kafka_event_error(ev) || n_res != 1 || rd_kafka_ConfigResource_error(rs[0])) {
+        LOG_DEBUG("kafka", "topic %s: no max.message.bytes: %s", name,
+                  rd_kafka_event_error(ev)      ? rd_kafka_event_error_string(ev)
+                  : n_res == 1 && rs[0] != NULL ? rd_kafka_ConfigResource_error_string(rs[0])
+                                                : "no answer");
+        goto out;
+    }
+    const rd_kafka_ConfigEntry_t **cs = rd_kafka_ConfigResource_configs(rs[0], &n_cfg);
+    for (size_t i = 0; i < n_cfg; i++) {
+        const char *v = rd_kafka_ConfigEntry_value(cs[i]);
+        if (strcmp(rd_kafka_ConfigEntry_name(cs[i]), "max.message.bytes") == 0 && v != NULL)
+            found = strtoull(v, NULL, 10);
+    }
+    if (found)
+        atomic_store(&p->topic_max, found);
+
+out:
+    if (ev)
+        rd_kafka_event_destroy(ev);
+    if (rq)
+        rd_kafka_queue_destroy(rq);
+    if (opts)
+        rd_kafka_AdminOptions_destroy(opts);
+    if (res)
+        rd_kafka_ConfigResource_destroy(res);
+    return found;
 }
 
 rd_kafka_t *producer_handle(producer *p)

@@ -34,7 +34,9 @@ typedef struct ack_inbox ack_inbox;
 
 typedef struct ack_wait {
     atomic_uint remaining; /* delivery reports still to come */
-    atomic_int error;      /* the first failure's rd_kafka_resp_err_t, or 0 */
+    atomic_int error;      /* the first failure's rd_kafka_resp_err_t, or 0; MSG_SIZE_TOO_LARGE wins */
+    /* With MSG_SIZE_TOO_LARGE: the refused record's bytes, and the limit it broke (0: not known). */
+    atomic_size_t too_large, too_large_limit;
     ack_inbox *inbox;      /* the loop that gets it back; NULL: done() runs on the reporting thread */
     struct ack_wait *next; /* inbox link */
     /* Loop-owned from here on: only the inbox's loop touches these (or done(), without an inbox). */
@@ -53,8 +55,20 @@ typedef struct ack_wait {
 ack_wait *ack_wait_new(unsigned n, ack_inbox *inbox, void (*done)(ack_wait *w), void *ctx);
 void ack_wait_free(ack_wait *w);
 
-/* Count one delivery report (any thread). On the last, posts w to its inbox, or runs done(w) without one. */
+/*
+ * Count one delivery report (any thread). On the last, posts w to its inbox, or runs done(w) without one.
+ * A record too large for Kafka makes the wait's error MSG_SIZE_TOO_LARGE whatever else failed: a retry
+ * can never take it, so the request must not be told to retry.
+ */
 void ack_wait_report(ack_wait *w, rd_kafka_resp_err_t err);
+/* The same for a record refused for its size: `bytes` of it, over `limit` (0: not known). */
+void ack_wait_report_too_large(ack_wait *w, size_t bytes, size_t limit);
+
+/*
+ * What a client is told about a wait that ended in MSG_SIZE_TOO_LARGE:
+ * "an event is too large for the Kafka topic (...)", into buf.
+ */
+void ack_wait_too_large_text(size_t bytes, size_t limit, char *buf, size_t size);
 
 /*
  * An inbox on an event loop (any thread may post; done() callbacks run on
@@ -74,6 +88,7 @@ void ack_inbox_drain(ack_inbox *inbox);
  */
 typedef struct produce_msg {
     ack_wait *wait; /* NULL when nobody waits (ack=accepted) */
+    int protocol;   /* envelope_protocol: whose drop it is when nobody waits */
     uint8_t *value; /* the Envelope, inside this allocation */
     size_t value_len;
     const char *key;
@@ -100,12 +115,43 @@ typedef struct producer_stats {
 } producer_stats;
 
 /*
+ * The message.max.bytes that lets every event within max_event_bytes and
+ * max_extensions through librdkafka, from a gateway with this id: the
+ * largest Envelope (envelope_max_size()), the key and headers (attributes of
+ * the event, so within max_event_bytes again, the source perhaps twice),
+ * and room for a record's and a batch's framing. The topic's
+ * max.message.bytes must be at least as much.
+ */
+size_t producer_max_message_bytes(size_t max_event_bytes, size_t max_extensions, const char *gateway_id);
+
+/*
  * Start `threads` workers draining `q` into a producer for `topic`, with the
  * contract's defaults and the operator's kafka.* properties, and a thread
- * serving delivery reports. NULL with the reason in errbuf.
+ * serving delivery reports. message_max_bytes sets librdkafka's
+ * message.max.bytes unless the operator did (0: librdkafka's default).
+ * NULL with the reason in errbuf.
  */
 producer *producer_new(queue *q, gw_budget *budget, const char *bootstrap, const char *topic,
-                       const config_props *props, int threads, char *errbuf, size_t errlen);
+                       const config_props *props, int threads, size_t message_max_bytes, char *errbuf,
+                       size_t errlen);
+
+/* The message.max.bytes librdkafka was given: the largest record it takes. */
+size_t producer_message_max_bytes(const producer *p);
+
+/*
+ * A record nobody waited for (ack=accepted, UDP) refused for its size: the
+ * gateway counts it as a drop. Runs on a producer or librdkafka thread; set
+ * it before any message is queued.
+ */
+void producer_on_too_large(producer *p, void (*cb)(void *arg, int protocol), void *arg);
+
+/*
+ * Ask the broker for the topic's max.message.bytes, waiting timeout_ms at
+ * most. Returns it (and keeps it for the messages of too_large refusals), or
+ * 0 when no answer came. The caller compares it with
+ * producer_message_max_bytes().
+ */
+size_t producer_topic_max_bytes(producer *p, int timeout_ms);
 
 /*
  * Stop: the queue must be closed already. Workers hand what is left in it to

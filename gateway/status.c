@@ -36,6 +36,35 @@ static void set_reachable(gateway_status *st, int brokers)
     }
 }
 
+/* Ask the topic's max.message.bytes again this often (in checks, a second apart): topics change. */
+#define TOPIC_CHECK_EVERY 60
+
+/*
+ * Whether the topic takes the largest record our limits let in: when it
+ * does not, a client's event can pass --max-event-bytes and still be
+ * refused by the broker (a too_large after the fact). Said once, and again
+ * only when the topic's answer changes.
+ */
+static void check_topic(gateway_status *st)
+{
+    const gateway_config *cfg = st->gw->cfg;
+    size_t have = producer_topic_max_bytes(st->prod, st->timeout_ms);
+
+    if (have == 0 || have == st->topic_max)
+        return;
+    st->topic_max = have;
+    if (have >= st->record_max) {
+        LOG_INFO("kafka", "topic %s takes records up to %zu bytes (max.message.bytes); the largest is %zu",
+                 cfg->kafka_topic, have, st->record_max);
+        return;
+    }
+    LOG_WARN("kafka",
+             "topic %s takes records up to %zu bytes (max.message.bytes), but an event within "
+             "--max-event-bytes=%zu can make a record of %zu: larger ones are refused with too_large (413). "
+             "Set the topic's max.message.bytes to at least %zu, or lower --max-event-bytes",
+             cfg->kafka_topic, have, cfg->max_event_bytes, st->record_max, st->record_max);
+}
+
 /*
  * The watcher's check. Its answer is kept in gw->kafka_reachable rather
  * than read from the watch, because gRPC's Health/Check asks with the
@@ -46,6 +75,14 @@ static const char *check_kafka(void *arg)
     gateway_status *st = arg;
 
     set_reachable(st, kafka_answers(st->prod, st->timeout_ms));
+    /*
+     * Not on the first check, which runs on the starting thread: the
+     * topic's answer is not worth a slower start. Until one comes, every
+     * check asks; then once a minute.
+     */
+    if (st->rounds++ > 0 && atomic_load(&st->gw->kafka_reachable) == 1 && st->record_max &&
+        (st->topic_max == 0 || st->rounds % TOPIC_CHECK_EVERY == 0))
+        check_topic(st);
     return atomic_load(&st->gw->kafka_reachable) == 1 ? NULL : "Kafka not reachable";
 }
 

@@ -19,6 +19,9 @@ typedef struct gateway_status {
     producer *prod;
     int timeout_ms; /* longest wait for Kafka's answer */
     watch *watcher;
+    size_t record_max; /* the largest record --max-event-bytes allows (producer_max_message_bytes()) */
+    size_t topic_max;  /* the topic's max.message.bytes as last told; 0 before (the watcher's) */
+    unsigned rounds;   /* the watcher's checks so far */
 } gateway_status;
 
 /*

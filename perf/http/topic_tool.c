@@ -20,6 +20,12 @@
 #include <librdkafka/rdkafka.h>
 
 #define TIMEOUT_MS 10000
+/*
+ * The topic's max.message.bytes, as deploy/local/up sets it
+ * (TOPIC_MAX_MESSAGE_BYTES): the largest record a gateway with the default
+ * --max-event-bytes can make, with room (docs/operating.md).
+ */
+#define TOPIC_MAX_MESSAGE_BYTES "2162688"
 
 /* Run one admin request and wait for its result event; NULL on timeout. */
 static rd_kafka_event_t *admin_wait(rd_kafka_queue_t *q)
@@ -35,8 +41,8 @@ static int topic_create(rd_kafka_t *rk, const char *topic, int partitions)
     rd_kafka_event_t *ev = NULL;
     int rc = 1;
 
-    if (!nt) {
-        fprintf(stderr, "http_topic: %s\n", errbuf);
+    if (!nt || rd_kafka_NewTopic_set_config(nt, "max.message.bytes", TOPIC_MAX_MESSAGE_BYTES)) {
+        fprintf(stderr, "http_topic: %s\n", nt ? "max.message.bytes refused" : errbuf);
         goto out;
     }
     rd_kafka_CreateTopics(rk, &nt, 1, NULL, q);

@@ -8,6 +8,7 @@ exist to prove that the real parts work.
 
 import os
 import pathlib
+import re
 import uuid
 
 import pytest
@@ -167,7 +168,8 @@ def kafka_topic(kafka_bootstrap, unique_name):
     from confluent_kafka.admin import AdminClient, NewTopic
 
     admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
-    futures = admin.create_topics([NewTopic(unique_name, num_partitions=1, replication_factor=1)],
+    futures = admin.create_topics([NewTopic(unique_name, num_partitions=1, replication_factor=1,
+                                            config={"max.message.bytes": str(TOPIC_MAX_MESSAGE_BYTES)})],
                                   operation_timeout=30, request_timeout=30)
     futures[unique_name].result(timeout=30)
     yield unique_name
@@ -215,17 +217,32 @@ def decode_envelope(pb):
 
 # ---- Kafka: topics and what arrives on them -----------------------------------
 
+def _topic_max_message_bytes():
+    """deploy/local/lib.sh's TOPIC_MAX_MESSAGE_BYTES: what the stack's topics take, so ours take the same."""
+    m = re.search(r"^TOPIC_MAX_MESSAGE_BYTES=(\d+)$", (REPO_ROOT / "deploy" / "local" / "lib.sh").read_text(), re.M)
+    assert m, "deploy/local/lib.sh sets no TOPIC_MAX_MESSAGE_BYTES"
+    return int(m.group(1))
+
+
+TOPIC_MAX_MESSAGE_BYTES = _topic_max_message_bytes()
+
+
 @pytest.fixture(scope="session")
 def make_topic(kafka_bootstrap):
-    """make_topic(prefix, partitions=1) -> the name of a fresh topic, deleted at the session's end."""
+    """make_topic(prefix, partitions=1, config=None) -> the name of a fresh topic, deleted at the session's end.
+
+    Its max.message.bytes is deploy/local/up's (TOPIC_MAX_MESSAGE_BYTES) unless config sets it.
+    """
     from confluent_kafka.admin import AdminClient, NewTopic
 
     admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
     made = []
 
-    def make(prefix="it", partitions=1):
+    def make(prefix="it", partitions=1, config=None):
         name = f"it-{prefix}-{uuid.uuid4().hex[:12]}"
-        futures = admin.create_topics([NewTopic(name, num_partitions=partitions, replication_factor=1)],
+        config = {"max.message.bytes": str(TOPIC_MAX_MESSAGE_BYTES), **(config or {})}
+        futures = admin.create_topics([NewTopic(name, num_partitions=partitions, replication_factor=1,
+                                                config=config)],
                                       operation_timeout=30, request_timeout=30)
         futures[name].result(timeout=30)
         made.append(name)

@@ -377,6 +377,81 @@ static void test_bytes_are_protobuf_c_s(void **state)
     }
 }
 
+/*
+ * envelope_max_size() against the encoder's worst: events that every limit
+ * lets through, built to make the most overhead (every attribute, every
+ * extension allowed, the widest timestamp, lengths that need three varint
+ * bytes), or none (one attribute holding it all). The bound must hold for
+ * each, and stay close to the worst (it sets what Kafka must take).
+ */
+static size_t worst_case(size_t max_event_bytes, int n_ext, int fill, envelope_meta *meta)
+{
+    ing_event ev;
+    ing_event_error err;
+    size_t len, ce_len;
+
+    ing_event_init(&ev);
+    set(&ev, "id", "0192b5f0-0000-7000-8000-000000000001");
+    set(&ev, "source", "/s");
+    set(&ev, "type", "t");
+    set(&ev, "specversion", "1.0");
+    set(&ev, "time", "0001-01-01T00:00:00.999999999Z");
+    set(&ev, "datacontenttype", "a/b");
+    set(&ev, "dataschema", "u:x");
+    set(&ev, "subject", "s");
+    for (int i = 0; i < n_ext; i++) {
+        char name[16];
+        snprintf(name, sizeof(name), "e%d", i);
+        set(&ev, name, "v");
+    }
+    size_t used = ing_event_size(&ev) + (fill ? 0 : 3); /* "big" */
+    size_t rest = max_event_bytes > used ? max_event_bytes - used : 0;
+    unsigned char *data = malloc(rest + 1);
+    memset(data, 'd', rest);
+    data[rest] = '\0';
+    if (fill) /* all of it in the data */
+        ing_event_set_data(&ev, EVENT_DATA_BINARY, data, rest);
+    else { /* all of it in one extension's value */
+        set(&ev, "big", (const char *)data);
+        free(data);
+        ing_event_set_data(&ev, EVENT_DATA_TEXT, (unsigned char *)strdup(""), 0);
+    }
+    lim.max_event_bytes = max_event_bytes;
+    if (ing_event_validate(&ev, &lim, -1, &err) != 0)
+        fail_msg("%zu bytes: %s", max_event_bytes, err.message);
+    assert_true(ing_event_size(&ev) <= max_event_bytes);
+    len = envelope_size(&ev, meta, &ce_len);
+    ing_event_clear(&ev);
+    return len;
+}
+
+static void test_max_size_bounds_the_worst(void **state)
+{
+    static const size_t limits[] = {1024, 16383, 16384, 2097151, 1 << 20, 8 << 20};
+    char peer[129];
+    (void)state;
+
+    memset(peer, '9', 128);
+    peer[128] = '\0';
+    envelope_meta meta = {
+        .received_unix_nanos = INT64_MIN, .protocol = ENVELOPE_GRPC, .peer = peer, .gateway_id = "gateway-7"};
+    for (size_t i = 0; i < sizeof(limits) / sizeof(limits[0]); i++) {
+        size_t bound = envelope_max_size(limits[i], lim.max_extensions, 128, 9), worst = 0;
+        for (int fill = 0; fill < 2; fill++) {
+            /* "big" is an extension too: one fewer of the small ones then. */
+            size_t n = worst_case(limits[i], (int)lim.max_extensions - (fill ? 0 : 1), fill, &meta);
+            assert_true(n <= bound);
+            if (n > worst)
+                worst = n;
+        }
+        /* Within 1 KiB of the worst found, and never below max_event_bytes plus the peer and id. */
+        print_message("max_event_bytes %zu: bound %zu, worst built %zu\n", limits[i], bound, worst);
+        assert_true(bound - worst < 1024);
+        assert_true(bound > limits[i] + 128 + 9);
+    }
+    lim.max_event_bytes = 1 << 20;
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -387,6 +462,7 @@ int main(void)
         cmocka_unit_test(test_from_proto_typed_attributes),
         cmocka_unit_test(test_key_and_helpers),
         cmocka_unit_test(test_bytes_are_protobuf_c_s),
+        cmocka_unit_test(test_max_size_bounds_the_worst),
     };
     return cmocka_run_group_tests(tests, setup, NULL);
 }

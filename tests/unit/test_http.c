@@ -1492,6 +1492,31 @@ static void test_committed_kafka_error(void **state)
     cli_close(c);
 }
 
+static void test_committed_too_large_for_kafka(void **state)
+{
+    hfx *f = *state;
+    client *c = cli_open(f);
+    response r;
+    produce_msg *m[3];
+    const char *body = "[{\"source\":\"/s\",\"type\":\"t\"},{\"source\":\"/"
+                       "s\",\"type\":\"t\"},{\"source\":\"/s\",\"type\":\"t\"}]";
+
+    /* One record the topic will never take, another failed for a while: 413, not a 503 to retry forever. */
+    post_on(c, "/v1/events", CE_BATCH, body, strlen(body));
+    take(f, m, 3);
+    ack_wait_report(m[0]->wait, RD_KAFKA_RESP_ERR__MSG_TIMED_OUT);
+    ack_wait_report_too_large(m[1]->wait, 1234567, 1048588);
+    ack_wait_report(m[2]->wait, RD_KAFKA_RESP_ERR_NO_ERROR);
+    free_msgs(m, 3);
+    assert_int_equal(cli_read(c, &r), 0);
+    expect_error(&r, 413, "too_large", -1);
+    assert_non_null(strstr(error_message(&r), "too large for the Kafka topic (its record is 1234567 bytes"));
+    assert_non_null(strstr(error_message(&r), "more than the 1048588 it takes"));
+    resp_free(&r);
+    assert_true(wait_pending(f, 0));
+    cli_close(c);
+}
+
 static void test_committed_timeout(void **state)
 {
     hfx *f = *state;
@@ -1732,6 +1757,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_queue_full, setup_small_queue, teardown),
         cmocka_unit_test_setup_teardown(test_shutting_down, setup, teardown),
         cmocka_unit_test_setup_teardown(test_committed, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_committed_too_large_for_kafka, setup, teardown),
         cmocka_unit_test_setup_teardown(test_committed_kafka_error, setup, teardown),
         cmocka_unit_test_setup_teardown(test_committed_timeout, setup_short_ack, teardown),
         cmocka_unit_test_setup_teardown(test_committed_client_gone, setup, teardown),

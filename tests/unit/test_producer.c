@@ -46,8 +46,9 @@ static ing_event_limits lim;
 typedef struct waiter {
     atomic_int calls;
     atomic_int error;
-    pthread_t thread; /* where done() ran */
-    int order[8];     /* ids of waits in the order their done() ran */
+    atomic_size_t too_large, too_large_limit; /* the wait's, when done() ran */
+    pthread_t thread;                         /* where done() ran */
+    int order[8];                             /* ids of waits in the order their done() ran */
     int n_order;
 } waiter;
 
@@ -61,6 +62,8 @@ static void done_cb(ack_wait *w)
     waiter *x = w->ctx;
     x->thread = pthread_self();
     atomic_store(&x->error, atomic_load(&w->error));
+    atomic_store(&x->too_large, atomic_load(&w->too_large));
+    atomic_store(&x->too_large_limit, atomic_load(&w->too_large_limit));
     atomic_fetch_add(&x->calls, 1);
     ack_wait_free(w);
 }
@@ -166,6 +169,42 @@ static void *report_main(void *arg)
         ack_wait_report(r->w,
                         i == r->fail_at ? RD_KAFKA_RESP_ERR__MSG_TIMED_OUT : RD_KAFKA_RESP_ERR_NO_ERROR);
     return NULL;
+}
+
+static void test_ack_wait_too_large_wins(void **state)
+{
+    waiter x = {0};
+    ack_wait *w = ack_wait_new(4, NULL, done_cb, &x);
+    char text[256];
+    (void)state;
+
+    /* Whatever failed first, a record Kafka can never take decides: no retry would help. */
+    ack_wait_report(w, RD_KAFKA_RESP_ERR__MSG_TIMED_OUT);
+    ack_wait_report_too_large(w, 5000, 4096);
+    ack_wait_report_too_large(w, 7000, 0); /* the first one's figures stay */
+    ack_wait_report(w, RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION);
+    assert_int_equal(atomic_load(&x.calls), 1);
+    assert_int_equal(atomic_load(&x.error), RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE);
+    assert_int_equal(atomic_load(&x.too_large), 5000);
+    assert_int_equal(atomic_load(&x.too_large_limit), 4096);
+    ack_wait_too_large_text(5000, 4096, text, sizeof(text));
+    assert_non_null(strstr(text, "too large for the Kafka topic (its record is 5000 bytes"));
+    assert_non_null(strstr(text, "more than the 4096 it takes"));
+    ack_wait_too_large_text(5000, 0, text, sizeof(text));
+    assert_null(strstr(text, "it takes"));
+}
+
+static void test_max_message_bytes(void **state)
+{
+    (void)state;
+    size_t env = envelope_max_size(1 << 20, 64, 128, 4);
+    size_t rec = producer_max_message_bytes(1 << 20, 64, "gw-1");
+
+    /* The Envelope, then the key and headers again (the subject may be the key): twice the event. */
+    assert_true(rec > env + (1 << 20));
+    assert_true(rec < env + (1 << 20) + 4096);
+    assert_true(producer_max_message_bytes(1 << 20, 64, "a-longer-gateway-id") > rec);
+    assert_true(producer_max_message_bytes(4096, 64, "gw-1") < 16384);
 }
 
 static void test_ack_wait_threads(void **state)
@@ -546,7 +585,7 @@ static int kafka_teardown(void **state)
     return 0;
 }
 
-static producer *start(kfx *k, const char *const *props_kv)
+static producer *start_max(kfx *k, const char *const *props_kv, size_t message_max_bytes)
 {
     char *keys[8], *values[8];
     config_props props = {keys, values, 0};
@@ -556,10 +595,15 @@ static producer *start(kfx *k, const char *const *props_kv)
         keys[props.n] = (char *)props_kv[0];
         values[props.n] = (char *)props_kv[1];
     }
-    k->p = producer_new(k->q, NULL, bootstraps, k->topic, &props, 1, err, sizeof(err));
+    k->p = producer_new(k->q, NULL, bootstraps, k->topic, &props, 1, message_max_bytes, err, sizeof(err));
     if (k->p == NULL)
         fail_msg("producer_new: %s", err);
     return k->p;
+}
+
+static producer *start(kfx *k, const char *const *props_kv)
+{
+    return start_max(k, props_kv, 0);
 }
 
 /* Queue n messages ("m-0", "m-1", ...) that wait on w (or nobody). */
@@ -646,7 +690,8 @@ static void test_producer_delivers(void **state)
     waiter x = {0};
     const int n = 200;
 
-    start(k, NULL);
+    start_max(k, NULL, 3 << 20);
+    assert_int_equal(producer_message_max_bytes(k->p), 3 << 20);
     ack_wait *w = ack_wait_new((unsigned)n, k->inbox, done_cb, &x);
     push_n(k, n, w, 0);
     assert_true(loop_until(k->base, &x, 1, 8000));
@@ -673,6 +718,85 @@ static void test_producer_delivers(void **state)
     check_topic(k, n + 5);
     producer_free(k->p);
     k->p = NULL;
+}
+
+/* Queue one message of `data_len` bytes of data, waiting on w (or nobody). */
+static void push_big(kfx *k, size_t data_len, ack_wait *w)
+{
+    ing_event ev;
+    make_event(&ev, "big-1", NULL);
+    unsigned char *data = malloc(data_len + 1);
+    memset(data, 'b', data_len);
+    data[data_len] = '\0';
+    ing_event_set_data(&ev, EVENT_DATA_BINARY, data, data_len);
+    produce_msg *m = produce_msg_new(&ev, 42, ENVELOPE_UDP, "127.0.0.1:9", "gw-test", w);
+    assert_non_null(m);
+    assert_int_equal(queue_push(k->q, m), 0);
+    ing_event_clear(&ev);
+}
+
+static atomic_int too_large_drops, too_large_protocol;
+
+static void count_drop(void *arg, int protocol)
+{
+    (void)arg;
+    atomic_store(&too_large_protocol, protocol);
+    atomic_fetch_add(&too_large_drops, 1);
+}
+
+static void test_producer_too_large_for_librdkafka(void **state)
+{
+    kfx *k = *state;
+    waiter x = {0}, y = {0};
+    static const char *const props[] = {"message.max.bytes", "1000", QUIET, NULL};
+
+    /* The operator's message.max.bytes wins over ours, and a record over it is too_large, not retried. */
+    start_max(k, props, 1 << 20);
+    assert_int_equal(producer_message_max_bytes(k->p), 1000);
+    atomic_store(&too_large_drops, 0);
+    producer_on_too_large(k->p, count_drop, NULL);
+    ack_wait *w = ack_wait_new(1, k->inbox, done_cb, &x);
+    push_big(k, 2000, w);
+    assert_true(loop_until(k->base, &x, 1, 8000));
+    assert_int_equal(atomic_load(&x.error), RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE);
+    assert_true(atomic_load(&x.too_large) > 2000);
+    assert_int_equal(atomic_load(&x.too_large_limit), 1000);
+    /* Nobody waits for this one: its protocol's drop. */
+    push_big(k, 2000, NULL);
+    long long end = now_ms() + 5000;
+    while (atomic_load(&too_large_drops) == 0 && now_ms() < end)
+        usleep(1000);
+    assert_int_equal(atomic_load(&too_large_drops), 1);
+    assert_int_equal(atomic_load(&too_large_protocol), ENVELOPE_UDP);
+    /* And the next one, small, goes. */
+    ack_wait *w2 = ack_wait_new(1, k->inbox, done_cb, &y);
+    push_big(k, 100, w2);
+    assert_true(loop_until(k->base, &y, 1, 8000));
+    assert_int_equal(atomic_load(&y.error), 0);
+}
+
+static void test_producer_too_large_for_the_broker(void **state)
+{
+    kfx *k = *state;
+    waiter x = {0}, y = {0};
+
+    /* The broker's refusal (the topic's max.message.bytes), not known to the gateway: no limit said. */
+    rd_kafka_mock_push_request_errors(mock, API_PRODUCE, 1, RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE);
+    start(k, NULL);
+    atomic_store(&too_large_drops, 0);
+    producer_on_too_large(k->p, count_drop, NULL);
+    ack_wait *w = ack_wait_new(1, k->inbox, done_cb, &x);
+    push_big(k, 3000, w);
+    assert_true(loop_until(k->base, &x, 1, 8000));
+    assert_int_equal(atomic_load(&x.error), RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE);
+    assert_true(atomic_load(&x.too_large) > 3000);
+    assert_int_equal(atomic_load(&x.too_large_limit), 0);
+    assert_int_equal(atomic_load(&too_large_drops), 0);
+    /* The producer goes on. */
+    ack_wait *w2 = ack_wait_new(1, k->inbox, done_cb, &y);
+    push_big(k, 100, w2);
+    assert_true(loop_until(k->base, &y, 1, 8000));
+    assert_int_equal(atomic_load(&y.error), 0);
 }
 
 static void test_producer_broker_down(void **state)
@@ -841,7 +965,7 @@ static void test_producer_bad_property(void **state)
     config_props props = {keys, values, 2};
     char err[512] = "";
 
-    assert_null(producer_new(k->q, NULL, bootstraps, k->topic, &props, 1, err, sizeof(err)));
+    assert_null(producer_new(k->q, NULL, bootstraps, k->topic, &props, 1, 0, err, sizeof(err)));
     if (strstr(err, "no.such.property") == NULL)
         fail_msg("message does not name the property: %s", err);
 
@@ -849,7 +973,7 @@ static void test_producer_bad_property(void **state)
     char *keys2[] = {"acks"}, *values2[] = {"maybe"};
     config_props props2 = {keys2, values2, 1};
     err[0] = '\0';
-    assert_null(producer_new(k->q, NULL, bootstraps, k->topic, &props2, 1, err, sizeof(err)));
+    assert_null(producer_new(k->q, NULL, bootstraps, k->topic, &props2, 1, 0, err, sizeof(err)));
     if (strstr(err, "acks") == NULL)
         fail_msg("message does not name the property: %s", err);
 
@@ -857,7 +981,7 @@ static void test_producer_bad_property(void **state)
     char *keys3[] = {"max.in.flight.requests.per.connection"}, *values3[] = {"100"};
     config_props props3 = {keys3, values3, 1};
     err[0] = '\0';
-    assert_null(producer_new(k->q, NULL, bootstraps, k->topic, &props3, 1, err, sizeof(err)));
+    assert_null(producer_new(k->q, NULL, bootstraps, k->topic, &props3, 1, 0, err, sizeof(err)));
     assert_true(strlen(err) > 0);
 
     producer_free(NULL);
@@ -874,6 +998,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_ack_wait_counting),
         cmocka_unit_test(test_ack_wait_first_error_kept),
+        cmocka_unit_test(test_ack_wait_too_large_wins),
+        cmocka_unit_test(test_max_message_bytes),
         cmocka_unit_test(test_ack_wait_threads),
         cmocka_unit_test(test_ack_wait_direct_threads),
         cmocka_unit_test(test_ack_wait_direct_last_report),
@@ -886,6 +1012,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_producer_delivers, kafka_setup, kafka_teardown),
         cmocka_unit_test_setup_teardown(test_producer_broker_down, kafka_setup, kafka_teardown),
         cmocka_unit_test_setup_teardown(test_producer_refused_by_broker, kafka_setup, kafka_teardown),
+        cmocka_unit_test_setup_teardown(test_producer_too_large_for_librdkafka, kafka_setup, kafka_teardown),
+        cmocka_unit_test_setup_teardown(test_producer_too_large_for_the_broker, kafka_setup, kafka_teardown),
         cmocka_unit_test_setup_teardown(test_producer_retries_transient_errors, kafka_setup, kafka_teardown),
         cmocka_unit_test_setup_teardown(test_producer_stop_drains_queue, kafka_setup, kafka_teardown),
         cmocka_unit_test_setup_teardown(test_producer_stop_undelivered, kafka_setup, kafka_teardown),
