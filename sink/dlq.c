@@ -16,6 +16,28 @@ struct sink_dlq {
     const char *source_topic;
 };
 
+/*
+ * A dead letter is the record as it came (up to its topic's max.message.bytes:
+ * 2 MiB + 64 KiB as deploy/local/up makes the topics, for a gateway at 1 MiB
+ * events) with the ingest_* headers added: past librdkafka's default
+ * message.max.bytes of 1,000,000, which would refuse the largest ones. The
+ * dead-letter topic's own limit decides; --kafka.message.max.bytes still wins.
+ */
+#define DLQ_MESSAGE_MAX_BYTES "8388608"
+
+static const kafka_prop *dlq_defaults(void)
+{
+    static kafka_prop defaults[32];
+
+    if (defaults[0].key == NULL) {
+        size_t n = 0;
+        for (; kafka_producer_defaults[n].key && n < sizeof(defaults) / sizeof(defaults[0]) - 2; n++)
+            defaults[n] = kafka_producer_defaults[n];
+        defaults[n] = (kafka_prop){"message.max.bytes", DLQ_MESSAGE_MAX_BYTES};
+    }
+    return defaults;
+}
+
 sink_dlq *sink_dlq_new(const char *bootstrap, const config_props *props, const char *dlq_topic,
                        const char *source_topic, char *err, size_t errlen)
 {
@@ -26,8 +48,7 @@ sink_dlq *sink_dlq_new(const char *bootstrap, const config_props *props, const c
         return NULL;
     }
     d->source_topic = source_topic;
-    if ((d->rk = kafka_new(RD_KAFKA_PRODUCER, bootstrap, kafka_producer_defaults, props, err, errlen)) ==
-        NULL)
+    if ((d->rk = kafka_new(RD_KAFKA_PRODUCER, bootstrap, dlq_defaults(), props, err, errlen)) == NULL)
         goto fail;
     if ((d->topic = rd_kafka_topic_new(d->rk, dlq_topic, NULL)) == NULL) {
         snprintf(err, errlen, "topic %s: %s", dlq_topic, rd_kafka_err2str(rd_kafka_last_error()));

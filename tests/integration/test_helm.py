@@ -400,7 +400,7 @@ def test_values_reach_the_programs():
         assert env["INGEST_KAFKA_BOOTSTRAP"]["value"] == "kafka-0.kafka:9093,kafka-1.kafka:9093"
         assert env["INGEST_KAFKA_TOPIC"]["value"] == "cloudevents"
         assert env["INGEST_KAFKA__SECURITY_PROTOCOL"]["value"] == "SASL_SSL"
-        assert env["INGEST_KAFKA__MESSAGE_MAX_BYTES"]["value"] == "2000000"
+        assert env["INGEST_KAFKA__MESSAGE_MAX_BYTES"]["value"] == "4194304"
         assert env["INGEST_LOG_LEVEL"]["value"] == "debug"
     assert gw["INGEST_QUEUE_CAPACITY"]["value"] == "131072"
     assert gw["INGEST_HTTP_THREADS"]["value"] == "4"
