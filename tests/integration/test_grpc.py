@@ -62,9 +62,14 @@ def reader(ggw, topic_reader):
     return topic_reader(ggw.topic)
 
 
-def channel(target):
-    return grpc.insecure_channel(target, options=[("grpc.max_receive_message_length", 64 << 20),
-                                                  ("grpc.max_send_message_length", 64 << 20)])
+def channel(target, own_connection=False):
+    """A grpcio channel. Channels to one target share one connection (grpcio's global subchannel pool)
+    unless own_connection: many clients in this one process are then many clients to the gateway, not
+    one connection past its 100 streams (REFUSED_STREAM under load)."""
+    options = [("grpc.max_receive_message_length", 64 << 20), ("grpc.max_send_message_length", 64 << 20)]
+    if own_connection:
+        options.append(("grpc.use_local_subchannel_pool", 1))
+    return grpc.insecure_channel(target, options=options)
 
 
 @pytest.fixture(scope="module")
@@ -718,7 +723,7 @@ def test_stream_that_never_reads_its_acks_is_held_back_and_others_are_served(sta
 def unruly_client(target, pb, rng, errors):
     """One client: a stream that sends a few requests, then cancels, hangs up, or stops reading its acks."""
     try:
-        ch = channel(target)
+        ch = channel(target, own_connection=True)
         stub = pb.ingest_pb2_grpc.IngestStub(ch)
         n = rng.randint(1, 20)
         stop = threading.Event()
