@@ -829,6 +829,15 @@ static long head_scan(head_state *st, const unsigned char *at, size_t len, const
                 return -1;
             } else if (ch == '\n') {
                 goto bare_lf;
+            } else if (!is_tchar(ch)) {
+                /*
+                 * A method is a token. Said at the first byte, so a TLS
+                 * ClientHello (0x16) on a plaintext port fails at once
+                 * instead of waiting for a line end that may never come.
+                 */
+                *why = ch == 0x16 ? "a TLS handshake on a plaintext HTTP port: use http://, not https://"
+                                  : "the request line does not start with a method";
+                return -1;
             } else {
                 s = H_LINE;
             }
