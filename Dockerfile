@@ -53,12 +53,13 @@ RUN apt-get update \
 USER 10001:10001
 
 # The gRPC core is linked in (static, built in the build stage); it needs
-# OpenSSL, zlib and the C++ runtime.
+# OpenSSL, zlib and the C++ runtime. The HTTP port's TLS needs libevent's
+# OpenSSL bufferevents, over the same OpenSSL.
 FROM runtime AS gateway
 USER root
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-      libssl3 libstdc++6 libhttp-parser2.9 libjemalloc2 zlib1g \
+      libssl3 libevent-openssl-2.1-7 libstdc++6 libhttp-parser2.9 libjemalloc2 zlib1g \
  && rm -rf /var/lib/apt/lists/*
 USER 10001:10001
 COPY --from=build /src/build/bin/gateway /usr/local/bin/gateway

@@ -778,6 +778,16 @@ static void refused_connection(void *arg)
     gw_admit_count_refused(f->gw, GW_HTTP, GW_R_too_many_connections);
 }
 
+/* A TLS handshake on this port failed or timed out (http_server.c logs the reason at debug). */
+static void tls_failed(const char *peer, const char *why, void *arg)
+{
+    gw_http_loop *f = arg;
+    (void)peer;
+    (void)why;
+
+    atomic_fetch_add_explicit(&f->gw->metrics.tls_handshake_failures[GW_HTTP], 1, memory_order_relaxed);
+}
+
 gw_http_loop *gw_http_loop_new(struct event_base *base, evutil_socket_t fd, gateway *gw)
 {
     gw_http_loop *f = calloc(1, sizeof(*f));
@@ -798,6 +808,8 @@ gw_http_loop *gw_http_loop_new(struct event_base *base, evutil_socket_t fd, gate
         .stall_evict_ms = 1000,
         .body_waiters = &gw->http_body_waiters,
         .head = head,
+        .tls = gw->http_tls,
+        .tls_failed = tls_failed,
         .refused_connection = refused_connection,
         .handle = handle,
         .abort = on_abort,

@@ -12,9 +12,12 @@
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
 #include <event2/event.h>
 #include <event2/listener.h>
 #include <http_parser.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
 
 #include "log.h"
 #include "mono.h"
@@ -61,6 +64,9 @@ typedef struct hdr_span {
 typedef struct http_conn {
     gw_http_server *srv;
     struct bufferevent *bev;
+    SSL *ssl;        /* TLS: the bufferevent's (it frees it); NULL in plaintext */
+    int handshaking; /* TLS: accepted, the handshake not finished */
+    int tls_closed;  /* TLS: close_notify sent, or the session failed: nothing more to say */
     http_parser parser;
     gw_http_request req;
     char peer[64];
@@ -431,6 +437,41 @@ static void room_unlink(http_conn *c)
     atomic_fetch_sub(srv->cfg.body_waiters, 1);
 }
 
+/*
+ * TLS: say close_notify before the FIN, so a client can tell our close from
+ * a truncation. One try, never waited on; after a failed session OpenSSL
+ * would refuse, so it is not asked.
+ */
+static void tls_close_notify(http_conn *c)
+{
+    if (c->ssl == NULL || c->handshaking || c->tls_closed)
+        return;
+    c->tls_closed = 1;
+    SSL_shutdown(c->ssl);
+    /* What it may have queued (a reset peer) is no later caller's error on this thread. */
+    ERR_clear_error();
+}
+
+/* A TLS handshake that did not finish: reported (why NULL: the bufferevent's OpenSSL error), unless the
+ * client closed without sending a byte (a TCP health check, a port scan). */
+static void tls_handshake_failed(http_conn *c, const char *why)
+{
+    gw_http_server *srv = c->srv;
+    unsigned long e = bufferevent_get_openssl_error(c->bev);
+
+    c->handshaking = 0;
+    c->tls_closed = 1;
+    if (why == NULL && BIO_number_read(SSL_get_rbio(c->ssl)) == 0)
+        return;
+    if (why == NULL)
+        why = e ? ERR_reason_error_string(e) : "the connection closed during the handshake";
+    if (why == NULL)
+        why = "unknown error";
+    LOG_DEBUG("http", "TLS handshake failed peer=%s error=\"%s\"", c->peer, why);
+    if (srv->cfg.tls_failed)
+        srv->cfg.tls_failed(c->peer, why, srv->cfg.arg);
+}
+
 static void conn_free(http_conn *c)
 {
     gw_http_server *srv = c->srv;
@@ -454,6 +495,7 @@ static void conn_free(http_conn *c)
         srv->cfg.give_body(c->reserved, srv->cfg.arg);
     atomic_fetch_sub(srv->cfg.open_conns, 1);
     event_free(c->deadline);
+    tls_close_notify(c);
     bufferevent_free(c->bev);
     evbuffer_free(c->req.body);
     free(c->hcopy);
@@ -589,6 +631,9 @@ static void deadline_cb(evutil_socket_t fd, short what, void *arg)
 
     conn_enter(c);
     if (c->lingering) {
+        c->closing = 1;
+    } else if (c->handshaking) {
+        tls_handshake_failed(c, "timeout");
         c->closing = 1;
     } else if (c->busy || c->close_after_write || c->closing || !c->in_request) {
         /* Handed over or done meanwhile. */
@@ -829,6 +874,15 @@ static long head_scan(head_state *st, const unsigned char *at, size_t len, const
                 return -1;
             } else if (ch == '\n') {
                 goto bare_lf;
+            } else if (!is_tchar(ch)) {
+                /*
+                 * A method is a token. Said at the first byte, so a TLS
+                 * ClientHello (0x16) on a plaintext port fails at once
+                 * instead of waiting for a line end that may never come.
+                 */
+                *why = ch == 0x16 ? "a TLS handshake on a plaintext HTTP port: use http://, not https://"
+                                  : "the request line does not start with a method";
+                return -1;
             } else {
                 s = H_LINE;
             }
@@ -1032,6 +1086,7 @@ static void write_cb(struct bufferevent *bev, void *arg)
          */
         struct timeval tv = {2, 0};
         c->lingering = 1;
+        tls_close_notify(c);
         shutdown(bufferevent_getfd(c->bev), SHUT_WR);
         bufferevent_set_timeouts(c->bev, &tv, NULL);
         evtimer_add(c->deadline, &tv);
@@ -1047,8 +1102,17 @@ static void event_cb(struct bufferevent *bev, short what, void *arg)
     (void)bev;
 
     conn_enter(c);
-    if ((what & BEV_EVENT_TIMEOUT) && (what & BEV_EVENT_READING) && c->in_request && !c->busy &&
-        !c->close_after_write) {
+    if (c->handshaking) {
+        if (what & BEV_EVENT_CONNECTED) {
+            /* The header deadline the handshake ran under; the request's own starts at its first byte. */
+            c->handshaking = 0;
+            evtimer_del(c->deadline);
+        } else if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR | BEV_EVENT_TIMEOUT)) {
+            tls_handshake_failed(c, (what & BEV_EVENT_TIMEOUT) ? "timeout" : NULL);
+            c->closing = 1;
+        }
+    } else if ((what & BEV_EVENT_TIMEOUT) && (what & BEV_EVENT_READING) && c->in_request && !c->busy &&
+               !c->close_after_write) {
         /* Stalled mid-request: the client hears why (408) rather than just losing the connection. */
         snprintf(c->err_buf, sizeof(c->err_buf), "nothing came for %d ms in the middle of a request",
                  c->srv->cfg.idle_timeout_ms);
@@ -1056,6 +1120,8 @@ static void event_cb(struct bufferevent *bev, short what, void *arg)
     } else if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR | BEV_EVENT_TIMEOUT)) {
         if ((what & BEV_EVENT_TIMEOUT) && !c->busy && !c->in_request)
             LOG_DEBUG("http", "idle connection closed peer=%s", c->peer);
+        if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR))
+            c->tls_closed = 1; /* a failed session takes no close_notify */
         c->closing = 1;
     }
     conn_leave(c);
@@ -1090,8 +1156,20 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
     if (c == NULL || (c->hbuf = malloc(srv->cfg.max_header_bytes)) == NULL ||
         (c->req.body = evbuffer_new()) == NULL ||
         (c->deadline = evtimer_new(srv->base, deadline_cb, c)) == NULL ||
-        (c->bev = bufferevent_socket_new(srv->base, fd, BEV_OPT_CLOSE_ON_FREE)) == NULL) {
+        (srv->cfg.tls && (c->ssl = SSL_new(srv->cfg.tls)) == NULL) ||
+        (c->bev = srv->cfg.tls ? bufferevent_openssl_socket_new(
+                                     srv->base, fd, c->ssl, BUFFEREVENT_SSL_ACCEPTING, BEV_OPT_CLOSE_ON_FREE)
+                               : bufferevent_socket_new(srv->base, fd, BEV_OPT_CLOSE_ON_FREE)) == NULL) {
         LOG_WARN("http", "out of memory: connection refused");
+        /*
+         * A failed bufferevent_openssl_socket_new may have freed the SSL and
+         * closed the descriptor already (libevent 2.1 does on some of its
+         * paths): a leak is better than closing a descriptor another thread
+         * may have been given meanwhile.
+         */
+        int owned = !(c && c->ssl);
+        if (srv->cfg.tls)
+            ERR_clear_error();
         if (c) {
             if (c->deadline)
                 event_free(c->deadline);
@@ -1101,7 +1179,10 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
             free(c);
         }
         atomic_fetch_sub(srv->cfg.open_conns, 1);
-        refuse_connection(srv, fd);
+        if (owned)
+            refuse_connection(srv, fd);
+        else if (srv->cfg.refused_connection)
+            srv->cfg.refused_connection(srv->cfg.arg);
         return;
     }
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
@@ -1121,9 +1202,25 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
      * Bound what a client can send ahead of the parser: input is parsed as it
      * comes (a body into its budgeted buffer), so only pipelined requests
      * behind one being handled wait here, and at most this much of them.
+     * Under TLS too: a record's rest kept inside OpenSSL at the mark is read
+     * once the input drains (tests/integration/test_tls.py pipelines past it).
      */
     bufferevent_setwatermark(c->bev, EV_READ, 0, READ_AHEAD);
     bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+    if (c->ssl) {
+        /*
+         * The handshake runs under the header deadline, counted from the
+         * accept: the idle timeout restarts on every byte, so alone it would
+         * let a client trickle a ClientHello for hours.
+         */
+        c->handshaking = 1;
+        bufferevent_openssl_set_allow_dirty_shutdown(c->bev, 1);
+        if (srv->cfg.header_timeout_ms > 0) {
+            struct timeval tv = {srv->cfg.header_timeout_ms / 1000,
+                                 (srv->cfg.header_timeout_ms % 1000) * 1000};
+            evtimer_add(c->deadline, &tv);
+        }
+    }
 }
 
 static void resume_cb(evutil_socket_t fd, short what, void *arg)

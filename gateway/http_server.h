@@ -27,6 +27,7 @@
 
 struct event_base;
 struct evbuffer;
+struct ssl_ctx_st;
 
 typedef struct gw_http_server gw_http_server;
 
@@ -88,6 +89,21 @@ typedef struct gw_http_server_config {
      * is sent only after this and the body's budget said yes. NULL: read it.
      */
     int (*head)(gw_http_request *req, void *arg);
+    /*
+     * TLS (NULL: plaintext): every connection is an OpenSSL bufferevent
+     * accepting on this context, which is only read here (it may be shared
+     * by servers on other threads). Everything above acts on the decrypted
+     * bytes. The handshake must finish within header_timeout_ms of the
+     * accept (and without a pause of idle_timeout_ms), or the connection
+     * closes.
+     */
+    struct ssl_ctx_st *tls;
+    /*
+     * A TLS handshake failed or timed out (`why`: OpenSSL's reason, or
+     * "timeout"); the connection is closed. A client that closed without
+     * sending a byte (a TCP probe) is not reported. May be NULL.
+     */
+    void (*tls_failed)(const char *peer, const char *why, void *arg);
     /* A connection closed at accept: over max_connections, or out of descriptors. May be NULL. */
     void (*refused_connection)(void *arg);
     /* A complete request: answer it now or later with gw_http_respond(), exactly once. */

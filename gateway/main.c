@@ -32,6 +32,7 @@
 #include "queue.h"
 #include "status.h"
 #include "mono.h"
+#include "tls.h"
 
 /* Descriptors kept for all but the HTTP and gRPC connections (see main). */
 #define FD_RESERVE 256
@@ -163,6 +164,15 @@ int main(int argc, char **argv)
             goto out;
         }
     }
+    /* Certificates are read before anything starts: a bad file is one line naming it, and exit status 2. */
+    if (gw_tls_server_ctx(&cfg, &gw.http_tls, errbuf, sizeof(errbuf)) != 0) {
+        fprintf(stderr, "gateway: %s\n", errbuf);
+        status = 2;
+        goto out;
+    }
+    if (gw.http_tls)
+        LOG_INFO("gateway", "http tls=on cert=%s client_auth=%s (gRPC and admin stay plaintext)",
+                 cfg.tls_cert, cfg.tls_client_auth);
     if (cfg.gateway_id[0] == '\0') {
         app_hostname(host, sizeof(host));
         free(cfg.gateway_id);
@@ -317,6 +327,7 @@ out:
         gateway_destroy(&gw);
     if (status == 0 && gw_ready)
         LOG_INFO("gateway", "stopped"); /* not after --help */
+    gw_tls_ctx_free(gw.http_tls);
     config_free(&gateway_config_program, &cfg);
     return status;
 }

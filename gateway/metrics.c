@@ -101,6 +101,12 @@ void gateway_metrics_write(const gateway_metrics *m, struct evbuffer *out)
                 "HTTP connections open now (--max-connections caps them)");
     prom_sample_u64(out, "ingest_connections", "protocol=\"http\"",
                     atomic_load_explicit(&m->connections[GW_HTTP], memory_order_relaxed));
+    /* Listed without TLS too (at 0): a dashboard's query does not depend on the port's settings. */
+    prom_family(out, "ingest_tls_handshake_failures_total", "counter",
+                "TLS handshakes on the HTTP port that failed (a bad or missing client certificate, no common "
+                "version or cipher, plaintext on the TLS port) or timed out");
+    prom_sample_u64(out, "ingest_tls_handshake_failures_total", "protocol=\"http\"",
+                    atomic_load_explicit(&m->tls_handshake_failures[GW_HTTP], memory_order_relaxed));
     prom_family(out, "ingest_request_duration_seconds", "histogram",
                 "From a request's first byte (UDP: its receipt) to its answer (UDP: its queueing)");
     for (int p = 0; p < GW_N_PROTOCOLS; p++) {

@@ -25,6 +25,8 @@ typedef struct gateway_metrics {
     prom_histogram latency[GW_N_PROTOCOLS];
     /* Connections open now, on all of a protocol's threads: what --max-connections caps (HTTP). */
     atomic_size_t connections[GW_N_PROTOCOLS];
+    /* TLS handshakes that failed or timed out (HTTP only, so far: gRPC has no TLS yet). */
+    atomic_uint_fast64_t tls_handshake_failures[GW_N_PROTOCOLS];
 } gateway_metrics;
 
 /* One request answered or handled; started_ns from prom_now_ns() (0: no latency sample). */
@@ -39,8 +41,9 @@ void gateway_metrics_refused(gateway_metrics *m, gw_protocol p, gw_reason r);
 void gateway_metrics_refused_n(gateway_metrics *m, gw_protocol p, gw_reason r, uint64_t n);
 uint64_t gateway_metrics_refused_count(const gateway_metrics *m, gw_protocol p, gw_reason r);
 
-/* ingest_requests_total, ingest_events_received_total, ingest_rejected_total, ingest_dropped_total and
- * ingest_request_duration_seconds, in the Prometheus text format. */
+/* ingest_requests_total, ingest_events_received_total, ingest_rejected_total, ingest_dropped_total,
+ * ingest_connections, ingest_tls_handshake_failures_total and ingest_request_duration_seconds, in the
+ * Prometheus text format. */
 void gateway_metrics_write(const gateway_metrics *m, struct evbuffer *out);
 
 #endif

@@ -72,7 +72,8 @@ PG_PASSWORD=ingest
 # Everything the build, the local stack and the tests need from Debian, in one
 # list. gcc's libc6-dev is a Recommends, so it is named since we install
 # without recommends; so is libclang-rt-14-dev, clang's sanitizer and
-# libFuzzer runtimes (-fsanitize=fuzzer, for tests/fuzz).
+# libFuzzer runtimes (-fsanitize=fuzzer, for tests/fuzz). openssl, the command,
+# makes tests/integration/test_tls.py's certificates and is its s_client.
 LOCAL_PACKAGES=(
 	cmake ninja-build pkg-config gcc libc6-dev g++ make libssl-dev
 	libevent-dev protobuf-c-compiler libprotobuf-c-dev
@@ -80,6 +81,7 @@ LOCAL_PACKAGES=(
 	libcmocka-dev libjson-c-dev libjansson-dev zlib1g-dev libhttp-parser-dev libjemalloc-dev clang-format
 	clang libclang-rt-14-dev
 	postgresql python3-venv openjdk-17-jre-headless maven curl ca-certificates
+	openssl
 )
 
 LOG_PREFIX=${LOG_PREFIX:-local}

@@ -1521,6 +1521,9 @@ static void test_strict_head(void **state)
         {"GET /echo HTTP/9.9\r\nHost: t\r\n\r\n", 505, "HTTP/9.9"},
         {"GET /echo HTTP/1.2\r\nHost: t\r\n\r\n", 505, "HTTP/1.2"},
         {"\r\n\r\nGET /echo HTTP/1.1\r\nHost: t\r\n\r\n", 400, "empty line"},
+        /* Answered at the first byte: neither holds a line end the server could wait for. */
+        {"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03", 400, "TLS handshake on a plaintext"},
+        {" GET /echo HTTP/1.1\r\nHost: t\r\n\r\n", 400, "does not start with a method"},
     };
     response r;
 

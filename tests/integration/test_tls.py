@@ -1,0 +1,342 @@
+"""TLS on the HTTP port (issue 15, first step): real clients (curl, requests, openssl s_client, Python's
+ssl) against private gateways started with --tls-cert and its companions.
+
+The certificates are made with the openssl CLI once per session: a root CA and an intermediate that
+signs the server's certificate (so --tls-cert holds a chain: leaf, then intermediate), a client
+certificate from the root, one from another CA, and one of the root's that expired in 2020.
+"""
+
+import json
+import os
+import ssl
+import subprocess
+import time
+import uuid
+
+import pytest
+import requests
+
+from conftest import GATEWAY_BIN, free_port
+from hostile_http import closed_by_peer, connect, read_response
+
+EVENT_CT = {"Content-Type": "application/cloudevents+json"}
+FAILURES = "ingest_tls_handshake_failures_total"
+
+
+def openssl(*args, cwd):
+    r = subprocess.run(["openssl", *args], cwd=cwd, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, (args, r.stderr)
+
+
+def make_key_csr(d, name, cn):
+    openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", f"{name}.key",
+            "-out", f"{name}.csr", "-subj", f"/CN={cn}", cwd=d)
+
+
+def make_ca(d, name):
+    openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout",
+            f"{name}.key", "-out", f"{name}.pem", "-days", "2", "-subj", f"/CN={name}", cwd=d)
+
+
+def sign(d, name, ca, ext):
+    (d / f"{name}.ext").write_text(ext)
+    openssl("x509", "-req", "-in", f"{name}.csr", "-CA", f"{ca}.pem", "-CAkey", f"{ca}.key", "-CAcreateserial",
+            "-out", f"{name}.pem", "-days", "2", "-extfile", f"{name}.ext", cwd=d)
+
+
+class Pki:
+    def __init__(self, d):
+        self.dir = d
+
+    def __getattr__(self, name):
+        return str(self.dir / name.replace("_", "."))
+
+
+@pytest.fixture(scope="session")
+def pki(tmp_path_factory):
+    d = tmp_path_factory.mktemp("pki")
+    make_ca(d, "ca")
+    make_ca(d, "other")
+    # The server's certificate from an intermediate: --tls-cert is the chain, the client trusts the root.
+    make_key_csr(d, "inter", "intermediate")
+    sign(d, "inter", "ca", "basicConstraints=critical,CA:true\nkeyUsage=critical,keyCertSign,cRLSign\n")
+    make_key_csr(d, "server", "localhost")
+    sign(d, "server", "inter", "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n")
+    (d / "chain.pem").write_text((d / "server.pem").read_text() + (d / "inter.pem").read_text())
+    client_ext = "extendedKeyUsage=clientAuth\n"
+    make_key_csr(d, "client", "client-good")
+    sign(d, "client", "ca", client_ext)
+    make_key_csr(d, "stranger", "client-other-ca")
+    sign(d, "stranger", "other", client_ext)
+    # Expired: `openssl x509 -req` (3.0) cannot back-date, `openssl ca` can.
+    make_key_csr(d, "expired", "client-expired")
+    (d / "newcerts").mkdir()
+    (d / "index.txt").write_text("")
+    (d / "serial").write_text("1000\n")
+    (d / "ca.cnf").write_text(
+        f"[ca]\ndefault_ca = dflt\n[dflt]\ndir = {d}\ndatabase = $dir/index.txt\nnew_certs_dir = $dir/newcerts\n"
+        "serial = $dir/serial\ndefault_md = sha256\npolicy = any\nx509_extensions = ext\n"
+        "[any]\ncommonName = supplied\n[ext]\nextendedKeyUsage = clientAuth\n")
+    openssl("ca", "-batch", "-config", "ca.cnf", "-cert", "ca.pem", "-keyfile", "ca.key", "-in", "expired.csr",
+            "-out", "expired.pem", "-notext", "-startdate", "20200101000000Z", "-enddate", "20200102000000Z",
+            cwd=d)
+    (d / "garbage.pem").write_text("-----BEGIN CERTIFICATE-----\nnot base64 at all\n-----END CERTIFICATE-----\n")
+    return Pki(d)
+
+
+def tls_flags(pki, *more):
+    return (f"--tls-cert={pki.chain_pem}", f"--tls-key={pki.server_key}", *more)
+
+
+def https(gw, host="127.0.0.1"):
+    return "https://" + gw.http_addr.replace("127.0.0.1", host)
+
+
+def event(source="/it/tls"):
+    return {"specversion": "1.0", "id": str(uuid.uuid4()), "source": source, "type": "com.example.tls"}
+
+
+def client_context(pki, cert=None, alpn=None):
+    ctx = ssl.create_default_context(cafile=pki.ca_pem)
+    if cert:
+        ctx.load_cert_chain(getattr(pki, f"{cert}_pem"), getattr(pki, f"{cert}_key"))
+    if alpn:
+        ctx.set_alpn_protocols(alpn)
+    return ctx
+
+
+def client_hello(pki):
+    """The bytes of a real TLS ClientHello, as Python's ssl sends it first."""
+    ctx = client_context(pki)
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    obj = ctx.wrap_bio(incoming, outgoing, server_hostname="localhost")
+    with pytest.raises(ssl.SSLWantReadError):
+        obj.do_handshake()
+    hello = outgoing.read()
+    assert hello[0] == 0x16 and len(hello) > 100, hello[:8]
+    return hello
+
+
+def failures(gw):
+    return gw.metric(FAILURES, protocol="http")
+
+
+def wait_metric(gw, want, timeout=5):
+    deadline = time.monotonic() + timeout
+    while failures(gw) < want and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return failures(gw)
+
+
+@pytest.fixture(scope="module")
+def tls_gw(start_gateway, make_topic, pki):
+    return start_gateway(f"--kafka-topic={make_topic('tls')}", *tls_flags(pki))
+
+
+def test_curl_and_requests_post_over_tls(tls_gw, pki, topic_reader):
+    topic = next(f.split("=", 1)[1] for f in tls_gw.args if f.startswith("--kafka-topic="))
+    reader = topic_reader(topic)
+    mark = reader.mark()
+    ids = []
+    for host in ("127.0.0.1", "localhost"):  # the certificate names both
+        ev = event("/it/tls/curl")
+        ids.append(ev["id"])
+        r = subprocess.run(["curl", "-sS", "--cacert", pki.ca_pem, "-H", "Content-Type: application/cloudevents+json",
+                            "--data-binary", json.dumps(ev), "-o", "/dev/null", "-w", "%{http_code} %{http_version}",
+                            https(tls_gw, host) + "/v1/events?ack=accepted"],
+                           capture_output=True, text=True, timeout=20)
+        assert r.stdout == "202 1.1", (r.stdout, r.stderr)
+    with requests.Session() as s:  # one keep-alive TLS connection, several requests
+        for _ in range(3):
+            ev = event("/it/tls/requests")
+            ids.append(ev["id"])
+            r = s.post(https(tls_gw) + "/v1/events", data=json.dumps(ev), headers=EVENT_CT, verify=pki.ca_pem,
+                       timeout=20)
+            assert r.status_code == 200, r.text  # ack=committed: in Kafka already
+            assert r.json()["ids"] == [ev["id"]]
+    found = reader.find_since(mark, ids)
+    assert sorted(found) == sorted(ids)
+    # A client that does not trust the CA refuses the gateway (the gateway counts the failed handshake).
+    with pytest.raises(requests.exceptions.SSLError):
+        requests.post(https(tls_gw) + "/v1/events", data=json.dumps(event()), headers=EVENT_CT, timeout=10)
+
+
+def test_large_bodies_and_pipelining_over_tls(tls_gw, pki):
+    # Bodies many records long, and pipelined requests past the 16 KiB read-ahead: what arrives inside
+    # OpenSSL must not wait there (the read-ahead watermark, http_server.c).
+    batch = [event("/it/tls/big") | {"data": "x" * 1000} for _ in range(300)]
+    with requests.Session() as s:
+        for _ in range(2):
+            r = s.post(https(tls_gw) + "/v1/events?ack=accepted", data=json.dumps(batch),
+                       headers={"Content-Type": "application/cloudevents-batch+json"}, verify=pki.ca_pem, timeout=20)
+            assert r.status_code == 202, r.text
+            assert r.json()["accepted"] == 300
+    one = json.dumps([event("/it/tls/pipe") | {"data": "y" * 6000}]).encode()
+    req = (b"POST /v1/events?ack=accepted HTTP/1.1\r\nHost: x\r\nContent-Type: application/cloudevents-batch+json\r\n"
+           b"Content-Length: %d\r\n\r\n" % len(one)) + one
+    with client_context(pki).wrap_socket(connect(tls_gw.http_addr), server_hostname="localhost") as s:
+        s.sendall(req * 8)
+        for i in range(8):
+            status, _, body = read_response(s, timeout=10)
+            assert status == 202, (i, status, body)
+
+
+def test_versions(tls_gw, pki):
+    before = failures(tls_gw)
+    for flag, version in (("-tls1_2", "TLSv1.2"), ("-tls1_3", "TLSv1.3")):
+        r = subprocess.run(["openssl", "s_client", "-connect", tls_gw.http_addr, flag, "-CAfile", pki.ca_pem,
+                            "-servername", "localhost"], input="", capture_output=True, text=True, timeout=20)
+        assert r.returncode == 0, r.stderr
+        assert f"New, {version}," in r.stdout, r.stdout
+        assert "Verify return code: 0 (ok)" in r.stdout
+    for flag in ("-tls1_1", "-tls1"):
+        # Debian's OpenSSL will not even offer TLS 1.0/1.1 at its default security level: SECLEVEL=0 makes
+        # the client offer them, so the refusal seen is the gateway's (its protocol_version alert).
+        r = subprocess.run(["openssl", "s_client", "-connect", tls_gw.http_addr, flag, "-cipher",
+                            "DEFAULT:@SECLEVEL=0", "-CAfile", pki.ca_pem], input="", capture_output=True, text=True,
+                           timeout=20)
+        assert r.returncode != 0, r.stdout
+        assert "alert protocol version" in r.stderr, r.stderr
+    assert wait_metric(tls_gw, before + 2) == before + 2
+
+
+def test_alpn(tls_gw, pki):
+    for offer in (["http/1.1"], ["h2", "http/1.1"], None):
+        with client_context(pki, alpn=offer).wrap_socket(connect(tls_gw.http_addr), server_hostname="localhost") as s:
+            assert s.selected_alpn_protocol() == ("http/1.1" if offer else None)
+            s.sendall(b"GET /nope HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert read_response(s)[0] == 404
+    # h2 only (an HTTP/2 or gRPC client on the wrong port): the fatal no_application_protocol alert.
+    before = failures(tls_gw)
+    with pytest.raises(ssl.SSLError, match="no application protocol"):
+        client_context(pki, alpn=["h2"]).wrap_socket(connect(tls_gw.http_addr), server_hostname="localhost")
+    assert wait_metric(tls_gw, before + 1) == before + 1
+
+
+def test_plaintext_http_on_the_tls_port_fails_at_once(tls_gw):
+    before = failures(tls_gw)
+    t0 = time.monotonic()
+    with connect(tls_gw.http_addr) as s:
+        s.sendall(b"POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}")
+        assert closed_by_peer(s, timeout=2)
+    assert time.monotonic() - t0 < 2
+    assert wait_metric(tls_gw, before + 1) == before + 1
+    # A TCP connection closed without a byte (a health check, the fixture's own readiness probe) is no failure.
+    connect(tls_gw.http_addr).close()
+    time.sleep(0.3)
+    assert failures(tls_gw) == before + 1
+
+
+def test_tls_on_the_plaintext_port_fails_at_once(start_gateway, make_topic, pki):
+    gw = start_gateway(f"--kafka-topic={make_topic('tls')}")
+    t0 = time.monotonic()
+    with connect(gw.http_addr) as s:
+        s.sendall(client_hello(pki))
+        status, _, body = read_response(s, timeout=2)
+    assert status == 400 and b"TLS handshake on a plaintext" in body, (status, body)
+    assert time.monotonic() - t0 < 2
+    t0 = time.monotonic()
+    with pytest.raises(ssl.SSLError):
+        client_context(pki).wrap_socket(connect(gw.http_addr, timeout=2), server_hostname="localhost")
+    assert time.monotonic() - t0 < 2
+    assert failures(gw) == 0  # no TLS here: nothing of TLS counted
+
+
+@pytest.mark.parametrize("mode", ["require", "optional"])
+def test_client_certificates(start_gateway, make_topic, pki, mode):
+    gw = start_gateway(f"--kafka-topic={make_topic('tls')}",
+                       *tls_flags(pki, f"--tls-client-ca={pki.ca_pem}", f"--tls-client-auth={mode}"))
+
+    def post(cert):
+        return requests.post(https(gw) + "/v1/events?ack=accepted", data=json.dumps(event()), headers=EVENT_CT,
+                             verify=pki.ca_pem, cert=cert and (getattr(pki, f"{cert}_pem"), getattr(pki, f"{cert}_key")),
+                             timeout=10)
+
+    assert post("client").status_code == 202
+    before = failures(gw)
+    refused = ["stranger", "expired"] + (["none"] if mode == "require" else [])
+    for cert in refused:
+        with pytest.raises((requests.exceptions.SSLError, requests.exceptions.ConnectionError)):
+            post(None if cert == "none" else cert)
+    if mode == "optional":
+        assert post(None).status_code == 202
+    assert wait_metric(gw, before + len(refused)) == before + len(refused)
+    assert post("client").status_code == 202
+
+
+def test_handshake_stopped_half_way_is_closed_at_the_header_timeout(start_gateway, make_topic, pki):
+    # The idle timeout restarts on every byte; the header timeout, counted from the accept, does not.
+    gw = start_gateway(f"--kafka-topic={make_topic('tls')}", *tls_flags(pki), "--http-header-timeout=1s",
+                       "--http-idle-timeout=30s")
+    hello = client_hello(pki)
+    before = failures(gw)
+    t0 = time.monotonic()
+    with connect(gw.http_addr) as half, connect(gw.http_addr) as silent, connect(gw.http_addr) as trickle:
+        half.sendall(hello[: len(hello) // 2])
+        # A byte every 0.2 s: never idle, never done. Sending fails once the gateway closed.
+        try:
+            for b in hello:
+                trickle.sendall(bytes([b]))
+                time.sleep(0.2)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        for s in (half, silent, trickle):
+            assert closed_by_peer(s, timeout=3)
+            assert time.monotonic() - t0 < 3
+    assert time.monotonic() - t0 > 0.9
+    assert wait_metric(gw, before + 3) == before + 3
+
+
+def test_limits_hold_over_tls(start_gateway, make_topic, pki):
+    gw = start_gateway(f"--kafka-topic={make_topic('tls')}", *tls_flags(pki), "--max-request-bytes=1KiB",
+                       "--max-event-bytes=1KiB", "--http-header-timeout=1s")
+    big = json.dumps(event() | {"data": "z" * 4000})
+    r = requests.post(https(gw) + "/v1/events", data=big, headers=EVENT_CT, verify=pki.ca_pem, timeout=10)
+    assert r.status_code == 413, r.text
+    assert r.json()["error"]["code"] == "too_large"
+    # After a finished handshake, the request's head has its own header deadline: 408 over TLS.
+    with client_context(pki).wrap_socket(connect(gw.http_addr), server_hostname="localhost") as s:
+        time.sleep(0.6)  # the handshake's deadline is over; the request's starts at its first byte
+        s.sendall(b"POST /v1/events HTTP/1.1\r\nHost: x\r\n")
+        t0 = time.monotonic()
+        status, _, body = read_response(s, timeout=5)
+        assert status == 408, body
+        assert 0.8 < time.monotonic() - t0 < 3
+    # Strict parsing: a bare LF is refused over TLS as in plaintext.
+    with client_context(pki).wrap_socket(connect(gw.http_addr), server_hostname="localhost") as s:
+        s.sendall(b"GET /healthz HTTP/1.1\nHost: x\r\n\r\n")
+        assert read_response(s)[0] == 400
+
+
+def run_gateway(*flags):
+    listen = [f"--{n}-addr=127.0.0.1:{free_port()}" for n in ("http", "udp", "grpc", "admin")]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("INGEST_")}
+    return subprocess.run([str(GATEWAY_BIN), *listen, "--kafka-bootstrap=127.0.0.1:1", *flags], env=env,
+                          capture_output=True, text=True, timeout=20)
+
+
+@pytest.mark.parametrize("flags,message", [
+    (lambda p: (f"--tls-cert={p.chain_pem}", f"--tls-key={p.client_key}"),
+     lambda p: f"--tls-key {p.client_key} does not match the certificate of --tls-cert {p.chain_pem}"),
+    (lambda p: (f"--tls-cert={p.dir}/missing.pem", f"--tls-key={p.server_key}"),
+     lambda p: f"--tls-cert {p.dir}/missing.pem: No such file or directory"),
+    (lambda p: (f"--tls-cert={p.garbage_pem}", f"--tls-key={p.server_key}"),
+     lambda p: f"--tls-cert {p.garbage_pem}: not a PEM certificate"),
+    (lambda p: (f"--tls-cert={p.chain_pem}", f"--tls-key={p.ca_pem}"),
+     lambda p: f"--tls-key {p.ca_pem}: not a PEM private key"),
+    (lambda p: tls_flags(p, "--tls-client-auth=require"),
+     lambda p: "--tls-client-auth=require needs --tls-client-ca"),
+    (lambda p: tls_flags(p, "--tls-client-auth=optional"),
+     lambda p: "--tls-client-auth=optional needs --tls-client-ca"),
+    (lambda p: tls_flags(p, "--tls-client-auth=maybe"),
+     lambda p: "--tls-client-auth: 'maybe' is not one of: none optional require"),
+    (lambda p: tls_flags(p, f"--tls-client-ca={p.dir}/nope.pem", "--tls-client-auth=require"),
+     lambda p: f"--tls-client-ca {p.dir}/nope.pem: No such file or directory"),
+    (lambda p: (f"--tls-key={p.server_key}",), lambda p: "--tls-key needs --tls-cert"),
+    (lambda p: tls_flags(p, "--tls-ciphers=NOTHING-KNOWN"), lambda p: "--tls-ciphers NOTHING-KNOWN"),
+])
+def test_bad_tls_settings_exit_2_with_one_line(pki, flags, message):
+    r = run_gateway(*flags(pki))
+    assert r.returncode == 2, (r.returncode, r.stderr)
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and message(pki) in lines[0], r.stderr
