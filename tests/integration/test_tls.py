@@ -8,6 +8,8 @@ certificate from the root, one from another CA, and one of the root's that expir
 
 import json
 import os
+import re
+import shlex
 import ssl
 import subprocess
 import time
@@ -17,9 +19,9 @@ import grpc
 import pytest
 import requests
 
-from conftest import GATEWAY_BIN, free_port
+from conftest import GATEWAY_BIN, REPO_ROOT, free_port
 from hostile_http import closed_by_peer, connect, read_response
-from test_grpc import health_pb2  # noqa: F401 (health_pb2 is a fixture)
+from test_grpc import grpcurl_bin, health_pb2  # noqa: F401 (health_pb2 is a fixture)
 
 EVENT_CT = {"Content-Type": "application/cloudevents+json"}
 FAILURES = "ingest_tls_handshake_failures_total"
@@ -499,3 +501,25 @@ def test_grpc_client_certificates_and_readiness(start_gateway, make_topic, pki, 
         assert list(resp.ids) == [ev.id]
     assert requests.get(gw.admin_url + "/readyz", timeout=5).status_code == 200
 
+
+def test_grpcurl_readme_example_over_tls(tls_ggw, pki, topic_reader):
+    """The README's grpcurl example with TLS, run as written but for the CA's path and the port."""
+    readme = (REPO_ROOT / "README.md").read_text()
+    m = re.search(r"^(grpcurl -cacert ca\.pem -import-path proto -proto ingest/v1/ingest\.proto \\\n.*?"
+                  r"ingest\.v1\.Ingest/Publish)\n", readme, re.M | re.S)
+    assert m, "the README's grpcurl example with TLS"
+    argv = shlex.split(m.group(1).replace("\\\n", " ").replace("127.0.0.1:50051", grpc_target(tls_ggw)))
+    argv[argv.index("ca.pem")] = pki.ca_pem
+    reader = topic_reader(tls_ggw.topic)
+    mark = reader.mark()
+    r = subprocess.run([grpcurl_bin(), *argv[1:]], capture_output=True, text=True, timeout=60, cwd=REPO_ROOT)
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["accepted"] == 1 and len(out["ids"]) == 1
+    assert sorted(reader.find_since(mark, out["ids"])) == out["ids"]
+    # Without the CA grpcurl refuses the gateway's certificate; with -plaintext the gateway refuses grpcurl.
+    for flags in ([], ["-plaintext"]):
+        r = subprocess.run([grpcurl_bin(), "-max-time", "5", *flags, "-import-path", "proto", "-proto",
+                            "grpc/health/v1/health.proto", grpc_target(tls_ggw), "grpc.health.v1.Health/Check"],
+                           capture_output=True, text=True, timeout=30, cwd=REPO_ROOT)
+        assert r.returncode != 0, (flags, r.stdout)
