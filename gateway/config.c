@@ -34,19 +34,22 @@ static const config_entry entries[] = {
      "Most connections open at once on each TCP port (HTTP, gRPC); more are closed at once and counted", 1,
      1048576, NULL},
     {"tls-cert", CONFIG_STRING, "", OFF(tls_cert),
-     "PEM certificate (the server's first, then any intermediates) for TLS on the HTTP port (empty: "
-     "plaintext); the admin and gRPC ports stay plaintext",
+     "PEM certificate (the server's first, then any intermediates) for TLS on the HTTP and gRPC ports "
+     "(empty: plaintext); the admin port stays plaintext",
      0, 0, NULL},
     {"tls-key", CONFIG_STRING, "", OFF(tls_key), "PEM private key of --tls-cert (not passphrase-protected)",
      0, 0, NULL},
     {"tls-client-ca", CONFIG_STRING, "", OFF(tls_client_ca),
      "PEM bundle of the CAs client certificates must chain to (with --tls-client-auth)", 0, 0, NULL},
     {"tls-client-auth", CONFIG_STRING, "none", OFF(tls_client_auth),
-     "Client certificates on the HTTP port: none (not asked for), optional (asked for; one sent must "
+     "Client certificates on the HTTP and gRPC ports: none (not asked for), optional (asked for; one sent "
+     "must "
      "verify), require (no valid certificate, no connection)",
      0, 0, client_auth_modes},
     {"tls-ciphers", CONFIG_STRING, "ECDHE+AESGCM:ECDHE+CHACHA20", OFF(tls_ciphers),
-     "TLS 1.2 cipher list (OpenSSL's syntax); TLS 1.3 uses OpenSSL's default suites", 0, 0, NULL},
+     "TLS 1.2 cipher list (OpenSSL's syntax), both ports (gRPC: as GRPC_SSL_CIPHER_SUITES); TLS 1.3 uses "
+     "OpenSSL's default suites",
+     0, 0, NULL},
     {"http-overload-wait", CONFIG_DURATION, "1s", OFF(http_overload_wait_ms),
      "How long a request read while the queue is above its high-water mark waits for room (its connection "
      "read no further) before it is answered 429",

@@ -99,6 +99,113 @@ static void core_log_init(void)
     setenv("GRPC_VERBOSITY", log_current_level >= LOG_LEVEL_DEBUG ? "ERROR" : "NONE", 0);
 }
 
+/*
+ * The core takes no cipher list per server, only this process-wide one, read
+ * by grpc_init() as GRPC_VERBOSITY is. It goes to SSL_CTX_set_cipher_list(),
+ * as --tls-ciphers does on the HTTP port (which has checked it already), so
+ * one setting governs both ports: TLS 1.2's list, TLS 1.3 OpenSSL's suites.
+ * The gateway makes no outgoing gRPC connection it could also affect.
+ */
+static void core_tls_init(const gateway_config *cfg)
+{
+    if (cfg->tls_cert[0])
+        setenv("GRPC_SSL_CIPHER_SUITES", cfg->tls_ciphers, 1);
+}
+
+/* A PEM file's text, for the core (it takes text, not paths); NULL and err set when unreadable. */
+static char *read_pem(const char *flag, const char *path, char *err, size_t errlen)
+{
+    FILE *f = fopen(path, "r");
+    char *buf = NULL;
+    size_t len = 0, cap = 0, n;
+
+    if (f == NULL) {
+        snprintf(err, errlen, "%s %s: %s", flag, path, strerror(errno));
+        return NULL;
+    }
+    do {
+        if (cap - len < 4096) {
+            char *nb = cap > (64u << 20) ? NULL : realloc(buf, cap = cap * 2 + 8192);
+            if (nb == NULL) {
+                snprintf(err, errlen, "%s %s: too large or out of memory", flag, path);
+                goto fail;
+            }
+            buf = nb;
+        }
+        n = fread(buf + len, 1, cap - len - 1, f);
+        len += n;
+    } while (n > 0);
+    if (ferror(f)) {
+        snprintf(err, errlen, "%s %s: %s", flag, path, strerror(errno));
+        goto fail;
+    }
+    fclose(f);
+    buf[len] = '\0';
+    return buf;
+
+fail:
+    fclose(f);
+    free(buf);
+    return NULL;
+}
+
+/* A key's text is wiped before its memory is given back. */
+static void free_secret(char *s)
+{
+    if (s) {
+        volatile char *v = s;
+        while (*v)
+            *v++ = '\0';
+        free(s);
+    }
+}
+
+/*
+ * The port's credentials: plaintext, or TLS from --tls-cert's files. These
+ * were checked by tls.c at start (readable, a chain, a key that matches), so
+ * a failure here is a file changed since. The core's OpenSSL context is its
+ * own: TLS 1.2 and 1.3 (its defaults, not settable through this API), the
+ * TLS 1.2 ciphers of GRPC_SSL_CIPHER_SUITES (set from --tls-ciphers before
+ * grpc_init), ALPN h2.
+ */
+static grpc_server_credentials *port_credentials(const gateway_config *cfg, char *err, size_t errlen)
+{
+    grpc_ssl_client_certificate_request_type req;
+    grpc_ssl_pem_key_cert_pair pair;
+    grpc_server_credentials *creds = NULL;
+    char *chain, *key = NULL, *roots = NULL;
+
+    if (cfg->tls_cert[0] == '\0')
+        return grpc_insecure_server_credentials_create();
+    /* optional: a certificate sent must verify, as on the HTTP port; none sent is fine. */
+    if (strcmp(cfg->tls_client_auth, "require") == 0)
+        req = GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY;
+    else if (strcmp(cfg->tls_client_auth, "optional") == 0)
+        req = GRPC_SSL_REQUEST_CLIENT_CERTIFICATE_AND_VERIFY;
+    else
+        req = GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE;
+    if ((chain = read_pem("--tls-cert", cfg->tls_cert, err, errlen)) == NULL ||
+        (key = read_pem("--tls-key", cfg->tls_key, err, errlen)) == NULL ||
+        (cfg->tls_client_ca[0] &&
+         (roots = read_pem("--tls-client-ca", cfg->tls_client_ca, err, errlen)) == NULL))
+        goto out;
+    pair.private_key = key;
+    pair.cert_chain = chain;
+    /* Both take ownership of what they are given; the config copies the PEM text. */
+    grpc_ssl_server_certificate_config *conf = grpc_ssl_server_certificate_config_create(roots, &pair, 1);
+    grpc_ssl_server_credentials_options *opts =
+        conf ? grpc_ssl_server_credentials_create_options_using_config(req, conf) : NULL;
+    if (opts)
+        creds = grpc_ssl_server_credentials_create_with_options(opts);
+    if (creds == NULL)
+        snprintf(err, errlen, "--tls-cert %s: the gRPC core refuses the certificate or key", cfg->tls_cert);
+out:
+    free(chain);
+    free_secret(key);
+    free(roots);
+    return creds;
+}
+
 static grpc_arg int_arg(const char *key, long long v)
 {
     grpc_arg a = {.type = GRPC_ARG_INTEGER, .key = (char *)key};
@@ -181,6 +288,7 @@ gw_grpc_front *gw_grpc_front_start(gateway *gw, const char *addr, int threads, c
         return NULL;
     }
     core_log_init();
+    core_tls_init(gw->cfg);
     grpc_init();
     g->gw = gw;
     g->io = &gw_grpc_core_io;
@@ -216,7 +324,9 @@ gw_grpc_front *gw_grpc_front_start(gateway *gw, const char *addr, int threads, c
         snprintf(any, sizeof(any), "[::]%s", addr);
         addr = any;
     }
-    grpc_server_credentials *creds = grpc_insecure_server_credentials_create();
+    grpc_server_credentials *creds = port_credentials(gw->cfg, err, errlen);
+    if (creds == NULL)
+        goto fail;
     int port = grpc_server_add_http2_port(g->server, addr, creds);
     grpc_server_credentials_release(creds);
     if (port == 0) {

@@ -234,6 +234,8 @@ struct gw_grpc_front {
     struct sockaddr_storage probe_addr;
     socklen_t probe_len;
     int probe_misses;
+    struct ssl_ctx_st *probe_tls; /* a TLS port's client context; NULL: plaintext */
+    int probe_no_cert;            /* --tls-client-auth=require: the probe has no certificate to show */
 };
 
 /*

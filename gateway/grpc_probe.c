@@ -6,6 +6,14 @@
  * would, and waits for the core's SETTINGS frame: that proves the accept, the
  * handshake and the transport. Two misses in a row make the gateway not ready
  * (one could be a moment's load), the next answer makes it ready again.
+ *
+ * Over TLS (--tls-cert) the check is a TLS client first: it offers h2, as
+ * gRPC clients do, and verifies nothing (it dials its own listener, whose
+ * certificate tls.c checked at start; the names in it need not include
+ * loopback). With --tls-client-auth=require it has no certificate the
+ * server would take, so there a handshake that got as far as the server
+ * asking for one is the answer: by then the core accepted, ran its
+ * handshaker and (TLS 1.3) proved its key with its Finished.
  */
 #include "grpc_int.h"
 
@@ -13,9 +21,13 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
+
+#include <openssl/err.h>
+#include <openssl/ssl.h>
 
 #include "log.h"
 #include "mono.h"
@@ -42,8 +54,30 @@ static int wait_fd(int fd, short events, long long deadline)
     }
 }
 
+/* OpenSSL asks for the probe's certificate: the server sent a CertificateRequest. None is sent. */
+static int cert_asked(SSL *ssl, X509 **x509, EVP_PKEY **pkey)
+{
+    (void)x509;
+    (void)pkey;
+    *(int *)SSL_get_app_data(ssl) = 1;
+    return 0;
+}
+
+/*
+ * Wait for what OpenSSL's last call (which returned rc) on the non-blocking
+ * socket wants. 1: call it again; 0: it failed, or the deadline passed.
+ */
+static int tls_again(SSL *ssl, int fd, int rc, long long deadline)
+{
+    switch (SSL_get_error(ssl, rc)) {
+    case SSL_ERROR_WANT_READ: return wait_fd(fd, POLLIN, deadline) == 1;
+    case SSL_ERROR_WANT_WRITE: return wait_fd(fd, POLLOUT, deadline) == 1;
+    default: return 0;
+    }
+}
+
 /* NULL when the listener answered a client preface with SETTINGS in time; else why not. */
-static const char *dial(const struct sockaddr_storage *ss, socklen_t len)
+static const char *dial(const gw_grpc_front *g)
 {
     /* The client preface and an empty SETTINGS frame: the core writes its own SETTINGS on any connection,
      * but a server may wait for the preface first. */
@@ -52,13 +86,15 @@ static const char *dial(const struct sockaddr_storage *ss, socklen_t len)
     const char *why = NULL;
     unsigned char hdr[9];
     size_t got = 0;
-    int fd, err = 0;
+    int fd, err = 0, asked = 0, rc;
     socklen_t elen = sizeof(err);
+    SSL *ssl = NULL;
+    ssize_t n;
 
-    if ((fd = socket(ss->ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0)) < 0)
+    if ((fd = socket(g->probe_addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0)) < 0)
         return errno == EMFILE || errno == ENFILE ? "the gRPC listener's check has no descriptor (EMFILE)"
                                                   : "the gRPC listener's check cannot make a socket";
-    if (connect(fd, (const struct sockaddr *)ss, len) != 0 && errno != EINPROGRESS) {
+    if (connect(fd, (const struct sockaddr *)&g->probe_addr, g->probe_len) != 0 && errno != EINPROGRESS) {
         why = "the gRPC listener refuses connections";
         goto out;
     }
@@ -67,16 +103,44 @@ static const char *dial(const struct sockaddr_storage *ss, socklen_t len)
         why = "the gRPC listener does not take connections";
         goto out;
     }
-    if (send(fd, hello, sizeof(hello) - 1, MSG_NOSIGNAL) != (ssize_t)(sizeof(hello) - 1)) {
+    if (g->probe_tls) {
+        if ((ssl = SSL_new(g->probe_tls)) == NULL || SSL_set_fd(ssl, fd) != 1) {
+            why = "the gRPC listener's check cannot start TLS";
+            goto out;
+        }
+        SSL_set_app_data(ssl, &asked);
+        while ((rc = SSL_connect(ssl)) != 1 && tls_again(ssl, fd, rc, deadline))
+            ;
+        /* Whether the server then refuses the missing certificate or not (1.2: in the handshake; 1.3: after).
+         */
+        if (g->probe_no_cert && asked)
+            goto out;
+        if (rc != 1) {
+            why = mono_ms() >= deadline ? "the gRPC listener does not finish the TLS handshake"
+                                        : "the gRPC listener fails the TLS handshake";
+            goto out;
+        }
+        while ((rc = SSL_write(ssl, hello, (int)sizeof(hello) - 1)) <= 0 && tls_again(ssl, fd, rc, deadline))
+            ;
+        n = rc;
+    } else {
+        n = send(fd, hello, sizeof(hello) - 1, MSG_NOSIGNAL);
+    }
+    if (n != (ssize_t)(sizeof(hello) - 1)) {
         why = "the gRPC listener closed the check's connection";
         goto out;
     }
     while (got < sizeof(hdr)) {
-        if (wait_fd(fd, POLLIN, deadline) != 1) {
-            why = "the gRPC listener does not answer";
-            goto out;
+        if (ssl) {
+            if ((rc = SSL_read(ssl, hdr + got, (int)(sizeof(hdr) - got))) > 0)
+                got += (size_t)rc;
+            else if (!tls_again(ssl, fd, rc, deadline))
+                break;
+            continue;
         }
-        ssize_t n = recv(fd, hdr + got, sizeof(hdr) - got, 0);
+        if (wait_fd(fd, POLLIN, deadline) != 1)
+            break;
+        n = recv(fd, hdr + got, sizeof(hdr) - got, 0);
         if (n <= 0 && !(n < 0 && (errno == EAGAIN || errno == EINTR))) {
             why = "the gRPC listener closed the check's connection";
             goto out;
@@ -84,9 +148,16 @@ static const char *dial(const struct sockaddr_storage *ss, socklen_t len)
         if (n > 0)
             got += (size_t)n;
     }
-    if (hdr[3] != 4) /* the frame type: SETTINGS comes first from an HTTP/2 server */
+    if (got < sizeof(hdr))
+        why = mono_ms() >= deadline ? "the gRPC listener does not answer"
+                                    : "the gRPC listener closed the check's connection";
+    else if (hdr[3] != 4) /* the frame type: SETTINGS comes first from an HTTP/2 server */
         why = "the gRPC listener does not speak HTTP/2";
 out:
+    if (ssl) {
+        SSL_free(ssl);
+        ERR_clear_error(); /* this thread's queue: nothing left to mislead the next check */
+    }
     close(fd);
     return why;
 }
@@ -94,7 +165,7 @@ out:
 static const char *check_listener(void *arg)
 {
     gw_grpc_front *g = arg;
-    const char *why = dial(&g->probe_addr, g->probe_len);
+    const char *why = dial(g);
 
     if (why == NULL) {
         g->probe_misses = 0;
@@ -130,6 +201,22 @@ int gw_grpc_probe_start(gw_grpc_front *g, const char *addr, int port, char *err,
             s4->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
         s4->sin_port = htons((uint16_t)port);
     }
+    if (g->gw->cfg->tls_cert[0]) {
+        /* h2, length-prefixed, as ALPN wants it. */
+        static const unsigned char h2[] = "\x02h2";
+        SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+        if (ctx == NULL || SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION) != 1 ||
+            SSL_CTX_set_alpn_protos(ctx, h2, sizeof(h2) - 1) != 0) {
+            SSL_CTX_free(ctx);
+            ERR_clear_error();
+            snprintf(err, errlen, "the gRPC listener's check cannot make a TLS context");
+            return -1;
+        }
+        SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, NULL);
+        SSL_CTX_set_client_cert_cb(ctx, cert_asked);
+        g->probe_tls = ctx;
+        g->probe_no_cert = strcmp(g->gw->cfg->tls_client_auth, "require") == 0;
+    }
     g->probe = watch_start("gw-grpc-probe", PROBE_PERIOD_MS, 0, check_listener, g, err, errlen);
     return g->probe ? 0 : -1;
 }
@@ -138,4 +225,6 @@ void gw_grpc_probe_stop(gw_grpc_front *g)
 {
     watch_stop(g->probe);
     g->probe = NULL;
+    SSL_CTX_free(g->probe_tls);
+    g->probe_tls = NULL;
 }

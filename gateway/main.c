@@ -171,7 +171,7 @@ int main(int argc, char **argv)
         goto out;
     }
     if (gw.http_tls)
-        LOG_INFO("gateway", "http tls=on cert=%s client_auth=%s (gRPC and admin stay plaintext)",
+        LOG_INFO("gateway", "tls=on (http, grpc) cert=%s client_auth=%s (admin stays plaintext)",
                  cfg.tls_cert, cfg.tls_client_auth);
     if (cfg.gateway_id[0] == '\0') {
         app_hostname(host, sizeof(host));

@@ -1,5 +1,5 @@
-"""TLS on the HTTP port (issue 15, first step): real clients (curl, requests, openssl s_client, Python's
-ssl) against private gateways started with --tls-cert and its companions.
+"""TLS on the HTTP and gRPC ports (issue 15): real clients (curl, requests, openssl s_client, Python's
+ssl, grpcio, grpcurl) against private gateways started with --tls-cert and its companions.
 
 The certificates are made with the openssl CLI once per session: a root CA and an intermediate that
 signs the server's certificate (so --tls-cert holds a chain: leaf, then intermediate), a client
@@ -8,16 +8,20 @@ certificate from the root, one from another CA, and one of the root's that expir
 
 import json
 import os
+import re
+import shlex
 import ssl
 import subprocess
 import time
 import uuid
 
+import grpc
 import pytest
 import requests
 
-from conftest import GATEWAY_BIN, free_port
+from conftest import GATEWAY_BIN, REPO_ROOT, free_port
 from hostile_http import closed_by_peer, connect, read_response
+from test_grpc import grpcurl_bin, health_pb2  # noqa: F401 (health_pb2 is a fixture)
 
 EVENT_CT = {"Content-Type": "application/cloudevents+json"}
 FAILURES = "ingest_tls_handshake_failures_total"
@@ -340,3 +344,182 @@ def test_bad_tls_settings_exit_2_with_one_line(pki, flags, message):
     assert r.returncode == 2, (r.returncode, r.stderr)
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and message(pki) in lines[0], r.stderr
+
+
+
+# ---- gRPC over TLS -----------------------------------------------------------------------------------
+
+def grpc_target(gw, host="127.0.0.1"):
+    return gw.addrs["--grpc-addr"].replace("127.0.0.1", host)
+
+
+def grpc_creds(pki, cert=None):
+    """grpcio's TLS credentials: trust the root CA; with cert, show that client certificate."""
+    read = lambda name: open(getattr(pki, name), "rb").read()  # noqa: E731
+    if cert is None:
+        return grpc.ssl_channel_credentials(root_certificates=read("ca_pem"))
+    return grpc.ssl_channel_credentials(root_certificates=read("ca_pem"), private_key=read(f"{cert}_key"),
+                                        certificate_chain=read(f"{cert}_pem"))
+
+
+def health(target, creds, health_pb2, timeout=5):
+    """Health/Check over TLS (creds) or plaintext (None): the status, or the grpc.RpcError raised."""
+    # A connection of its own each time: grpcio would otherwise share one between channels to a target.
+    opts = [("grpc.use_local_subchannel_pool", 1)]
+    ch = grpc.secure_channel(target, creds, options=opts) if creds else grpc.insecure_channel(target, options=opts)
+    with ch:
+        check = ch.unary_unary("/grpc.health.v1.Health/Check",
+                               request_serializer=health_pb2.HealthCheckRequest.SerializeToString,
+                               response_deserializer=health_pb2.HealthCheckResponse.FromString)
+        try:
+            return check(health_pb2.HealthCheckRequest(), timeout=timeout).status
+        except grpc.RpcError as e:
+            return e
+
+
+def wait_ready(gw, timeout=30):
+    """/readyz until 200 (Kafka may be a moment away); the last answer."""
+    deadline = time.monotonic() + timeout
+    while (r := requests.get(gw.admin_url + "/readyz", timeout=5)).status_code != 200:
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    return r
+
+
+@pytest.fixture(scope="module")
+def tls_ggw(start_gateway, make_topic, pki):
+    topic = make_topic("tls-grpc")
+    gw = start_gateway(f"--kafka-topic={topic}", *tls_flags(pki))
+    gw.topic = topic
+    return gw
+
+
+def test_grpc_publish_and_stream_over_tls(tls_ggw, pki, pb, topic_reader):
+    reader = topic_reader(tls_ggw.topic)
+    mark = reader.mark()
+    ids = []
+    committed = pb.ingest_pb2.ACK_LEVEL_COMMITTED
+
+    def ce(tag):
+        ids.append(f"tls-grpc-{tag}-{uuid.uuid4().hex[:8]}")
+        return pb.cloudevent_pb2.CloudEvent(id=ids[-1], source="/it/tls/grpc", type="com.example.tls")
+
+    for host in ("127.0.0.1", "localhost"):  # the certificate names both
+        with grpc.secure_channel(grpc_target(tls_ggw, host), grpc_creds(pki)) as ch:
+            stub = pb.ingest_pb2_grpc.IngestStub(ch)
+            resp = stub.Publish(pb.ingest_pb2.PublishRequest(seq=1, events=[ce(host)], ack=committed), timeout=20)
+            assert resp.accepted == 1 and list(resp.ids) == ids[-1:]
+    with grpc.secure_channel(grpc_target(tls_ggw), grpc_creds(pki)) as ch:
+        stub = pb.ingest_pb2_grpc.IngestStub(ch)
+        reqs = [pb.ingest_pb2.PublishRequest(seq=s, events=[ce(f"s{s}"), ce(f"s{s}b")], ack=committed)
+                for s in (1, 2, 3)]
+        acks = list(stub.PublishStream(iter(reqs), timeout=30))
+        assert [a.seq for a in acks] == [1, 2, 3]
+        assert [i for a in acks for i in a.ids] == ids[2:]
+    assert sorted(reader.find_since(mark, ids)) == sorted(ids)
+    # The Envelope says gRPC: TLS changes the transport, not what the sink sees.
+    assert all(r.envelope.protocol == pb.envelope_pb2.PROTOCOL_GRPC for r in reader.read_since(mark, len(ids)))
+
+
+def test_grpc_versions_alpn_and_ciphers(tls_ggw, pki):
+    target = tls_ggw.addrs["--grpc-addr"]
+
+    def s_client(*flags):
+        return subprocess.run(["openssl", "s_client", "-connect", target, "-alpn", "h2", "-CAfile", pki.ca_pem,
+                               "-servername", "localhost", *flags], input="", capture_output=True, text=True,
+                              errors="replace", timeout=20)  # the core's SETTINGS frame is printed too
+
+    for flag, version in (("-tls1_2", "TLSv1.2"), ("-tls1_3", "TLSv1.3")):
+        r = s_client(flag)
+        assert r.returncode == 0, r.stderr
+        assert f"New, {version}," in r.stdout and "ALPN protocol: h2" in r.stdout, r.stdout
+        assert "Verify return code: 0 (ok)" in r.stdout
+    for flag in ("-tls1_1", "-tls1"):
+        r = s_client(flag, "-cipher", "DEFAULT:@SECLEVEL=0")
+        assert "New, (NONE), Cipher is (NONE)" in r.stdout, r.stdout
+    # --tls-ciphers reaches the core (as GRPC_SSL_CIPHER_SUITES): ChaCha20 is in the gateway's default list
+    # and not in the core's own; a CBC suite is in neither.
+    r = s_client("-tls1_2", "-cipher", "ECDHE-ECDSA-CHACHA20-POLY1305")
+    assert "Cipher is ECDHE-ECDSA-CHACHA20-POLY1305" in r.stdout, r.stdout + r.stderr
+    r = s_client("-tls1_2", "-cipher", "ECDHE-ECDSA-AES128-SHA256")
+    assert "New, (NONE), Cipher is (NONE)" in r.stdout, r.stdout
+
+
+def test_plaintext_grpc_on_the_tls_port_fails_at_once(tls_ggw, pki, health_pb2):
+    SERVING = health_pb2.HealthCheckResponse.SERVING
+    http_failures = failures(tls_ggw)
+    for _ in range(3):
+        t0 = time.monotonic()
+        e = health(grpc_target(tls_ggw), None, health_pb2, timeout=5)
+        assert isinstance(e, grpc.RpcError) and e.code() == grpc.StatusCode.UNAVAILABLE, e
+        assert time.monotonic() - t0 < 4
+    # The gateway serves on.
+    assert health(grpc_target(tls_ggw), grpc_creds(pki), health_pb2) == SERVING
+    # The core tells the gateway nothing of failed handshakes: the counter is the HTTP port's alone.
+    assert failures(tls_ggw) == http_failures
+    assert FAILURES + '{protocol="grpc"}' not in requests.get(tls_ggw.admin_url + "/metrics", timeout=5).text
+
+
+def test_tls_grpc_client_on_a_plaintext_port_fails_at_once(start_gateway, make_topic, pki, health_pb2):
+    gw = start_gateway(f"--kafka-topic={make_topic('tls')}")
+    t0 = time.monotonic()
+    e = health(grpc_target(gw), grpc_creds(pki), health_pb2, timeout=5)
+    assert isinstance(e, grpc.RpcError) and e.code() == grpc.StatusCode.UNAVAILABLE, e
+    assert time.monotonic() - t0 < 4
+    assert health(grpc_target(gw), None, health_pb2) == health_pb2.HealthCheckResponse.SERVING
+
+
+@pytest.mark.parametrize("mode", ["none", "optional", "require"])
+def test_grpc_client_certificates_and_readiness(start_gateway, make_topic, pki, pb, health_pb2, mode):
+    SERVING = health_pb2.HealthCheckResponse.SERVING
+    gw = start_gateway(f"--kafka-topic={make_topic('tls')}",
+                       *tls_flags(pki, f"--tls-client-ca={pki.ca_pem}", f"--tls-client-auth={mode}"))
+    target = grpc_target(gw)
+    # The listener's self-check copes with TLS in every mode, without a certificate of its own.
+    r = wait_ready(gw)
+    assert r.status_code == 200, r.text
+    time.sleep(2.5)  # two of the check's rounds: a check that failed would have made the gateway not ready
+    r = requests.get(gw.admin_url + "/readyz", timeout=5)
+    assert r.status_code == 200, r.text
+    assert "gRPC listener" not in gw.log()
+
+    accepted = {"none": [None, "client", "stranger", "expired"], "optional": [None, "client"],
+                "require": ["client"]}[mode]
+    refused = {"none": [], "optional": ["stranger", "expired"], "require": [None, "stranger", "expired"]}[mode]
+    for cert in accepted:
+        assert health(target, grpc_creds(pki, cert), health_pb2) == SERVING, cert
+    for cert in refused:
+        t0 = time.monotonic()
+        e = health(target, grpc_creds(pki, cert), health_pb2)
+        assert isinstance(e, grpc.RpcError) and e.code() == grpc.StatusCode.UNAVAILABLE, (cert, e)
+        assert time.monotonic() - t0 < 4
+    # Publishing with an accepted certificate, after the refusals: the listener serves on.
+    with grpc.secure_channel(target, grpc_creds(pki, "client")) as ch:
+        ev = pb.cloudevent_pb2.CloudEvent(id=str(uuid.uuid4()), source="/it/tls/grpc", type="com.example.tls")
+        resp = pb.ingest_pb2_grpc.IngestStub(ch).Publish(pb.ingest_pb2.PublishRequest(events=[ev]), timeout=20)
+        assert list(resp.ids) == [ev.id]
+    assert requests.get(gw.admin_url + "/readyz", timeout=5).status_code == 200
+
+
+def test_grpcurl_readme_example_over_tls(tls_ggw, pki, topic_reader):
+    """The README's grpcurl example with TLS, run as written but for the CA's path and the port."""
+    readme = (REPO_ROOT / "README.md").read_text()
+    m = re.search(r"^(grpcurl -cacert ca\.pem -import-path proto -proto ingest/v1/ingest\.proto \\\n.*?"
+                  r"ingest\.v1\.Ingest/Publish)\n", readme, re.M | re.S)
+    assert m, "the README's grpcurl example with TLS"
+    argv = shlex.split(m.group(1).replace("\\\n", " ").replace("127.0.0.1:50051", grpc_target(tls_ggw)))
+    argv[argv.index("ca.pem")] = pki.ca_pem
+    reader = topic_reader(tls_ggw.topic)
+    mark = reader.mark()
+    r = subprocess.run([grpcurl_bin(), *argv[1:]], capture_output=True, text=True, timeout=60, cwd=REPO_ROOT)
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["accepted"] == 1 and len(out["ids"]) == 1
+    assert sorted(reader.find_since(mark, out["ids"])) == out["ids"]
+    # Without the CA grpcurl refuses the gateway's certificate; with -plaintext the gateway refuses grpcurl.
+    for flags in ([], ["-plaintext"]):
+        r = subprocess.run([grpcurl_bin(), "-max-time", "5", *flags, "-import-path", "proto", "-proto",
+                            "grpc/health/v1/health.proto", grpc_target(tls_ggw), "grpc.health.v1.Health/Check"],
+                           capture_output=True, text=True, timeout=30, cwd=REPO_ROOT)
+        assert r.returncode != 0, (flags, r.stdout)
