@@ -9,8 +9,10 @@
  * wrk cannot do this: it reuses each connection's SSL object after
  * SSL_clear(), which keeps the session, so its reconnections resume.
  *
- * Prints the RESULT line of perf/http/wrk.lua (same keys), plus resumed=N,
- * so perf/http/run reads both the same way. Latency: from connect() to the
+ * Prints the RESULT line of perf/http/wrk.lua (same keys), plus resumed=N
+ * and client_cpu_us=N (its own user + system time: on a small machine the
+ * client's half of each handshake competes with the server's), so
+ * perf/http/run reads both the same way. Latency: from connect() to the
  * answer's last byte.
  *
  * Usage: http_tls_handshakes --addr 127.0.0.1:PORT --events FILE [--path /v1/events?ack=accepted]
@@ -27,6 +29,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/epoll.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -285,6 +288,7 @@ int main(int argc, char **argv)
     struct epoll_event evs[MAX_CONNS];
     uint64_t t0, deadline, t1;
     unsigned long ok = 0, non2xx = 0;
+    struct rusage ru;
 
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--addr") == 0 && i + 1 < argc)
@@ -363,9 +367,12 @@ int main(int argc, char **argv)
     if (ok + non2xx == 0)
         printf("none");
     printf(" errors_connect=%lu errors_read=%lu errors_write=%lu errors_timeout=0 p50_us=%u p90_us=%u "
-           "p99_us=%u max_us=%u events_per_request=1 resumed=%lu\n",
+           "p99_us=%u max_us=%u events_per_request=1 resumed=%lu",
            err_connect, err_read, err_write, percentile(50), percentile(90), percentile(99),
            nlat ? lat[nlat - 1] : 0, resumed);
+    getrusage(RUSAGE_SELF, &ru);
+    printf(" client_cpu_us=%lld\n", (long long)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1000000 +
+                                        (long long)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec));
     SSL_CTX_free(ctx);
     return 0;
 }
