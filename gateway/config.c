@@ -81,8 +81,12 @@ static const config_entry entries[] = {
      "Close a gRPC connection without calls for this long (GOAWAY)", 1000, 86400000, NULL},
     {"grpc-message-timeout", CONFIG_DURATION, "30s", OFF(grpc_message_timeout_ms),
      "Longest a unary call's request message may take to arrive after its headers; then DEADLINE_EXCEEDED "
-     "(sooner, after 1 s, while messages in flight could fill half the memory budget's inbound share: "
-     "RESOURCE_EXHAUSTED, oldest first)",
+     "(sooner, after 1 s, while other calls wait for memory to read theirs: RESOURCE_EXHAUSTED, oldest "
+     "first)",
+     100, 3600000, NULL},
+    {"grpc-handshake-timeout", CONFIG_DURATION, "10s", OFF(grpc_handshake_timeout_ms),
+     "Longest a new gRPC connection may take to finish its TLS handshake (with --tls-cert) and HTTP/2 "
+     "preface; then it is closed",
      100, 3600000, NULL},
     {"grpc-max-connection-age", CONFIG_DURATION, "0", OFF(grpc_max_connection_age_ms),
      "Ask a gRPC client to reconnect after this long (GOAWAY; spreads load after scaling out; 0: never)", 0,

@@ -47,6 +47,7 @@ typedef struct gateway_config {
     int64_t grpc_max_connection_idle_ms;
     int64_t grpc_max_connection_age_ms;
     int64_t grpc_message_timeout_ms;
+    int64_t grpc_handshake_timeout_ms;
     int64_t http_overload_wait_ms;
     int64_t retry_after_s;
     int64_t shutdown_timeout_ms;

@@ -268,6 +268,12 @@ size_t gw_grpc_server_args(const gateway *gw, grpc_resource_quota *quota, grpc_a
     args[n++] = int_arg(GRPC_ARG_KEEPALIVE_TIME_MS, 120000);
     args[n++] = int_arg(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 20000);
     args[n++] = int_arg(GRPC_ARG_MAX_CONNECTION_IDLE_MS, cfg->grpc_max_connection_idle_ms);
+    /*
+     * A connection that sends nothing, or stops half way through a TLS
+     * handshake or the preface, holds a descriptor and the core's buffers:
+     * 120 s by the core's default (60 s measured for a plaintext one).
+     */
+    args[n++] = int_arg(GRPC_ARG_SERVER_HANDSHAKE_TIMEOUT_MS, cfg->grpc_handshake_timeout_ms);
     if (cfg->grpc_max_connection_age_ms > 0) {
         args[n++] = int_arg(GRPC_ARG_MAX_CONNECTION_AGE_MS, cfg->grpc_max_connection_age_ms);
         /* A stream open at the GOAWAY has this long to end; then it is cancelled and its client retries. */

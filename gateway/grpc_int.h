@@ -191,7 +191,7 @@ typedef struct cq_thread {
 #define GW_GRPC_STREAM_WINDOW     65536  /* HTTP/2's default initial window */
 #define GW_GRPC_READ_BUFFER       262144 /* a connection's read buffer at most */
 #define GW_GRPC_AGE_GRACE_MS      30000  /* after --grpc-max-connection-age's GOAWAY */
-#define GW_GRPC_SERVER_ARGS       24     /* room for them all (17 now), checked by test_grpc under ASan */
+#define GW_GRPC_SERVER_ARGS       24     /* room for them all (18 now), checked by test_grpc under ASan */
 
 /*
  * The server's channel arguments for gw's settings into args (room for

@@ -395,6 +395,23 @@ def tls_ggw(start_gateway, make_topic, pki):
     return gw
 
 
+@pytest.mark.parametrize("tls", [True, False], ids=["tls", "plaintext"])
+def test_grpc_handshake_stopped_half_way_is_closed_at_the_handshake_timeout(start_gateway, make_topic, pki, tls):
+    # The core's own default is 120 s (60 s measured for a silent plaintext connection).
+    flags = tls_flags(pki) if tls else []
+    gw = start_gateway(f"--kafka-topic={make_topic('tls-grpc')}", *flags, "--grpc-handshake-timeout=1s")
+    addr = gw.addrs["--grpc-addr"]
+    start = client_hello(pki) if tls else b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+    t0 = time.monotonic()
+    with connect(addr) as half, connect(addr) as silent:
+        half.sendall(start[: len(start) // 2])
+        for s in (half, silent):
+            assert closed_by_peer(s, timeout=5)
+    took = time.monotonic() - t0
+    assert 0.9 < took < 5, took
+    assert gw.proc.poll() is None, gw.log_tail()
+
+
 def test_grpc_publish_and_stream_over_tls(tls_ggw, pki, pb, topic_reader):
     reader = topic_reader(tls_ggw.topic)
     mark = reader.mark()

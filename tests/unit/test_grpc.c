@@ -62,6 +62,7 @@ static int setup(void **state)
     cfg.max_connections = 8192;
     cfg.grpc_max_connection_idle_ms = 300000;
     cfg.grpc_max_connection_age_ms = 0;
+    cfg.grpc_handshake_timeout_ms = 10000;
     cfg.tls_cert = (char *)""; /* plaintext; as the settings table leaves it */
     cfg.tls_client_auth = (char *)"none";
     gw.cfg = &cfg;
@@ -87,6 +88,7 @@ static void test_every_limit_is_set_from_the_settings(void **state)
     assert_true(int_value(n, GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS) > 0);
     assert_true(int_value(n, GRPC_ARG_HTTP2_MAX_PING_STRIKES) > 0);
     assert_int_equal(int_value(n, GRPC_ARG_MAX_CONNECTION_IDLE_MS), 300000);
+    assert_int_equal(int_value(n, GRPC_ARG_SERVER_HANDSHAKE_TIMEOUT_MS), 10000);
     const grpc_arg *q = find(n, GRPC_ARG_RESOURCE_QUOTA);
     assert_non_null(q);
     assert_int_equal(q->type, GRPC_ARG_POINTER);
