@@ -18,7 +18,6 @@
  * Usage: http_tls_handshakes --addr 127.0.0.1:PORT --events FILE [--path /v1/events?ack=accepted]
  *                            [--connections N] [--duration S]
  */
-#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -36,6 +35,8 @@
 
 #include <openssl/err.h>
 #include <openssl/ssl.h>
+
+#include "net.h"
 
 #define MAX_CONNS  1024
 #define MAX_STATUS 600
@@ -59,7 +60,8 @@ typedef struct requests {
 
 static SSL_CTX *ctx;
 static int ep;
-static struct sockaddr_in server;
+static struct sockaddr_storage server; /* net_parse_addr()'s */
+static socklen_t server_len;
 static requests reqs;
 static unsigned long statuses[MAX_STATUS], resumed, requests_sent;
 static unsigned long err_connect, err_read, err_write;
@@ -71,23 +73,6 @@ static uint64_t now_us(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
-}
-
-static int parse_addr(const char *s, struct sockaddr_in *sin)
-{
-    char host[64];
-    const char *colon = strrchr(s, ':');
-    long port;
-
-    if (!colon || (size_t)(colon - s) >= sizeof(host))
-        return -1;
-    memcpy(host, s, (size_t)(colon - s));
-    host[colon - s] = '\0';
-    port = strtol(colon + 1, NULL, 10);
-    memset(sin, 0, sizeof(*sin));
-    sin->sin_family = AF_INET;
-    sin->sin_port = htons((unsigned short)port);
-    return port > 0 && port <= 65535 && inet_pton(AF_INET, host, &sin->sin_addr) == 1 ? 0 : -1;
 }
 
 /* One request per line of the events file, formatted once. */
@@ -145,7 +130,7 @@ static int conn_open(conn *c)
 {
     int one = 1;
 
-    c->fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    c->fd = socket(server.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (c->fd < 0)
         return -1;
     setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
@@ -159,7 +144,7 @@ static int conn_open(conn *c)
         return -1;
     SSL_set_connect_state(c->ssl);
     c->phase = TCP_CONNECT;
-    if (connect(c->fd, (struct sockaddr *)&server, sizeof(server)) != 0 && errno != EINPROGRESS)
+    if (connect(c->fd, (struct sockaddr *)&server, server_len) != 0 && errno != EINPROGRESS)
         return -1;
     watch(c, EPOLLOUT, EPOLL_CTL_ADD);
     return 0;
@@ -281,6 +266,7 @@ static uint32_t percentile(double p)
 
 int main(int argc, char **argv)
 {
+    char errbuf[128];
     const char *addr = NULL, *events = NULL, *target = "/v1/events?ack=accepted";
     int nconns = 64;
     double duration = 10;
@@ -307,7 +293,7 @@ int main(int argc, char **argv)
         }
     }
     if (addr == NULL || events == NULL || nconns < 1 || nconns > MAX_CONNS || duration <= 0 ||
-        parse_addr(addr, &server) != 0) {
+        net_parse_addr(addr, &server, &server_len, errbuf, sizeof(errbuf)) != 0) {
         fprintf(stderr,
                 "usage: %s --addr 127.0.0.1:PORT --events FILE [--path TARGET] [--connections 1..%d] "
                 "[--duration S]\n",
