@@ -761,7 +761,7 @@ static int head(gw_http_request *req, void *arg)
  */
 static void preflight(gw_http_loop *f, gw_http_request *req)
 {
-    char h[1024];
+    char h[1536]; /* the longest origin and echoed header list fit; gw_http_respond's head takes 2 KiB */
 
     gw_cors_headers(&f->cors, gw_http_request_header(req, "origin"), 1,
                     gw_http_request_header(req, "access-control-request-headers"), h, sizeof(h));
