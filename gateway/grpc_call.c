@@ -700,6 +700,9 @@ static int gate(gcall *c)
     if (rc != 0) {
         gw_admit_count_answered(c->g->gw, GW_GRPC, 0, 1);
         end_refused(c, &a.refusal, 0);
+    } else if (a.quota_wait_ns > 0) {
+        /* A stream opened over its quota: its first read waits too. */
+        c->quota_until_ms = mono_ms() + (a.quota_wait_ns + 999999) / 1000000;
     }
     gw_admission_clear(&a);
     return rc;

@@ -19,6 +19,7 @@
 #include <cmocka.h>
 
 #include "admit.h"
+#include "grpc_prot.h"
 #include "quota.h"
 
 #define S  1000000000LL
@@ -352,6 +353,22 @@ static void test_admit_rate_gate_and_charge(void **state)
     gw_admission_clear(&a);
 }
 
+/* What each protocol says for it: HTTP 429, gRPC RESOURCE_EXHAUSTED with the wait in its message. */
+static void test_rate_limited_answers(void **state)
+{
+    gw_refusal r = {.reason = GW_R_rate_limited, .index = -1, .retry_after_s = 3};
+    char msg[400];
+    (void)state;
+
+    assert_string_equal(gw_reasons[GW_R_rate_limited].name, "rate_limited");
+    assert_int_equal(gw_reasons[GW_R_rate_limited].http_status, 429);
+    assert_int_equal(gw_reasons[GW_R_rate_limited].grpc_status, 8);
+    assert_int_equal(gw_reasons[GW_R_rate_limited].dropped, 0);
+    snprintf(r.message, sizeof(r.message), "over the quota of 5 events a second (burst 5); retry in 3 s");
+    gw_grpc_prot_status_message(&r, 0, msg, sizeof(msg));
+    assert_string_equal(msg, "rate_limited: over the quota of 5 events a second (burst 5); retry in 3 s");
+}
+
 static void test_admit_bytes_all_or_none(void **state)
 {
     gw_bucket events, bytes;
@@ -414,6 +431,7 @@ int main(void)
         cmocka_unit_test(test_ip_full_table_bounded_flooder_limited),
         cmocka_unit_test_setup_teardown(test_admit_rate_gate_and_charge, setup, teardown),
         cmocka_unit_test_setup_teardown(test_admit_bytes_all_or_none, setup, teardown),
+        cmocka_unit_test(test_rate_limited_answers),
         cmocka_unit_test_setup_teardown(test_admit_rate_per_source, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
