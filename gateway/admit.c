@@ -100,6 +100,7 @@ static void vrefuse(gw_admission *a, gw_reason reason, long index, const char *f
 {
     a->refusal.reason = reason;
     a->refusal.index = index;
+    a->refusal.retry_after_s = 0;
     vsnprintf(a->refusal.message, sizeof(a->refusal.message), fmt, ap);
 }
 
@@ -176,12 +177,101 @@ static int identify(gw_admission *a, const gw_credentials *cred)
     return 0;
 }
 
+/* --- quotas --------------------------------------------------------------------------------------- */
+
+void gw_admission_set_quota(gw_admission *a, const gw_limit *events, const gw_limit *bytes)
+{
+    memset(&a->q_events, 0, sizeof(a->q_events));
+    memset(&a->q_bytes, 0, sizeof(a->q_bytes));
+    if (events)
+        a->q_events = *events;
+    if (bytes)
+        a->q_bytes = *bytes;
+}
+
+void gw_admission_set_source(gw_admission *a, const struct sockaddr *sa)
+{
+    a->q_has_ip = gw_ip_key_of_sockaddr(sa, &a->q_ip) == 0;
+}
+
+/* The key for per-address limits; NULL when there is none to be had (then they do not apply). */
+static const gw_ip_key *source_key(gw_admission *a)
+{
+    if (!a->q_has_ip && (a->q_events.ips || a->q_bytes.ips))
+        a->q_has_ip = gw_ip_key_of_peer(a->peer, &a->q_ip) == 0;
+    return a->q_has_ip ? &a->q_ip : NULL;
+}
+
+static int rate_refused(gw_admission *a, const gw_limit *l, const char *what, int64_t wait_ns)
+{
+    long s = gw_retry_after_s(wait_ns);
+
+    gw_admission_refuse(a, GW_R_rate_limited, -1,
+                        "over the quota of %g %s a second (burst %g); retry in %ld s", l->rate.per_s, what,
+                        l->rate.burst < 1 ? 1 : l->rate.burst, s);
+    a->refusal.retry_after_s = s;
+    return refused(a, a->peer);
+}
+
+int gw_admit_rate_gate(gw_admission *a)
+{
+    int64_t now, wait = 0;
+    const gw_ip_key *k;
+
+    a->quota_wait_ns = 0;
+    if (!gw_limit_active(&a->q_events) && !gw_limit_active(&a->q_bytes))
+        return 0;
+    now = gw_quota_now_ns();
+    k = source_key(a);
+    if (!gw_limit_gate(&a->q_events, k, now, &wait)) {
+        if (a->quota_debt)
+            return a->quota_wait_ns = wait, 0;
+        return rate_refused(a, &a->q_events, "events", wait);
+    }
+    if (!gw_limit_gate(&a->q_bytes, k, now, &wait)) {
+        if (a->quota_debt)
+            return a->quota_wait_ns = wait, 0;
+        return rate_refused(a, &a->q_bytes, "bytes", wait);
+    }
+    return 0;
+}
+
+int gw_admit_rate_charge(gw_admission *a, size_t n_events)
+{
+    int64_t now, wait = 0, w2;
+    const gw_ip_key *k;
+    double bytes = (double)a->request_bytes;
+
+    a->quota_wait_ns = 0;
+    if ((!gw_limit_active(&a->q_events) && !gw_limit_active(&a->q_bytes)) || n_events == 0)
+        return 0;
+    now = gw_quota_now_ns();
+    k = source_key(a);
+    if (a->quota_debt) {
+        /* Read already, and taken: the stream pays by waiting before its next read. */
+        wait = gw_limit_charge(&a->q_events, k, now, (double)n_events);
+        w2 = gw_limit_charge(&a->q_bytes, k, now, bytes);
+        a->quota_wait_ns = wait > w2 ? wait : w2;
+        return 0;
+    }
+    if (!gw_limit_take(&a->q_events, k, now, (double)n_events, &wait))
+        return rate_refused(a, &a->q_events, "events", wait);
+    if (!gw_limit_take(&a->q_bytes, k, now, bytes, &wait)) {
+        /* All or none: the events taken go back, else a refused request would use up quota. */
+        gw_limit_refund(&a->q_events, k, (double)n_events);
+        return rate_refused(a, &a->q_bytes, "bytes", wait);
+    }
+    return 0;
+}
+
 int gw_admit_gate(gw_admission *a, const gw_credentials *cred, int may_wait)
 {
     gateway *gw = a->gw;
 
     if (cred && identify(a, cred) != 0)
         return refused(a, a->peer);
+    if (gw_admit_rate_gate(a) != 0)
+        return -1;
     if (atomic_load(&gw->stopping)) {
         gw_admission_refuse(a, GW_R_shutting_down, -1, "the gateway is shutting down");
         return refused(a, a->peer);
@@ -313,6 +403,9 @@ int gw_admit_prepare(gw_admission *a, gw_parse_fn parse, void *arg, int may_be_e
         gw_admission_refuse(a, GW_R_invalid_event, -1, "the request holds no event");
         return refused(a, a->peer);
     }
+    /* Charged once the request is known good, before the costly encoding: a refused one costs no quota. */
+    if (gw_admit_rate_charge(a, b->n) != 0)
+        return -1;
     if (reserve_unit(a) != 0 || reserve_msgs(a, b->n) != 0)
         return out_of_memory(a);
     if (a->committed && b->n > 0 && (w = ack_wait_new((unsigned)b->n, a->inbox, a->done, NULL)) == NULL)

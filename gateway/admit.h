@@ -37,12 +37,14 @@
 #include "event.h"
 #include "gateway.h"
 #include "producer.h"
+#include "quota.h"
 #include "reason.h"
 
 /* Why a request was refused: what the front end tells its client. */
 typedef struct gw_refusal {
     gw_reason reason;
-    long index; /* the event at fault (the index rule above), or -1 */
+    long index;         /* the event at fault (the index rule above), or -1 */
+    long retry_after_s; /* when to retry, from a quota's bucket; 0: none of its own (--retry-after) */
     char message[300];
 } gw_refusal;
 
@@ -89,6 +91,22 @@ struct gw_admission {
     /* Called for every refusal the stage decides (UDP logs drops with it); may be NULL. */
     void (*on_refused)(gw_admission *a, const char *peer, const gw_refusal *r);
     void *user;
+
+    /*
+     * Quotas (quota.h): set with gw_admission_set_quota() once the caller is
+     * known; inactive limits (the default) cost nothing. The gate refuses
+     * (rate_limited) when a bucket has no room for one more event or byte;
+     * prepare takes the request's events and bytes after parsing, all or
+     * none. With quota_debt (a gRPC stream, which holds back its reads
+     * instead of failing) neither refuses: prepare charges the bucket into
+     * debt and quota_wait_ns says how long the next read should wait.
+     */
+    gw_limit q_events, q_bytes;
+    gw_ip_key q_ip;        /* the source address, for per-address limits */
+    int q_has_ip;          /* q_ip is set (gw_admission_set_source(), or parsed from peer at the gate) */
+    int quota_debt;        /* set by the caller: charge, never refuse, for quotas */
+    size_t request_bytes;  /* set by the caller before prepare: the body's or message's bytes, for q_bytes */
+    int64_t quota_wait_ns; /* result, with quota_debt: hold the next read this long (0: read on) */
 
     /* Results: */
     gw_refusal refusal;     /* when a step returned -1: why */
@@ -141,6 +159,26 @@ int gw_admit_prepare(gw_admission *a, gw_parse_fn parse, void *arg, int may_be_e
  * to on_refused, and a->refusal says why (for a single unit).
  */
 int gw_admit_push(gw_admission *a, int keep);
+
+/*
+ * The caller's quotas: an event limit and a byte limit (either NULL or
+ * inactive: none). For a principal, its shared buckets; for `anonymous`,
+ * its tables by source address. Before gw_admit_gate() (or, from the
+ * identification inside it, before its quota step).
+ */
+void gw_admission_set_quota(gw_admission *a, const gw_limit *events, const gw_limit *bytes);
+/* The source address, for per-address limits (UDP, a datagram at a time); else parsed from a->peer. */
+void gw_admission_set_source(gw_admission *a, const struct sockaddr *sa);
+
+/*
+ * The quota steps, called by gw_admit_gate() and gw_admit_prepare() (exposed
+ * for tests and for a front end that must check again, e.g. a held request):
+ * the gate (room for one more event and byte?) and the charge of n events
+ * and a->request_bytes after parsing. 0; or -1 with a->refusal set
+ * (rate_limited, retry_after_s from the bucket) and counted.
+ */
+int gw_admit_rate_gate(gw_admission *a);
+int gw_admit_rate_charge(gw_admission *a, size_t n_events);
 
 /* For a front end's parser: refuse the request (index -1) or one event. Returns -EINVAL. */
 int gw_admission_refuse(gw_admission *a, gw_reason reason, long index, const char *fmt, ...)

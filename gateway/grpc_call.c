@@ -117,6 +117,8 @@ static int core_write(gcall *c, const uint8_t *msg, size_t len, int has_msg, int
     size_t n = 0;
     grpc_byte_buffer *bb = NULL;
     grpc_slice details;
+    grpc_metadata pushback;
+    char ms[24];
 
     memset(ops, 0, sizeof(ops));
     if (!c->md_sent) {
@@ -139,11 +141,21 @@ static int core_write(gcall *c, const uint8_t *msg, size_t len, int has_msg, int
         ops[n].data.send_status_from_server.status = code;
         ops[n].data.send_status_from_server.status_details = &details;
         ops[n].data.send_status_from_server.trailing_metadata_count = 0;
+        if (c->final_set && c->final_retry_ms > 0) {
+            /* gRFC A6's server pushback: a client's retry policy waits this long before trying again. */
+            snprintf(ms, sizeof(ms), "%lld", c->final_retry_ms);
+            pushback.key = grpc_slice_from_static_string("grpc-retry-pushback-ms");
+            pushback.value = grpc_slice_from_copied_string(ms);
+            ops[n].data.send_status_from_server.trailing_metadata_count = 1;
+            ops[n].data.send_status_from_server.trailing_metadata = &pushback;
+        }
         n++;
     }
     grpc_call_error e = grpc_call_start_batch(c->call, ops, n, &c->o_write, NULL);
     if (status)
         grpc_slice_unref(details);
+    if (status && c->final_set && c->final_retry_ms > 0)
+        grpc_slice_unref(pushback.value);
     if (bb)
         grpc_byte_buffer_destroy(bb); /* the batch holds its own reference to the slices */
     if (e != GRPC_CALL_OK) {
@@ -355,7 +367,8 @@ void gw_grpc_pump(gcall *c)
     }
     if (c->m == M_STREAM && !c->reading && !c->read_closed && !c->final_set && c->held_ack == NULL &&
         c->acks.n < STREAM_MAX_ACKS && c->owed < STREAM_MAX_OWED_BYTES) {
-        if (gw_grpc_read_blocked(g->gw))
+        /* Over its quota, a stream is held back, not failed: the timer thread resumes it. */
+        if (gw_grpc_read_blocked(g->gw) || (c->quota_until_ms && mono_ms() < c->quota_until_ms))
             gw_grpc_park(c);
         else
             start_read(c);
@@ -478,6 +491,8 @@ static void prepare(gcall *c, const uint8_t *data, size_t len, prepared *p)
     gw_admission_init(&p->adm, g->gw, GW_GRPC, c->peer, prom_now_ns());
     p->adm.done = on_delivered; /* no inbox: on librdkafka's thread, under the call's lock */
     p->adm.all_errors = 1;
+    p->adm.quota_debt = stream;
+    p->adm.request_bytes = len;
     if (!stream && gw_admit_gate(&p->adm, NULL, 0) != 0) {
         /* Admission before parsing: an overloaded gateway should not spend CPU on what it will refuse. */
         p->refused = 1;
@@ -523,6 +538,8 @@ static void end_refused(gcall *c, const gw_refusal *r, size_t n_errors)
     char msg[sizeof(c->final_msg)];
 
     gw_grpc_prot_status_message(r, n_errors, msg, sizeof(msg));
+    if (!c->final_set)
+        c->final_retry_ms = r->retry_after_s * 1000LL;
     set_final(c, (grpc_status_code)gw_reasons[r->reason].grpc_status, "%s", msg);
 }
 
@@ -533,6 +550,9 @@ static void commit(gcall *c, prepared *p)
     gw_grpc_front *g = c->g;
     int rc;
 
+    if (p->adm.quota_wait_ns > 0)
+        /* Charged into debt (a stream's quota): its next read waits until the bucket has room. */
+        c->quota_until_ms = mono_ms() + (p->adm.quota_wait_ns + 999999) / 1000000;
     if (p->refused) {
         gw_admit_count_answered(g->gw, GW_GRPC, p->adm.started_ns, 1);
         end_refused(c, &p->adm.refusal, p->adm.n_errors);
@@ -668,6 +688,7 @@ static int gate(gcall *c)
         }
     }
     gw_admission_init(&a, c->g->gw, GW_GRPC, c->peer, 0);
+    a.quota_debt = c->m == M_STREAM; /* a stream over quota waits to read; it is not refused */
     if (repeated) {
         /* Which one counts is what a proxy in front of us may read differently: neither does. */
         gw_admission_refuse(&a, GW_R_unauthorized, -1, "more than one authorization metadata entry");
@@ -679,6 +700,9 @@ static int gate(gcall *c)
     if (rc != 0) {
         gw_admit_count_answered(c->g->gw, GW_GRPC, 0, 1);
         end_refused(c, &a.refusal, 0);
+    } else if (a.quota_wait_ns > 0) {
+        /* A stream opened over its quota: its first read waits too. */
+        c->quota_until_ms = mono_ms() + (a.quota_wait_ns + 999999) / 1000000;
     }
     gw_admission_clear(&a);
     return rc;

@@ -154,6 +154,9 @@ struct gcall {
     int final_set;
     grpc_status_code final_code;
     char final_msg[300];
+    long long final_retry_ms; /* > 0: sent as grpc-retry-pushback-ms (a quota's wait) */
+    /* A stream charged past its quota reads nothing more before this (mono_ms()); 0: no wait. */
+    long long quota_until_ms;
 
     /* Front lock: */
     int parked, active;

@@ -156,7 +156,9 @@ static void respond_refusal(gw_http_loop *f, gw_http_request *req, const gw_refu
     else
         evbuffer_add_printf(b, "\"}}");
     if (status == 429 || status == 503)
-        snprintf(headers, sizeof(headers), "Retry-After: %lld\r\n", (long long)f->gw->cfg->retry_after_s);
+        /* A quota knows when its bucket has room; otherwise --retry-after guesses. */
+        snprintf(headers, sizeof(headers), "Retry-After: %lld\r\n",
+                 r->retry_after_s > 0 ? (long long)r->retry_after_s : (long long)f->gw->cfg->retry_after_s);
     else if (r->reason == GW_R_unauthorized)
         snprintf(headers, sizeof(headers), "WWW-Authenticate: Bearer realm=\"ingest\"\r\n");
     else if (r->reason == GW_R_method_not_allowed)
@@ -588,6 +590,7 @@ static void ingest(gw_http_loop *f, gw_http_request *req, int committed)
     a.committed = committed;
     a.inbox = f->inbox;
     a.done = wait_done;
+    a.request_bytes = req->body ? evbuffer_get_length(req->body) : 0;
     if (gw_admit_prepare(&a, parse_http, &hb, 0) != 0) {
         respond_refusal(f, req, &a.refusal, 0);
         goto out;

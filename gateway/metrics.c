@@ -17,13 +17,14 @@ static const unsigned reasons_of[GW_N_PROTOCOLS] = {
     [GW_HTTP] = R(malformed_json) | R(invalid_event) | R(too_large) | R(too_many_events) |
                 R(unsupported_media_type) | R(unsupported_encoding) | R(bad_encoding) | R(bad_request) |
                 R(headers_too_large) | R(not_found) | R(method_not_allowed) | R(unauthorized) |
-                R(request_timeout) | R(overloaded) | R(too_many_connections) | R(shutting_down) |
-                R(ack_timeout) | R(kafka_error) | R(internal),
+                R(rate_limited) | R(request_timeout) | R(overloaded) | R(too_many_connections) |
+                R(shutting_down) | R(ack_timeout) | R(kafka_error) | R(internal),
     [GW_UDP] = R(malformed_json) | R(malformed_protobuf) | R(invalid_event) | R(too_large) | R(empty) |
-               R(truncated) | R(overloaded) | R(shutting_down) | R(socket_buffer) | R(internal),
+               R(truncated) | R(rate_limited) | R(overloaded) | R(shutting_down) | R(socket_buffer) |
+               R(internal),
     [GW_GRPC] = R(malformed_protobuf) | R(invalid_event) | R(too_large) | R(too_many_events) |
-                R(bad_request) | R(unauthorized) | R(request_timeout) | R(overloaded) | R(shutting_down) |
-                R(ack_timeout) | R(kafka_error) | R(internal),
+                R(bad_request) | R(unauthorized) | R(rate_limited) | R(request_timeout) | R(overloaded) |
+                R(shutting_down) | R(ack_timeout) | R(kafka_error) | R(internal),
 };
 
 void gateway_metrics_requests(gateway_metrics *m, gw_protocol p, uint64_t started_ns, size_t n)

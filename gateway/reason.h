@@ -29,7 +29,8 @@ typedef enum gw_grpc_status {
  * it is the gateway's doing (dropped: 1) or the request's (rejected: 0).
  * Nobody is answered for too_many_connections (closed at accept) or
  * socket_buffer (a datagram the kernel dropped, UDP only): their statuses are
- * never sent.
+ * never sent. rate_limited is the caller's doing (over its quota), so it is
+ * counted as rejected, not dropped, though a retry later will work.
  */
 #define GW_REASONS(X)                                                                                        \
     X(malformed_json, 400, GW_GRPC_INVALID_ARGUMENT, 0)                                                      \
@@ -48,6 +49,7 @@ typedef enum gw_grpc_status {
     X(method_not_allowed, 405, GW_GRPC_UNIMPLEMENTED, 0)                                                     \
     X(unauthorized, 401, GW_GRPC_UNAUTHENTICATED, 0)                                                         \
     X(request_timeout, 408, GW_GRPC_DEADLINE_EXCEEDED, 0)                                                    \
+    X(rate_limited, 429, GW_GRPC_RESOURCE_EXHAUSTED, 0)                                                      \
     X(overloaded, 429, GW_GRPC_RESOURCE_EXHAUSTED, 1)                                                        \
     X(too_many_connections, 503, GW_GRPC_UNAVAILABLE, 1)                                                     \
     X(socket_buffer, 503, GW_GRPC_UNAVAILABLE, 1)                                                            \

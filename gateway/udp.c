@@ -57,13 +57,14 @@ static void log_drop(udp_front *u, const char *peer, gw_reason reason, const cha
     if (now - last < 1000 || !atomic_compare_exchange_strong(&u->last_log_ms, &last, now))
         return;
     for (int r = 0; r < GW_N_REASONS; r++)
-        if (!gw_reasons[r].dropped && r != GW_R_truncated)
+        if (!gw_reasons[r].dropped && r != GW_R_truncated && r != GW_R_rate_limited)
             invalid += gateway_metrics_refused_count(m, GW_UDP, (gw_reason)r);
     LOG_WARN("udp",
-             "dropped %s%s reason=%s: %s (dropped so far: invalid=%llu truncated=%llu overloaded=%llu "
-             "socket_buffer=%llu)",
+             "dropped %s%s reason=%s: %s (dropped so far: invalid=%llu truncated=%llu rate_limited=%llu "
+             "overloaded=%llu socket_buffer=%llu)",
              peer ? "datagram peer=" : "datagrams", peer ? peer : "", gw_reasons[reason].name, detail,
              invalid, (unsigned long long)gateway_metrics_refused_count(m, GW_UDP, GW_R_truncated),
+             (unsigned long long)gateway_metrics_refused_count(m, GW_UDP, GW_R_rate_limited),
              (unsigned long long)gateway_metrics_refused_count(m, GW_UDP, GW_R_overloaded),
              (unsigned long long)gateway_metrics_refused_count(m, GW_UDP, GW_R_socket_buffer));
 }
@@ -145,11 +146,14 @@ static int parse_datagram(gw_admission *a, void *arg)
 }
 
 /* One datagram through the admission stage: refused before parsing when the gateway cannot take it. */
-static void handle(udp_work *w, const unsigned char *buf, size_t len, const char *peer)
+static void handle(udp_work *w, const unsigned char *buf, size_t len, const char *peer,
+                   const struct sockaddr *sa)
 {
     datagram d = {buf, len};
 
     w->adm.peer = peer;
+    w->adm.request_bytes = len;
+    gw_admission_set_source(&w->adm, sa); /* anonymous's quotas are per source address */
     if (gw_admit_gate(&w->adm, NULL, 0) == 0)
         gw_admit_prepare(&w->adm, parse_datagram, &d, 0);
 }
@@ -221,7 +225,7 @@ static void *udp_main(void *arg)
                 gw_admit_count_refused(u->gw, GW_UDP, GW_R_truncated);
                 log_drop(u, peer, GW_R_truncated, "larger than --udp-max-datagram");
             } else {
-                handle(w, iov[i].iov_base, msgs[i].msg_len, peer);
+                handle(w, iov[i].iov_base, msgs[i].msg_len, peer, (const struct sockaddr *)&peers[i]);
             }
         }
         /* The batch's datagrams in one queue operation: one lock, at most one producer wake-up. */

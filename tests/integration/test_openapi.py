@@ -95,7 +95,8 @@ def test_document_describes_every_status_and_error_code():
     assert codes == {"malformed_json", "invalid_event", "bad_request", "bad_encoding", "unauthorized",
                      "request_timeout", "not_found",
                      "method_not_allowed", "too_large", "too_many_events", "unsupported_media_type",
-                     "unsupported_encoding", "headers_too_large", "overloaded", "ack_timeout", "kafka_error",
+                     "unsupported_encoding", "headers_too_large", "rate_limited", "overloaded", "ack_timeout",
+                     "kafka_error",
                      "shutting_down"}
     responses = doc["components"]["responses"]
     assert responses["Overloaded"]["headers"]["Retry-After"]
