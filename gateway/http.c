@@ -55,6 +55,7 @@ typedef struct held {
     wait_kind kind; /* WAIT_ROOM; first, as in ingest_wait */
     gw_http_request *req;
     int committed;
+    const gw_principal *who; /* the gate's (held: a reference) */
     long long since_ms;
     struct held *next, *prev;
 } held;
@@ -415,6 +416,7 @@ static void held_unlink(gw_http_loop *f, held *h)
     h->req->user = NULL;
     atomic_fetch_sub(&f->pending, 1);
     gw_front_changed(f->gw);
+    gw_principal_release(h->who);
     free(h);
 }
 
@@ -555,7 +557,8 @@ parsed:
 }
 
 /* Parse, validate and queue through the admission stage; answer now, or later from wait_done/wait_timeout. */
-static void ingest(gw_http_loop *f, gw_http_request *req, int committed)
+/* `who`: the gate's principal, whose reference the admission takes over. */
+static void ingest(gw_http_loop *f, gw_http_request *req, int committed, const gw_principal *who)
 {
     gw_admission a;
     http_body hb = {.req = req};
@@ -564,6 +567,7 @@ static void ingest(gw_http_loop *f, gw_http_request *req, int committed)
     size_t ok_len = 0;
 
     gw_admission_init(&a, f->gw, GW_HTTP, req->peer, req->started_ns);
+    gw_admission_set_principal(&a, who);
     a.committed = committed;
     a.inbox = f->inbox;
     a.done = wait_done;
@@ -638,8 +642,10 @@ static void room_cb(evutil_socket_t fd, short what, void *arg)
                    "the gateway's queue stayed above its high-water mark for %lld ms; retry later",
                    (long long)f->gw->cfg->http_overload_wait_ms);
         } else if (!gw_overloaded(f->gw)) {
+            const gw_principal *who = h->who;
+            h->who = NULL;
             held_unlink(f, h);
-            ingest(f, req, committed);
+            ingest(f, req, committed, who);
         } else {
             break;
         }
@@ -651,7 +657,7 @@ static void room_cb(evutil_socket_t fd, short what, void *arg)
 }
 
 /* Hold a request until there is room; 0, or -ENOMEM (then it is refused as it would have been). */
-static int hold(gw_http_loop *f, gw_http_request *req, int committed)
+static int hold(gw_http_loop *f, gw_http_request *req, int committed, const gw_principal *who)
 {
     held *h = calloc(1, sizeof(*h));
 
@@ -660,6 +666,7 @@ static int hold(gw_http_loop *f, gw_http_request *req, int committed)
     h->kind = WAIT_ROOM;
     h->req = req;
     h->committed = committed;
+    h->who = who;
     h->since_ms = mono_ms();
     h->prev = f->held_tail;
     if (f->held_tail)
@@ -682,7 +689,7 @@ static int hold(gw_http_loop *f, gw_http_request *req, int committed)
  * without a token costs no body memory; two Authorization headers are
  * refused, not one of them picked.
  */
-static int gate(gw_http_loop *f, gw_http_request *req)
+static int gate(gw_http_loop *f, gw_http_request *req, const gw_principal **who)
 {
     const char *auth = NULL;
     gw_admission a;
@@ -695,11 +702,13 @@ static int gate(gw_http_loop *f, gw_http_request *req)
         refuse(f, req, GW_R_bad_request, 0, "more than one Authorization header");
         return -1;
     }
-    gw_credentials cred = {auth, auth ? strlen(auth) : 0};
+    gw_credentials cred = {auth, auth ? strlen(auth) : 0, req->peer_cert};
     gw_admission_init(&a, f->gw, GW_HTTP, req->peer, req->started_ns);
     int rc = gw_admit_gate(&a, &cred, 1);
     if (rc != 0)
         respond_refusal(f, req, &a.refusal, 0);
+    else if (who)
+        *who = gw_admission_take_principal(&a);
     gw_admission_clear(&a);
     return rc;
 }
@@ -707,12 +716,13 @@ static int gate(gw_http_loop *f, gw_http_request *req)
 /* The headers are in, the body not yet read: refuse now what the headers already refuse. */
 static int head(gw_http_request *req, void *arg)
 {
-    return gate(arg, req) != 0;
+    return gate(arg, req, NULL) != 0;
 }
 
 static void handle(gw_http_request *req, void *arg)
 {
     gw_http_loop *f = arg;
+    const gw_principal *who = NULL;
     ack_level ack;
     char bad[48];
 
@@ -727,16 +737,17 @@ static void handle(gw_http_request *req, void *arg)
     }
     /* Again for a request without a body (head() saw those with one): before parsing, so a refusal is cheap.
      */
-    if (gate(f, req) != 0)
+    if (gate(f, req, &who) != 0)
         return;
     if (parse_ack(req, f->gw->cfg->default_ack, &ack, bad, sizeof(bad)) != 0) {
+        gw_principal_release(who);
         refuse(f, req, GW_R_bad_request, 0, "ack: '%s' is not committed or accepted", bad);
         return;
     }
     /* No room: wait for it rather than refuse at once (struct held says why). */
-    if ((f->held_head || gw_overloaded(f->gw)) && hold(f, req, ack == ACK_COMMITTED) == 0)
+    if ((f->held_head || gw_overloaded(f->gw)) && hold(f, req, ack == ACK_COMMITTED, who) == 0)
         return;
-    ingest(f, req, ack == ACK_COMMITTED);
+    ingest(f, req, ack == ACK_COMMITTED, who);
 }
 
 static void on_error(gw_http_request *req, int status, const char *code, const char *message, void *arg)

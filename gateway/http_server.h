@@ -44,6 +44,7 @@ typedef struct gw_http_request {
     size_t n_headers;
     struct evbuffer *body; /* the whole body, de-chunked */
     const char *peer;      /* "ip:port" of the client */
+    const struct gw_peer_cert *peer_cert; /* TLS: the client's verified certificate (auth.h); NULL: none */
     uint64_t started_ns;   /* CLOCK_MONOTONIC at its first byte */
     void *user;            /* the application's, while it handles the request */
 } gw_http_request;
