@@ -23,7 +23,8 @@ typedef struct envelope_meta {
     envelope_protocol protocol;
     const char *peer;       /* "ip:port"; NULL for none */
     const char *gateway_id; /* NULL for none */
-    const char *principal;  /* who sent it (gateway/auth.h), at most ENVELOPE_MAX_PRINCIPAL bytes; NULL for none */
+    const char
+        *principal; /* who sent it (gateway/auth.h), at most ENVELOPE_MAX_PRINCIPAL bytes; NULL for none */
 } envelope_meta;
 
 /* The longest principal name (gateway/auth.h's GW_AUTH_NAME_MAX): envelope_max_size() counts it. */

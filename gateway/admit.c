@@ -177,8 +177,8 @@ int gw_admission_event_error(gw_admission *a, size_t index, const ing_event_erro
 
 /* --- 1. the gate ----------------------------------------------------------------------------------- */
 
-static const char *const protocol_names[GW_N_PROTOCOLS] = {[GW_HTTP] = "HTTP", [GW_UDP] = "UDP",
-                                                            [GW_GRPC] = "gRPC"};
+static const char *const protocol_names[GW_N_PROTOCOLS] = {
+    [GW_HTTP] = "HTTP", [GW_UDP] = "UDP", [GW_GRPC] = "gRPC"};
 
 /*
  * Who the caller is (auth.h): a token decides alone (one that matches
@@ -197,7 +197,8 @@ static int identify(gw_admission *a, const gw_credentials *cred)
     if ((auth = gw_auth_acquire(a->gw)) == NULL)
         return 0; /* no rules installed: everything goes */
     if (v && !auth->ignore_tokens) {
-        if (len < 7 || strncasecmp(v, "Bearer ", 7) != 0 || (p = gw_auth_by_token(auth, v + 7, len - 7)) == NULL) {
+        if (len < 7 || strncasecmp(v, "Bearer ", 7) != 0 ||
+            (p = gw_auth_by_token(auth, v + 7, len - 7)) == NULL) {
             gw_auth_release(auth);
             return gw_admission_refuse(a, GW_R_unauthorized, -1, "the bearer token is wrong");
         }
@@ -372,10 +373,9 @@ int gw_admit_prepare(gw_admission *a, gw_parse_fn parse, void *arg, int may_be_e
     if (a->committed && b->n > 0 && (w = ack_wait_new((unsigned)b->n, a->inbox, a->done, NULL)) == NULL)
         return out_of_memory(a);
     for (; made < b->n; made++)
-        if ((a->msgs[a->n_msgs + made] =
-                 produce_msg_new(&b->ev[made], a->received_ns, protocol_in_envelope[a->protocol], a->peer,
-                                 a->gw->cfg->gateway_id, a->principal ? a->principal->name : NULL, w)) ==
-            NULL)
+        if ((a->msgs[a->n_msgs + made] = produce_msg_new(
+                 &b->ev[made], a->received_ns, protocol_in_envelope[a->protocol], a->peer,
+                 a->gw->cfg->gateway_id, a->principal ? a->principal->name : NULL, w)) == NULL)
             goto oom;
     if (a->n_units == 0)
         a->unit_first[0] = 0;

@@ -78,7 +78,7 @@ typedef int (*gw_parse_fn)(gw_admission *a, void *arg);
 struct gw_admission {
     gateway *gw;
     gw_protocol protocol;
-    const char *peer;    /* the client's "ip:port", into the Envelope; the caller keeps it alive */
+    const char *peer; /* the client's "ip:port", into the Envelope; the caller keeps it alive */
     /*
      * Who the caller is, set by the gate (or by gw_admission_set_principal()):
      * holds a reference on its gw_auth until the admission is cleared or

@@ -19,10 +19,11 @@
 #include "config.h"
 #include "gateway.h"
 
-#define ALL_PROTOCOLS ((1u << GW_HTTP) | (1u << GW_UDP) | (1u << GW_GRPC))
+#define ALL_PROTOCOLS  ((1u << GW_HTTP) | (1u << GW_UDP) | (1u << GW_GRPC))
 #define MAX_FILE_BYTES ((size_t)16 << 20)
 
-static const char *const protocol_words[GW_N_PROTOCOLS] = {[GW_HTTP] = "http", [GW_UDP] = "udp", [GW_GRPC] = "grpc"};
+static const char *const protocol_words[GW_N_PROTOCOLS] = {
+    [GW_HTTP] = "http", [GW_UDP] = "udp", [GW_GRPC] = "grpc"};
 
 /* --- the object ------------------------------------------------------------------------------------ */
 
@@ -277,8 +278,8 @@ static int new_principal(parser *ps, const char *w, size_t len)
     gw_auth *a = ps->a;
 
     if (!valid_name(w, len))
-        return fail(ps, "principal name '%.*s' is not 1 to %d of A-Z a-z 0-9 . _ -", (int)(len > 80 ? 80 : len),
-                    w, GW_AUTH_NAME_MAX);
+        return fail(ps, "principal name '%.*s' is not 1 to %d of A-Z a-z 0-9 . _ -",
+                    (int)(len > 80 ? 80 : len), w, GW_AUTH_NAME_MAX);
     for (size_t i = 0; i < a->n; i++)
         if (is(w, len, a->principals[i].name))
             return fail(ps, "principal '%.*s' is defined twice", (int)len, w);
@@ -311,7 +312,8 @@ static int add_hash(parser *ps, const gw_principal *p, const unsigned char *h)
 
     for (size_t i = 0; i < a->n_hashes; i++)
         if (memcmp(a->hashes[i], h, GW_AUTH_HASH_LEN) == 0)
-            return fail(ps, "this token hash is already %s's (line %d)", a->owners[i]->name, ps->token_line[i]);
+            return fail(ps, "this token hash is already %s's (line %d)", a->owners[i]->name,
+                        ps->token_line[i]);
     unsigned char(*nh)[GW_AUTH_HASH_LEN] = realloc(a->hashes, (a->n_hashes + 1) * sizeof(*nh));
     if (nh == NULL)
         return fail(ps, "out of memory");
@@ -346,7 +348,8 @@ static int parse_token(parser *ps, gw_principal *p, const char *w, size_t len)
     return add_hash(ps, p, h);
 }
 
-/* A SAN as the certificate side writes it: "DNS:", "URI:", "email:" and "IP:" (an address in inet_ntop's form). */
+/* A SAN as the certificate side writes it: "DNS:", "URI:", "email:" and "IP:" (an address in inet_ntop's
+ * form). */
 static int parse_san(parser *ps, gw_principal *p, const char *w, size_t len)
 {
     static const char *const kinds[] = {"DNS:", "URI:", "email:", "IP:"};
@@ -445,8 +448,9 @@ static int parse_quota(parser *ps, const char *kw, const char *s, const char *en
     const char *w = word(&s, end, &len);
 
     if (parse_rate(w, len, bytes, rate) != 0)
-        return fail(ps, "%s: expected %s", kw, bytes ? "bytes a period, like 10MiB/s (/s, /m, /h)"
-                                                     : "events a period, like 1000/s (/s, /m, /h)");
+        return fail(ps, "%s: expected %s", kw,
+                    bytes ? "bytes a period, like 10MiB/s (/s, /m, /h)"
+                          : "events a period, like 1000/s (/s, /m, /h)");
     w = word(&s, end, &len);
     if (len == 0) {
         *burst = *rate < 1 ? 1 : *rate;
@@ -526,7 +530,8 @@ static int parse_line(parser *ps, const char *s, const char *end)
                 if (is(v, vlen, protocol_words[k]))
                     break;
             if (k == GW_N_PROTOCOLS)
-                return fail(ps, "protocols: '%.*s' is not http, grpc or udp", (int)(vlen > 40 ? 40 : vlen), v);
+                return fail(ps, "protocols: '%.*s' is not http, grpc or udp", (int)(vlen > 40 ? 40 : vlen),
+                            v);
             p->protocols |= 1u << k;
         }
         if (p->protocols == 0)
@@ -635,7 +640,8 @@ gw_auth *gw_auth_load(const char *path, char *err, size_t errlen)
         if (len == cap) {
             char *nb = cap >= MAX_FILE_BYTES ? NULL : realloc(buf, cap = cap ? cap * 2 : 4096);
             if (nb == NULL) {
-                snprintf(err, errlen, "%s: %s", path, cap > MAX_FILE_BYTES ? "larger than 16 MiB" : "out of memory");
+                snprintf(err, errlen, "%s: %s", path,
+                         cap > MAX_FILE_BYTES ? "larger than 16 MiB" : "out of memory");
                 free(buf);
                 fclose(f);
                 return NULL;

@@ -54,7 +54,7 @@ struct gw_auth {
     gw_principal *principals; /* in file order */
     size_t n;
     const gw_principal *anonymous; /* NULL: callers without identity are refused */
-    int ignore_tokens; /* no auth configured: a token identifies nobody and refuses nobody */
+    int ignore_tokens;             /* no auth configured: a token identifies nobody and refuses nobody */
     /* Every token hash of every principal, and whose it is, for the constant-time lookup. */
     unsigned char (*hashes)[GW_AUTH_HASH_LEN];
     const gw_principal **owners;
@@ -95,7 +95,8 @@ int gw_auth_swap(struct gateway *gw, gw_auth *next);
 /* At the gateway's end: drop the current object. */
 void gw_auth_clear(struct gateway *gw);
 
-/* The principal whose token this is (the bearer token's bytes); NULL: nobody's. Constant time in the table. */
+/* The principal whose token this is (the bearer token's bytes); NULL: nobody's. Constant time in the table.
+ */
 const gw_principal *gw_auth_by_token(const gw_auth *a, const char *token, size_t len);
 /* The first principal, in file order, whose cert lines match this certificate; NULL: none. */
 const gw_principal *gw_auth_by_cert(const gw_auth *a, const gw_peer_cert *c);

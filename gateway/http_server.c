@@ -65,9 +65,9 @@ typedef struct hdr_span {
 typedef struct http_conn {
     gw_http_server *srv;
     struct bufferevent *bev;
-    SSL *ssl;        /* TLS: the bufferevent's (it frees it); NULL in plaintext */
-    int handshaking; /* TLS: accepted, the handshake not finished */
-    int tls_closed;  /* TLS: close_notify sent, or the session failed: nothing more to say */
+    SSL *ssl;           /* TLS: the bufferevent's (it frees it); NULL in plaintext */
+    int handshaking;    /* TLS: accepted, the handshake not finished */
+    int tls_closed;     /* TLS: close_notify sent, or the session failed: nothing more to say */
     gw_peer_cert *cert; /* TLS: the client's verified certificate, read once at the handshake's end */
     http_parser parser;
     gw_http_request req;

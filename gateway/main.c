@@ -171,7 +171,8 @@ int main(int argc, char **argv)
         status = 2;
         goto out;
     }
-    /* The principals too: a mistake in the file is one line naming the file and its line, and exit status 2. */
+    /* The principals too: a mistake in the file is one line naming the file and its line, and exit status 2.
+     */
     if ((auth = gw_auth_from_config(&cfg, errbuf, sizeof(errbuf))) == NULL) {
         fprintf(stderr, "gateway: %s%s\n", cfg.auth_file[0] && !cfg.auth_token[0] ? "--auth-file " : "",
                 errbuf);

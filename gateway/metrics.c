@@ -21,11 +21,11 @@ static const unsigned reasons_of[GW_N_PROTOCOLS] = {
                 R(request_timeout) | R(overloaded) | R(too_many_connections) | R(shutting_down) |
                 R(ack_timeout) | R(kafka_error) | R(internal),
     [GW_UDP] = R(malformed_json) | R(malformed_protobuf) | R(invalid_event) | R(too_large) | R(empty) |
-               R(truncated) | R(forbidden) | R(overloaded) | R(shutting_down) | R(socket_buffer) | R(internal),
+               R(truncated) | R(forbidden) | R(overloaded) | R(shutting_down) | R(socket_buffer) |
+               R(internal),
     [GW_GRPC] = R(malformed_protobuf) | R(invalid_event) | R(too_large) | R(too_many_events) |
                 R(bad_request) | R(unauthorized) | R(forbidden) | R(request_timeout) | R(overloaded) |
-                R(shutting_down) |
-                R(ack_timeout) | R(kafka_error) | R(internal),
+                R(shutting_down) | R(ack_timeout) | R(kafka_error) | R(internal),
 };
 
 /* The reasons ingest_principal_refused_total lists: what a principal's rules refuse (quotas add theirs). */
@@ -108,7 +108,8 @@ void gateway_metrics_principal_refused(gw_principal_stats *p, gw_reason r)
 
 static void write_principals(const gateway_metrics *m, struct evbuffer *out)
 {
-    gw_principal_stats *head = atomic_load_explicit(&((gateway_metrics *)m)->principals, memory_order_acquire);
+    gw_principal_stats *head =
+        atomic_load_explicit(&((gateway_metrics *)m)->principals, memory_order_acquire);
     char labels[160];
 
     prom_family(out, "ingest_principal_events_total", "counter",
@@ -118,9 +119,10 @@ static void write_principals(const gateway_metrics *m, struct evbuffer *out)
         prom_sample_u64(out, "ingest_principal_events_total", labels,
                         atomic_load_explicit(&p->events, memory_order_relaxed));
     }
-    prom_family(out, "ingest_principal_refused_total", "counter",
-                "Requests refused by a principal's rules (forbidden: a protocol or source it may not use), by "
-                "principal and reason");
+    prom_family(
+        out, "ingest_principal_refused_total", "counter",
+        "Requests refused by a principal's rules (forbidden: a protocol or source it may not use), by "
+        "principal and reason");
     for (const gw_principal_stats *p = head; p; p = p->next)
         for (int r = 0; r < GW_N_REASONS; r++) {
             if (!(principal_reasons & (1u << r)))

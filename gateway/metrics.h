@@ -27,8 +27,8 @@
 typedef struct gw_principal_stats {
     struct gw_principal_stats *next; /* set before the entry is published, never changed */
     char name[65];
-    atomic_uint_fast64_t events;                  /* accepted into the queue */
-    atomic_uint_fast64_t refused[GW_N_REASONS];   /* requests refused, by reason */
+    atomic_uint_fast64_t events;                /* accepted into the queue */
+    atomic_uint_fast64_t refused[GW_N_REASONS]; /* requests refused, by reason */
 } gw_principal_stats;
 
 typedef struct gateway_metrics {

@@ -129,8 +129,8 @@ static void test_gate_identity(void **state)
 typedef struct fake {
     int n;
     int multi;
-    long bad[4];      /* indexes with no type, -1 ends */
-    long undecodable; /* an index the parser itself refuses (as gRPC's decode does), or -1 */
+    long bad[4];        /* indexes with no type, -1 ends */
+    long undecodable;   /* an index the parser itself refuses (as gRPC's decode does), or -1 */
     const char *src[4]; /* the events' sources (NULL: "/s") */
 } fake;
 
@@ -193,7 +193,10 @@ static void test_principal_rules(void **state)
     gw_admission_init(&a, &gw, GW_GRPC, "p", 0);
     assert_int_equal(gw_admit_gate(&a, &(gw_credentials){NULL, 0, &cert}, 0), 0);
     assert_string_equal(a.principal->name, "billing");
-    fake f = {.n = 3, .multi = 1, .bad = {-1}, .undecodable = -1,
+    fake f = {.n = 3,
+              .multi = 1,
+              .bad = {-1},
+              .undecodable = -1,
               .src = {"/billing/a", "/elsewhere", "/billing/b"}};
     assert_int_equal(gw_admit_prepare(&a, parse_fake, &f, 0), -1);
     assert_int_equal(a.refusal.reason, GW_R_forbidden);

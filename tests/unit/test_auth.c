@@ -147,11 +147,17 @@ static void test_parse_errors_name_the_line(void **state)
     (void)state;
     hash_of("x", h);
     snprintf(dup, sizeof(dup), "principal a\n token %s\nprincipal b\n token %s\n", h, h);
-    static const char tok[] = " token sha256:0000000000000000000000000000000000000000000000000000000000000000\n";
+    static const char tok[] =
+        " token sha256:0000000000000000000000000000000000000000000000000000000000000000\n";
     char with_tok[8][256];
-    const char *bodies[] = {" protocols http\n protocols grpc\n", " rate 5/s\n rate 6/s\n", " rate 5\n",
-                            " rate 5/s burst\n", " rate 5/s burst 0\n", " bytes 1MiB/d\n",
-                            " protocols smtp\n", " cert san FTP:x\n"};
+    const char *bodies[] = {" protocols http\n protocols grpc\n",
+                            " rate 5/s\n rate 6/s\n",
+                            " rate 5\n",
+                            " rate 5/s burst\n",
+                            " rate 5/s burst 0\n",
+                            " bytes 1MiB/d\n",
+                            " protocols smtp\n",
+                            " cert san FTP:x\n"};
     for (int i = 0; i < 8; i++)
         snprintf(with_tok[i], sizeof(with_tok[i]), "principal p\n%s%s", tok, bodies[i]);
     const struct {
@@ -165,12 +171,14 @@ static void test_parse_errors_name_the_line(void **state)
         {"principal a\n token md5:0123\n", "auth.conf:2: token: expected sha256:"},
         {"principal a\n token sha256:zz00000000000000000000000000000000000000000000000000000000000000\n",
          "auth.conf:2: token: expected"},
-        {"principal a\n cert subject CN=a\nprincipal a\n cert subject CN=b\n", "auth.conf:3: principal 'a' is defined twice"},
+        {"principal a\n cert subject CN=a\nprincipal a\n cert subject CN=b\n",
+         "auth.conf:3: principal 'a' is defined twice"},
         {dup, "auth.conf:4: this token hash is already a's (line 2)"},
         {"principal anonymous\n token sha256:00\n", "auth.conf:2: anonymous has no token"},
         {"principal anonymous\n cert san DNS:x\n", "auth.conf:2: anonymous has no certificate"},
         {"principal a\n frobnicate\n", "auth.conf:2: unknown keyword 'frobnicate'"},
-        {"principal a\n cert subject CN=a\n cert issuer x\n", "auth.conf:3: cert: expected 'subject' or 'san'"},
+        {"principal a\n cert subject CN=a\n cert issuer x\n",
+         "auth.conf:3: cert: expected 'subject' or 'san'"},
         {"principal a\n cert san IP:300.1.1.1\n", "auth.conf:2: cert san: '300.1.1.1' is not an IP address"},
         {"principal a\n", "auth.conf: principal 'a' has no token or cert line"},
         {with_tok[0], "auth.conf:4: a second 'protocols' line for p"},
@@ -257,7 +265,8 @@ static void test_source_prefixes(void **state)
     char err[256];
     (void)state;
 
-    gw_auth *a = parse("principal p\n cert subject CN=p\n source /billing/\n source urn:acme:\n", err, sizeof(err));
+    gw_auth *a =
+        parse("principal p\n cert subject CN=p\n source /billing/\n source urn:acme:\n", err, sizeof(err));
     assert_non_null(a);
     const gw_principal *p = &a->principals[0];
     assert_true(gw_principal_source_allowed(p, "/billing/"));
@@ -301,8 +310,9 @@ static void test_certificates(void **state)
     char err[256];
     (void)state;
 
-    X509 *x = make_cert("billing", "Acme, Inc", "DNS:billing.acme.internal,IP:10.1.2.3,IP:::1,URI:spiffe://acme/billing,"
-                                                 "email:ops@acme.example");
+    X509 *x = make_cert("billing", "Acme, Inc",
+                        "DNS:billing.acme.internal,IP:10.1.2.3,IP:::1,URI:spiffe://acme/billing,"
+                        "email:ops@acme.example");
     gw_peer_cert *c = gw_peer_cert_from_x509(x);
     assert_non_null(c);
     /* RFC 2253: most specific first, the comma escaped. */

@@ -391,7 +391,8 @@ static void test_produce_msg_fields(void **state)
     ing_event_set_data(&ev, EVENT_DATA_JSON, data, strlen((char *)data));
     ack_wait *w = ack_wait_new(1, NULL, done_cb, NULL);
 
-    produce_msg *m = produce_msg_new(&ev, 1700000000123456789LL, ENVELOPE_HTTP, "10.0.0.9:5555", "gw-a", "billing", w);
+    produce_msg *m =
+        produce_msg_new(&ev, 1700000000123456789LL, ENVELOPE_HTTP, "10.0.0.9:5555", "gw-a", "billing", w);
     assert_non_null(m);
     assert_ptr_equal(m->wait, w);
     assert_string_equal(m->ce_id, "ev-1");
