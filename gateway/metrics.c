@@ -21,8 +21,8 @@ static const unsigned reasons_of[GW_N_PROTOCOLS] = {
                 R(request_timeout) | R(overloaded) | R(too_many_connections) | R(shutting_down) |
                 R(ack_timeout) | R(kafka_error) | R(internal),
     [GW_UDP] = R(malformed_json) | R(malformed_protobuf) | R(invalid_event) | R(too_large) | R(empty) |
-               R(truncated) | R(forbidden) | R(overloaded) | R(shutting_down) | R(socket_buffer) |
-               R(internal),
+               R(truncated) | R(unauthorized) | R(forbidden) | R(overloaded) | R(shutting_down) |
+               R(socket_buffer) | R(internal),
     [GW_GRPC] = R(malformed_protobuf) | R(invalid_event) | R(too_large) | R(too_many_events) |
                 R(bad_request) | R(unauthorized) | R(forbidden) | R(request_timeout) | R(overloaded) |
                 R(shutting_down) | R(ack_timeout) | R(kafka_error) | R(internal),
