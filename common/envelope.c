@@ -138,6 +138,8 @@ static size_t meta_size(const envelope_meta *meta)
         n += str_size(strlen(meta->peer));
     if (meta->gateway_id)
         n += str_size(strlen(meta->gateway_id));
+    if (meta->principal && meta->principal[0])
+        n += str_size(strlen(meta->principal));
     return n;
 }
 
@@ -165,7 +167,8 @@ static size_t envelope_overhead(size_t l, size_t max_extensions, size_t peer_len
                 + entry + 4 + ts              /* time */
                 + max_extensions * entry      /* extensions (names counted) */
                 + 1 + l;                      /* data */
-    return 1 + l + ce + (1 + 10) + (1 + 1) + (1 + l + peer_len) + (1 + l + gateway_id_len);
+    return 1 + l + ce + (1 + 10) + (1 + 1) + (1 + l + peer_len) + (1 + l + gateway_id_len) +
+           (1 + 1 + ENVELOPE_MAX_PRINCIPAL);
 }
 
 size_t envelope_max_size(size_t max_event_bytes, size_t max_extensions, size_t peer_len,
@@ -238,6 +241,8 @@ void envelope_write(const ing_event *ev, const envelope_meta *meta, size_t event
         p = put_str(p, TAG(4, WT_LEN), meta->peer, strlen(meta->peer));
     if (meta->gateway_id)
         p = put_str(p, TAG(5, WT_LEN), meta->gateway_id, strlen(meta->gateway_id));
+    if (meta->principal && meta->principal[0])
+        p = put_str(p, TAG(6, WT_LEN), meta->principal, strlen(meta->principal));
 }
 
 int envelope_encode(const ing_event *ev, const envelope_meta *meta, uint8_t **out, size_t *out_len)

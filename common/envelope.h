@@ -23,7 +23,12 @@ typedef struct envelope_meta {
     envelope_protocol protocol;
     const char *peer;       /* "ip:port"; NULL for none */
     const char *gateway_id; /* NULL for none */
+    const char
+        *principal; /* who sent it (gateway/auth.h), at most ENVELOPE_MAX_PRINCIPAL bytes; NULL for none */
 } envelope_meta;
+
+/* The longest principal name (gateway/auth.h's GW_AUTH_NAME_MAX): envelope_max_size() counts it. */
+#define ENVELOPE_MAX_PRINCIPAL 64
 
 /*
  * Encode a validated event (with its id assigned) and `meta` as an Envelope
@@ -45,7 +50,7 @@ void envelope_write(const ing_event *ev, const envelope_meta *meta, size_t event
 /*
  * The most bytes envelope_size() can give for a valid event within
  * max_event_bytes (as ing_event_size() counts) and max_extensions, with a
- * peer and a gateway id at most this long: what Kafka must take for every
+ * peer and a gateway id at most this long, and any principal: what Kafka must take for every
  * event the limits let in. A bound, a little above the worst case (the
  * unit tests build that case and compare).
  */

@@ -55,8 +55,42 @@ static void drop_units(gw_admission *a, size_t from)
     a->n_units = from;
 }
 
+void gw_principal_release(const gw_principal *p)
+{
+    if (p)
+        gw_auth_release(p->auth);
+}
+
+const gw_principal *gw_principal_hold(const gw_principal *p)
+{
+    if (p)
+        gw_auth_hold(p->auth);
+    return p;
+}
+
+/* The principal's quotas apply to what it sends (none when no rules are installed). */
+static void apply_principal(gw_admission *a, const gw_principal *p)
+{
+    a->principal = p;
+    gw_admission_set_quota(a, p ? &p->events : NULL, p ? &p->bytes : NULL);
+}
+
+void gw_admission_set_principal(gw_admission *a, const gw_principal *p)
+{
+    gw_principal_release(a->principal);
+    apply_principal(a, p);
+}
+
+const gw_principal *gw_admission_take_principal(gw_admission *a)
+{
+    const gw_principal *p = a->principal;
+    a->principal = NULL;
+    return p;
+}
+
 void gw_admission_clear(gw_admission *a)
 {
+    gw_admission_set_principal(a, NULL);
     drop_units(a, 0);
     ing_event_batch_clear(&a->batch);
     free(a->msgs);
@@ -75,6 +109,8 @@ void gw_admission_clear(gw_admission *a)
 
 void gw_admission_reset(gw_admission *a, uint64_t started_ns)
 {
+    /* The next batch is identified afresh: it sees a reload's rules. */
+    gw_admission_set_principal(a, NULL);
     drop_units(a, 0);
     ing_event_batch_reset(&a->batch);
     a->n_errors = 0;
@@ -123,6 +159,8 @@ int gw_admission_refuse_error(gw_admission *a, const ing_event_error *err)
 static int refused(gw_admission *a, const char *peer)
 {
     gw_admit_count_refused(a->gw, a->protocol, a->refusal.reason);
+    if (a->principal)
+        gateway_metrics_principal_refused(a->principal->stats, a->refusal.reason);
     if (a->on_refused)
         a->on_refused(a, peer, &a->refusal);
     return -1;
@@ -147,33 +185,45 @@ int gw_admission_event_error(gw_admission *a, size_t index, const ing_event_erro
 
 /* --- 1. the gate ----------------------------------------------------------------------------------- */
 
-/* Compare in time independent of where the strings differ. */
-static int secret_equal(const char *a, size_t la, const char *b)
-{
-    size_t lb = strlen(b);
-    unsigned char diff = (unsigned char)(la != lb);
-
-    for (size_t i = 0; i < la; i++)
-        diff |= (unsigned char)(a[i] ^ (lb ? b[i % lb] : 0));
-    return diff == 0 && lb > 0;
-}
+static const char *const protocol_names[GW_N_PROTOCOLS] = {
+    [GW_HTTP] = "HTTP", [GW_UDP] = "UDP", [GW_GRPC] = "gRPC"};
 
 /*
- * Who the caller is. Today: the one bearer token of --auth-token; this is
- * where principals and their quotas will be looked up.
+ * Who the caller is (auth.h): a token decides alone (one that matches
+ * nobody is refused, never taken for anonymous); without one, a verified
+ * certificate; else anonymous, when the rules have it for this protocol.
  */
 static int identify(gw_admission *a, const gw_credentials *cred)
 {
-    const char *token = a->gw->cfg->auth_token;
-    const char *v = cred->authorization;
-    size_t len = cred->authorization_len;
+    gw_auth *auth;
+    const gw_principal *p = NULL;
+    const char *v = cred ? cred->authorization : NULL;
+    size_t len = cred ? cred->authorization_len : 0;
 
-    if (token == NULL || token[0] == '\0')
+    if (a->principal)
         return 0;
-    if (v == NULL)
-        return gw_admission_refuse(a, GW_R_unauthorized, -1, "an Authorization: Bearer token is required");
-    if (len < 7 || strncasecmp(v, "Bearer ", 7) != 0 || !secret_equal(v + 7, len - 7, token))
-        return gw_admission_refuse(a, GW_R_unauthorized, -1, "the bearer token is wrong");
+    if ((auth = gw_auth_acquire(a->gw)) == NULL)
+        return 0; /* no rules installed: everything goes */
+    if (v && !auth->ignore_tokens) {
+        if (len < 7 || strncasecmp(v, "Bearer ", 7) != 0 ||
+            (p = gw_auth_by_token(auth, v + 7, len - 7)) == NULL) {
+            gw_auth_release(auth);
+            return gw_admission_refuse(a, GW_R_unauthorized, -1, "the bearer token is wrong");
+        }
+    } else if (cred && cred->cert) {
+        p = gw_auth_by_cert(auth, cred->cert);
+    }
+    if (p == NULL && (p = auth->anonymous) != NULL && !gw_principal_may_use(p, a->protocol))
+        p = NULL;
+    if (p == NULL) {
+        gw_auth_release(auth);
+        return gw_admission_refuse(a, GW_R_unauthorized, -1,
+                                   "an Authorization: Bearer token (or a client certificate) is required");
+    }
+    apply_principal(a, p); /* with the reference acquired */
+    if (!gw_principal_may_use(p, a->protocol))
+        return gw_admission_refuse(a, GW_R_forbidden, -1, "principal %s may not use %s", p->name,
+                                   protocol_names[a->protocol]);
     return 0;
 }
 
@@ -268,7 +318,7 @@ int gw_admit_gate(gw_admission *a, const gw_credentials *cred, int may_wait)
 {
     gateway *gw = a->gw;
 
-    if (cred && identify(a, cred) != 0)
+    if (identify(a, cred) != 0)
         return refused(a, a->peer);
     if (gw_admit_rate_gate(a) != 0)
         return -1;
@@ -366,6 +416,18 @@ static int validate(gw_admission *a)
                 return -ENOMEM;
             continue;
         }
+        if (a->principal && !gw_principal_source_allowed(a->principal, b->ev[i].source)) {
+            long at = a->multi ? (long)i : -1;
+            ing_event_error_set(&err, ING_ERR_INVALID_EVENT, at, "source",
+                                "source: '%.100s' is not allowed for principal %s", b->ev[i].source,
+                                a->principal->name);
+            if (!a->all_errors)
+                return gw_admission_refuse(a, GW_R_forbidden, at, "%s", err.message);
+            if (gw_admission_event_error(a, i, &err) != 0)
+                return -ENOMEM;
+            a->errors[a->n_errors - 1].reason = GW_R_forbidden;
+            continue;
+        }
         if (ing_event_assign_id(&b->ev[i]) != 0)
             return -ENOMEM;
     }
@@ -411,9 +473,9 @@ int gw_admit_prepare(gw_admission *a, gw_parse_fn parse, void *arg, int may_be_e
     if (a->committed && b->n > 0 && (w = ack_wait_new((unsigned)b->n, a->inbox, a->done, NULL)) == NULL)
         return out_of_memory(a);
     for (; made < b->n; made++)
-        if ((a->msgs[a->n_msgs + made] =
-                 produce_msg_new(&b->ev[made], a->received_ns, protocol_in_envelope[a->protocol], a->peer,
-                                 a->gw->cfg->gateway_id, w)) == NULL)
+        if ((a->msgs[a->n_msgs + made] = produce_msg_new(
+                 &b->ev[made], a->received_ns, protocol_in_envelope[a->protocol], a->peer,
+                 a->gw->cfg->gateway_id, a->principal ? a->principal->name : NULL, w)) == NULL)
             goto oom;
     if (a->n_units == 0)
         a->unit_first[0] = 0;
@@ -466,6 +528,8 @@ static void queued(gw_admission *a, size_t lo, size_t hi)
     for (size_t k = lo; k < hi; k++)
         a->unit_wait[k] = NULL;
     gateway_metrics_events(&a->gw->metrics, a->protocol, n);
+    if (a->principal)
+        gateway_metrics_principal_events(a->principal->stats, n);
 }
 
 /* Bytes of units [lo, hi)'s records: counted in the budget before the push (the producer may take them at

@@ -34,6 +34,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "auth.h"
 #include "event.h"
 #include "gateway.h"
 #include "producer.h"
@@ -59,6 +60,7 @@ typedef struct gw_event_error {
 typedef struct gw_credentials {
     const char *authorization; /* the Authorization header or metadata value */
     size_t authorization_len;
+    const gw_peer_cert *cert; /* the verified TLS client certificate */
 } gw_credentials;
 
 typedef struct gw_admission gw_admission;
@@ -78,7 +80,14 @@ typedef int (*gw_parse_fn)(gw_admission *a, void *arg);
 struct gw_admission {
     gateway *gw;
     gw_protocol protocol;
-    const char *peer;    /* the client's "ip:port", into the Envelope; the caller keeps it alive */
+    const char *peer; /* the client's "ip:port", into the Envelope; the caller keeps it alive */
+    /*
+     * Who the caller is, set by the gate (or by gw_admission_set_principal()):
+     * holds a reference on its gw_auth until the admission is cleared or
+     * reset, so a reload does not change the rules of a request in flight.
+     * NULL: no auth installed (everything allowed).
+     */
+    const gw_principal *principal;
     uint64_t started_ns; /* prom_now_ns() at the request's arrival, for the latency histogram */
     int64_t received_ns; /* wall clock at arrival, into the Envelope */
 
@@ -132,18 +141,35 @@ void gw_admission_clear(gw_admission *a);
 void gw_admission_reset(gw_admission *a, uint64_t started_ns);
 
 /*
- * 1. Can the gateway take this request at all. `cred` NULL: the protocol
- * carries no identity (UDP), and --auth-token does not apply to it.
+ * A principal identified earlier (a gRPC call's, for each of its messages;
+ * an HTTP request's, from its headers to its body): the admission takes
+ * over the reference. Take it back (the caller then releases it) with
+ * gw_admission_take_principal().
+ */
+void gw_admission_set_principal(gw_admission *a, const gw_principal *p);
+const gw_principal *gw_admission_take_principal(gw_admission *a);
+/* Let go of a principal's reference (NULL: nothing). */
+void gw_principal_release(const gw_principal *p);
+/* Another reference on p's gw_auth; returns p. */
+const gw_principal *gw_principal_hold(const gw_principal *p);
+
+/*
+ * 1. Can the gateway take this request at all. First who the caller is
+ * (auth.h): its token, else its certificate, else `anonymous`; `cred` NULL:
+ * the protocol carries no identity (UDP: always anonymous). Skipped when the
+ * admission has its principal already. Unknown token or nobody: unauthorized;
+ * a protocol the principal may not use: forbidden.
  * `may_wait`: the caller holds the request back itself while the queue is
  * above its high-water mark (a gRPC stream parks), so overload is no
- * refusal here. 0, or -1 with a->refusal set (unauthorized, shutting_down,
- * overloaded) and counted.
+ * refusal here. 0, or -1 with a->refusal set (unauthorized, forbidden,
+ * shutting_down, overloaded) and counted.
  */
 int gw_admit_gate(gw_admission *a, const gw_credentials *cred, int may_wait);
 
 /*
  * 2. Parse with `parse`, then validate, give ids and encode every event:
- * a new unit of records, all of the request's or none. 0; or -1 with
+ * a new unit of records, all of the request's or none. An event whose
+ * source the principal may not use is refused as forbidden (the index rule). 0; or -1 with
  * a->refusal set and counted (with all_errors, a->errors lists every bad
  * event and refusal names the first). A request without events is refused
  * unless `may_be_empty` (a stream's empty request is acknowledged empty).

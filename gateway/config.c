@@ -112,7 +112,14 @@ static const config_entry entries[] = {
     {"default-ack", CONFIG_STRING, "committed", OFF(default_ack),
      "Acknowledgement when the request names none", 0, 0, ack_levels},
     {"auth-token", CONFIG_STRING, "", OFF(auth_token),
-     "Bearer token every request must carry (empty: no authentication)", 0, 0, NULL},
+     "Shorthand for an --auth-file with principal `default` (this bearer token; http and grpc) and "
+     "`anonymous` (udp only): HTTP and gRPC requests must carry it (empty: no authentication; not with "
+     "--auth-file)",
+     0, 0, NULL},
+    {"auth-file", CONFIG_STRING, "", OFF(auth_file),
+     "File of principals: bearer token hashes, client certificate identities, allowed protocols and source "
+     "prefixes, quotas (docs/security.md; empty: no principals, everyone is anonymous)",
+     0, 0, NULL},
     {"retry-after", CONFIG_INT, "1", OFF(retry_after_s), "Seconds in Retry-After of 429 and 503 answers", 0,
      3600, NULL},
     {"queue-capacity", CONFIG_INT, "65536", OFF(queue_capacity),

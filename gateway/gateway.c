@@ -21,6 +21,8 @@ int gateway_init(gateway *gw)
 
 void gateway_destroy(gateway *gw)
 {
+    gw_auth_clear(gw);
+    gateway_metrics_principals_free(&gw->metrics);
     pthread_cond_destroy(&gw->idle);
     pthread_mutex_destroy(&gw->idle_lock);
 }

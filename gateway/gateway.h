@@ -7,6 +7,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "auth.h"
 #include "budget.h"
 #include "config.h"
 #include "event.h"
@@ -35,6 +36,7 @@ typedef struct gateway_config {
     int64_t ack_timeout_ms;
     char *default_ack;
     char *auth_token;
+    char *auth_file;
     char *tls_cert;
     char *tls_key;
     char *tls_client_ca;
@@ -72,6 +74,7 @@ typedef struct gateway {
     atomic_int http_body_waiters; /* HTTP connections waiting for room for a body, on every thread */
     atomic_int grpc_stalled;      /* 1 while the gRPC listener does not answer new clients (grpc_probe.c) */
     gateway_metrics metrics;
+    gw_auth_slot auth; /* the principals (auth.h): swapped whole by a reload, held by each request */
     struct ssl_ctx_st
         *http_tls; /* --tls-cert's context (tls.h), shared by the HTTP threads; NULL: plaintext */
     /* The stop's wait for the front ends to finish (gateway/front.h); the condition on CLOCK_MONOTONIC. */

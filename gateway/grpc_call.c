@@ -13,6 +13,7 @@
 
 #include <grpc/byte_buffer.h>
 #include <grpc/byte_buffer_reader.h>
+#include <grpc/grpc_security.h>
 #include <grpc/slice.h>
 #include <grpc/support/alloc.h>
 
@@ -41,6 +42,7 @@ void gw_grpc_call_unref(gcall *c)
         grpc_byte_buffer_destroy(c->recv);
     if (c->write_bytes)
         gw_budget_give_inbound(&c->g->gw->budget, c->write_bytes);
+    gw_principal_release(c->who);
     pthread_mutex_destroy(&c->lock);
     free(c);
 }
@@ -489,6 +491,7 @@ static void prepare(gcall *c, const uint8_t *data, size_t len, prepared *p)
 
     memset(p, 0, sizeof(*p));
     gw_admission_init(&p->adm, g->gw, GW_GRPC, c->peer, prom_now_ns());
+    gw_admission_set_principal(&p->adm, gw_principal_hold(c->who)); /* the call's: not identified again */
     p->adm.done = on_delivered; /* no inbox: on librdkafka's thread, under the call's lock */
     p->adm.all_errors = 1;
     p->adm.quota_debt = stream;
@@ -665,6 +668,65 @@ static void handle_health(gcall *c, grpc_byte_buffer *bb)
     grpc__health__v1__health_check_request__free_unpacked(req, NULL);
 }
 
+static int push_prop(gw_peer_cert *pc, const char *kind, const grpc_auth_property *prop)
+{
+    size_t kl = strlen(kind);
+    char **ns, *v;
+
+    /* A name with a NUL inside would compare as its prefix: not an identity. */
+    if (memchr(prop->value, '\0', prop->value_length))
+        return 0;
+    if ((ns = realloc(pc->sans, (pc->n_sans + 1) * sizeof(*ns))) == NULL)
+        return -1;
+    pc->sans = ns;
+    if ((v = malloc(kl + prop->value_length + 1)) == NULL)
+        return -1;
+    memcpy(v, kind, kl);
+    memcpy(v + kl, prop->value, prop->value_length);
+    v[kl + prop->value_length] = '\0';
+    ns[pc->n_sans++] = v;
+    return 0;
+}
+
+/*
+ * The verified client certificate of a TLS connection, as the core's
+ * handshake read it (its x509_subject is OpenSSL's RFC 2253 form, as HTTP's):
+ * NULL without one, or on no memory (then the call is anonymous).
+ */
+static gw_peer_cert *call_cert(gcall *c)
+{
+    static const struct {
+        const char *prop, *kind;
+    } sans[] = {{GRPC_PEER_DNS_PROPERTY_NAME, "DNS:"},
+                {GRPC_PEER_URI_PROPERTY_NAME, "URI:"},
+                {GRPC_PEER_EMAIL_PROPERTY_NAME, "email:"},
+                {GRPC_PEER_IP_PROPERTY_NAME, "IP:"}};
+    grpc_auth_context *ctx = c->call ? grpc_call_auth_context(c->call) : NULL;
+    gw_peer_cert *pc = NULL;
+    grpc_auth_property_iterator it;
+    const grpc_auth_property *prop;
+
+    if (ctx == NULL)
+        return NULL;
+    it = grpc_auth_context_find_properties_by_name(ctx, GRPC_X509_SUBJECT_PROPERTY_NAME);
+    if ((prop = grpc_auth_property_iterator_next(&it)) == NULL || (pc = calloc(1, sizeof(*pc))) == NULL ||
+        (pc->subject = strndup(prop->value, prop->value_length)) == NULL)
+        goto fail;
+    for (size_t k = 0; k < sizeof(sans) / sizeof(sans[0]); k++) {
+        it = grpc_auth_context_find_properties_by_name(ctx, sans[k].prop);
+        while ((prop = grpc_auth_property_iterator_next(&it)) != NULL)
+            if (push_prop(pc, sans[k].kind, prop) != 0)
+                goto fail;
+    }
+    grpc_auth_context_release(ctx);
+    return pc;
+
+fail:
+    gw_peer_cert_free(pc);
+    grpc_auth_context_release(ctx);
+    return NULL;
+}
+
 /*
  * Who the caller is and whether the gateway takes calls now, through the
  * admission stage, before any message is read. A unary call's request is
@@ -674,7 +736,7 @@ static void handle_health(gcall *c, grpc_byte_buffer *bb)
  */
 static int gate(gcall *c)
 {
-    gw_credentials cred = {NULL, 0};
+    gw_credentials cred = {NULL, 0, NULL};
     gw_admission a;
     int rc, repeated = 0;
 
@@ -687,6 +749,10 @@ static int gate(gcall *c)
             cred.authorization_len = GRPC_SLICE_LENGTH(*v);
         }
     }
+    gw_peer_cert *pc = NULL;
+    /* A token decides alone: the certificate is read only without one. */
+    if (cred.authorization == NULL)
+        cred.cert = pc = call_cert(c);
     gw_admission_init(&a, c->g->gw, GW_GRPC, c->peer, 0);
     a.quota_debt = c->m == M_STREAM; /* a stream over quota waits to read; it is not refused */
     if (repeated) {
@@ -700,11 +766,13 @@ static int gate(gcall *c)
     if (rc != 0) {
         gw_admit_count_answered(c->g->gw, GW_GRPC, 0, 1);
         end_refused(c, &a.refusal, 0);
-    } else if (a.quota_wait_ns > 0) {
-        /* A stream opened over its quota: its first read waits too. */
-        c->quota_until_ms = mono_ms() + (a.quota_wait_ns + 999999) / 1000000;
+    } else {
+        c->who = gw_admission_take_principal(&a);
+        if (a.quota_wait_ns > 0) /* a stream opened over its quota: its first read waits too */
+            c->quota_until_ms = mono_ms() + (a.quota_wait_ns + 999999) / 1000000;
     }
     gw_admission_clear(&a);
+    gw_peer_cert_free(pc);
     return rc;
 }
 

@@ -142,6 +142,7 @@ struct gcall {
     unsigned close_done : 1, reading : 1, writing : 1, read_closed : 1, md_sent : 1, status_sent : 1,
         finished : 1;
     char peer[128];
+    const gw_principal *who; /* the gate's: a reference each message's admission holds again */
 
     gw_grpc_ack_fifo acks;
     size_t owed;        /* bytes of the acks in `acks` */

@@ -57,6 +57,7 @@ typedef struct held {
     wait_kind kind; /* WAIT_ROOM; first, as in ingest_wait */
     gw_http_request *req;
     int committed;
+    const gw_principal *who; /* the gate's (held: a reference) */
     long long since_ms;
     struct held *next, *prev;
 } held;
@@ -438,6 +439,7 @@ static void held_unlink(gw_http_loop *f, held *h)
     h->req->user = NULL;
     atomic_fetch_sub(&f->pending, 1);
     gw_front_changed(f->gw);
+    gw_principal_release(h->who);
     free(h);
 }
 
@@ -578,7 +580,8 @@ parsed:
 }
 
 /* Parse, validate and queue through the admission stage; answer now, or later from wait_done/wait_timeout. */
-static void ingest(gw_http_loop *f, gw_http_request *req, int committed)
+/* `who`: the gate's principal, whose reference the admission takes over. */
+static void ingest(gw_http_loop *f, gw_http_request *req, int committed, const gw_principal *who)
 {
     gw_admission a;
     http_body hb = {.req = req};
@@ -587,6 +590,7 @@ static void ingest(gw_http_loop *f, gw_http_request *req, int committed)
     size_t ok_len = 0;
 
     gw_admission_init(&a, f->gw, GW_HTTP, req->peer, req->started_ns);
+    gw_admission_set_principal(&a, who);
     a.committed = committed;
     a.inbox = f->inbox;
     a.done = wait_done;
@@ -662,8 +666,10 @@ static void room_cb(evutil_socket_t fd, short what, void *arg)
                    "the gateway's queue stayed above its high-water mark for %lld ms; retry later",
                    (long long)f->gw->cfg->http_overload_wait_ms);
         } else if (!gw_overloaded(f->gw)) {
+            const gw_principal *who = h->who;
+            h->who = NULL;
             held_unlink(f, h);
-            ingest(f, req, committed);
+            ingest(f, req, committed, who);
         } else {
             break;
         }
@@ -675,7 +681,7 @@ static void room_cb(evutil_socket_t fd, short what, void *arg)
 }
 
 /* Hold a request until there is room; 0, or -ENOMEM (then it is refused as it would have been). */
-static int hold(gw_http_loop *f, gw_http_request *req, int committed)
+static int hold(gw_http_loop *f, gw_http_request *req, int committed, const gw_principal *who)
 {
     held *h = calloc(1, sizeof(*h));
 
@@ -684,6 +690,7 @@ static int hold(gw_http_loop *f, gw_http_request *req, int committed)
     h->kind = WAIT_ROOM;
     h->req = req;
     h->committed = committed;
+    h->who = who;
     h->since_ms = mono_ms();
     h->prev = f->held_tail;
     if (f->held_tail)
@@ -719,18 +726,21 @@ static int gate_admission(gw_http_loop *f, gw_http_request *req, gw_admission *a
         refuse(f, req, GW_R_bad_request, 0, "more than one Authorization header");
         return -1;
     }
-    gw_credentials cred = {auth, auth ? strlen(auth) : 0};
+    gw_credentials cred = {auth, auth ? strlen(auth) : 0, req->peer_cert};
     int rc = gw_admit_gate(a, &cred, 1);
     if (rc != 0)
         respond_refusal(f, req, &a->refusal, 0);
     return rc;
 }
 
-static int gate(gw_http_loop *f, gw_http_request *req)
+/* The gate alone; `who` (may be NULL) gets the principal it let in, a reference the caller gives back. */
+static int gate(gw_http_loop *f, gw_http_request *req, const gw_principal **who)
 {
     gw_admission a;
     int rc = gate_admission(f, req, &a);
 
+    if (rc == 0 && who)
+        *who = gw_admission_take_principal(&a);
     gw_admission_clear(&a);
     return rc;
 }
@@ -775,19 +785,21 @@ static int head(gw_http_request *req, void *arg)
         preflight(f, req);
         return 1;
     }
-    return gate(f, req) != 0;
+    return gate(f, req, NULL) != 0;
 }
 
 /*
  * WebHook-Allowed-Rate for the caller `a` identified, in requests a minute,
- * or -1 for `*` (no limit). No quota exists yet, so every caller may send
- * without limit; with per-principal quotas this becomes the principal's
- * event rate times 60 (a request carries at least one event).
+ * or -1 for `*` (no quota): its principal's event quota times 60, since a
+ * request carries at least one event (for `anonymous`, each address's).
  */
 static long long allowed_rate(const gw_admission *a)
 {
-    (void)a;
-    return -1;
+    const gw_principal *p = a->principal;
+
+    if (p == NULL || p->rate <= 0)
+        return -1;
+    return (long long)(p->rate * 60 + 0.5) > 0 ? (long long)(p->rate * 60 + 0.5) : 1;
 }
 
 /*
@@ -830,6 +842,7 @@ static void webhook_handshake(gw_http_loop *f, gw_http_request *req, const char 
 static void handle(gw_http_request *req, void *arg)
 {
     gw_http_loop *f = arg;
+    const gw_principal *who = NULL;
     ack_level ack;
     char bad[48];
 
@@ -855,16 +868,17 @@ static void handle(gw_http_request *req, void *arg)
     }
     /* Again for a request without a body (head() saw those with one): before parsing, so a refusal is cheap.
      */
-    if (gate(f, req) != 0)
+    if (gate(f, req, &who) != 0)
         return;
     if (parse_ack(req, f->gw->cfg->default_ack, &ack, bad, sizeof(bad)) != 0) {
+        gw_principal_release(who);
         refuse(f, req, GW_R_bad_request, 0, "ack: '%s' is not committed or accepted", bad);
         return;
     }
     /* No room: wait for it rather than refuse at once (struct held says why). */
-    if ((f->held_head || gw_overloaded(f->gw)) && hold(f, req, ack == ACK_COMMITTED) == 0)
+    if ((f->held_head || gw_overloaded(f->gw)) && hold(f, req, ack == ACK_COMMITTED, who) == 0)
         return;
-    ingest(f, req, ack == ACK_COMMITTED);
+    ingest(f, req, ack == ACK_COMMITTED, who);
 }
 
 static void on_error(gw_http_request *req, int status, const char *code, const char *message, void *arg)

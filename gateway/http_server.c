@@ -19,6 +19,7 @@
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 
+#include "auth.h"
 #include "log.h"
 #include "mono.h"
 #include "net.h"
@@ -64,9 +65,10 @@ typedef struct hdr_span {
 typedef struct http_conn {
     gw_http_server *srv;
     struct bufferevent *bev;
-    SSL *ssl;        /* TLS: the bufferevent's (it frees it); NULL in plaintext */
-    int handshaking; /* TLS: accepted, the handshake not finished */
-    int tls_closed;  /* TLS: close_notify sent, or the session failed: nothing more to say */
+    SSL *ssl;           /* TLS: the bufferevent's (it frees it); NULL in plaintext */
+    int handshaking;    /* TLS: accepted, the handshake not finished */
+    int tls_closed;     /* TLS: close_notify sent, or the session failed: nothing more to say */
+    gw_peer_cert *cert; /* TLS: the client's verified certificate, read once at the handshake's end */
     http_parser parser;
     gw_http_request req;
     char peer[64];
@@ -498,6 +500,7 @@ static void conn_free(http_conn *c)
     tls_close_notify(c);
     bufferevent_free(c->bev);
     evbuffer_free(c->req.body);
+    gw_peer_cert_free(c->cert);
     free(c->hcopy);
     free(c->hbuf);
     free(c);
@@ -1105,6 +1108,21 @@ static void write_cb(struct bufferevent *bev, void *arg)
     conn_leave(c);
 }
 
+/*
+ * The client certificate's identity, once per connection rather than per
+ * request: only one that verified (with --tls-client-auth optional, a
+ * client may send none).
+ */
+static void peer_identity(http_conn *c)
+{
+    X509 *x = SSL_get0_peer_certificate(c->ssl);
+
+    if (x && SSL_get_verify_result(c->ssl) == X509_V_OK && (c->cert = gw_peer_cert_from_x509(x)) == NULL)
+        LOG_WARN("http", "peer=%s out of memory reading the client certificate: the connection is anonymous",
+                 c->peer);
+    c->req.peer_cert = c->cert;
+}
+
 static void event_cb(struct bufferevent *bev, short what, void *arg)
 {
     http_conn *c = arg;
@@ -1116,6 +1134,7 @@ static void event_cb(struct bufferevent *bev, short what, void *arg)
             /* The header deadline the handshake ran under; the request's own starts at its first byte. */
             c->handshaking = 0;
             evtimer_del(c->deadline);
+            peer_identity(c);
         } else if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR | BEV_EVENT_TIMEOUT)) {
             tls_handshake_failed(c, (what & BEV_EVENT_TIMEOUT) ? "timeout" : NULL);
             c->closing = 1;

@@ -42,10 +42,11 @@ typedef struct gw_http_request {
     const char *query; /* the target's query without '?', or NULL */
     const gw_http_header *headers;
     size_t n_headers;
-    struct evbuffer *body; /* the whole body, de-chunked */
-    const char *peer;      /* "ip:port" of the client */
-    uint64_t started_ns;   /* CLOCK_MONOTONIC at its first byte */
-    void *user;            /* the application's, while it handles the request */
+    struct evbuffer *body;                /* the whole body, de-chunked */
+    const char *peer;                     /* "ip:port" of the client */
+    const struct gw_peer_cert *peer_cert; /* TLS: the client's verified certificate (auth.h); NULL: none */
+    uint64_t started_ns;                  /* CLOCK_MONOTONIC at its first byte */
+    void *user;                           /* the application's, while it handles the request */
 } gw_http_request;
 
 typedef struct gw_http_server_config {

@@ -109,6 +109,7 @@ int main(int argc, char **argv)
     size_t n_fronts = 0;
     admin_server *admin = NULL;
     gateway_status gst = {0};
+    gw_auth *auth = NULL;
     char errbuf[512], host[256];
     int status = 1, rc, gw_ready = 0;
 
@@ -171,6 +172,14 @@ int main(int argc, char **argv)
         status = 2;
         goto out;
     }
+    /* The principals too: a mistake in the file is one line naming the file and its line, and exit status 2.
+     */
+    if ((auth = gw_auth_from_config(&cfg, errbuf, sizeof(errbuf))) == NULL) {
+        fprintf(stderr, "gateway: %s%s\n", cfg.auth_file[0] && !cfg.auth_token[0] ? "--auth-file " : "",
+                errbuf);
+        status = 2;
+        goto out;
+    }
     if (gw.http_tls)
         LOG_INFO("gateway", "tls=on (http, grpc) cert=%s client_auth=%s (admin stays plaintext)",
                  cfg.tls_cert, cfg.tls_client_auth);
@@ -222,6 +231,12 @@ int main(int argc, char **argv)
         goto out;
     }
     gw_ready = 1;
+    rc = gw_auth_swap(&gw, auth);
+    auth = NULL; /* the gateway's now (or released) */
+    if (rc != 0) {
+        LOG_ERROR("gateway", "out of memory setting up the principals");
+        goto out;
+    }
     if ((gw.q = queue_new((size_t)cfg.queue_capacity, (size_t)cfg.queue_high_water)) == NULL) {
         LOG_ERROR("gateway", "cannot create the queue");
         goto out;
@@ -340,6 +355,7 @@ out:
     if (status == 0 && gw_ready)
         LOG_INFO("gateway", "stopped"); /* not after --help */
     gw_tls_ctx_free(gw.http_tls);
+    gw_auth_release(auth);
     config_free(&gateway_config_program, &cfg);
     return status;
 }

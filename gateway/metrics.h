@@ -16,7 +16,29 @@
 #include <stdint.h>
 
 #include "prom.h"
+#include "quota.h"
 #include "reason.h"
+
+/*
+ * One principal's counters, by name: kept for the gateway's life in a list
+ * that only grows (names come only from auth files, so it is bounded), so
+ * that a reload which builds new principals keeps counting where the old
+ * ones were.
+ */
+typedef struct gw_principal_stats {
+    struct gw_principal_stats *next; /* set before the entry is published, never changed */
+    char name[65];
+    atomic_uint_fast64_t events;                /* accepted into the queue */
+    atomic_uint_fast64_t refused[GW_N_REASONS]; /* requests refused, by reason */
+    /*
+     * Its quotas' token buckets (quota.h), here so that a reload neither
+     * refills nor forgets them. `anonymous` has per-source-address tables
+     * instead, made by gw_auth_swap() when its rules first set that quota
+     * (only the reloading thread writes these pointers).
+     */
+    gw_bucket events_bucket, bytes_bucket;
+    gw_ip_buckets *events_ips, *bytes_ips;
+} gw_principal_stats;
 
 typedef struct gateway_metrics {
     atomic_uint_fast64_t requests[GW_N_PROTOCOLS];
@@ -27,7 +49,16 @@ typedef struct gateway_metrics {
     atomic_size_t connections[GW_N_PROTOCOLS];
     /* TLS handshakes that failed or timed out (HTTP only, so far: gRPC has no TLS yet). */
     atomic_uint_fast64_t tls_handshake_failures[GW_N_PROTOCOLS];
+    _Atomic(gw_principal_stats *) principals; /* the registry: pushed at the head, never removed */
 } gateway_metrics;
+
+/* The counters of principal `name`, found or added (any thread); NULL on no memory. */
+gw_principal_stats *gateway_metrics_principal(gateway_metrics *m, const char *name);
+/* At the end: free the registry. */
+void gateway_metrics_principals_free(gateway_metrics *m);
+/* n events of a principal's request went into the queue; one of its requests refused. NULL p: none. */
+void gateway_metrics_principal_events(gw_principal_stats *p, size_t n);
+void gateway_metrics_principal_refused(gw_principal_stats *p, gw_reason r);
 
 /* One request answered or handled; started_ns from prom_now_ns() (0: no latency sample). */
 void gateway_metrics_request(gateway_metrics *m, gw_protocol p, uint64_t started_ns);
@@ -42,8 +73,8 @@ void gateway_metrics_refused_n(gateway_metrics *m, gw_protocol p, gw_reason r, u
 uint64_t gateway_metrics_refused_count(const gateway_metrics *m, gw_protocol p, gw_reason r);
 
 /* ingest_requests_total, ingest_events_received_total, ingest_rejected_total, ingest_dropped_total,
- * ingest_connections, ingest_tls_handshake_failures_total and ingest_request_duration_seconds, in the
- * Prometheus text format. */
+ * ingest_connections, ingest_tls_handshake_failures_total, ingest_request_duration_seconds,
+ * ingest_principal_events_total and ingest_principal_refused_total, in the Prometheus text format. */
 void gateway_metrics_write(const gateway_metrics *m, struct evbuffer *out);
 
 #endif

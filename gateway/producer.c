@@ -198,12 +198,13 @@ void ack_inbox_free(ack_inbox *inbox)
 }
 
 produce_msg *produce_msg_new(const ing_event *ev, int64_t received_unix_nanos, int protocol, const char *peer,
-                             const char *gateway_id, ack_wait *wait)
+                             const char *gateway_id, const char *principal, ack_wait *wait)
 {
     envelope_meta meta = {.received_unix_nanos = received_unix_nanos,
                           .protocol = (envelope_protocol)protocol,
                           .peer = peer,
-                          .gateway_id = gateway_id};
+                          .gateway_id = gateway_id,
+                          .principal = principal};
     size_t ce_len, vlen = envelope_size(ev, &meta, &ce_len);
     if (vlen == 0)
         return NULL; /* no id, source or type */

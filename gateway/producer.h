@@ -99,11 +99,12 @@ typedef struct produce_msg {
 } produce_msg;
 
 /*
- * A message for a validated event with an id: encodes the Envelope. NULL on
- * no memory or an event that cannot be encoded.
+ * A message for a validated event with an id: encodes the Envelope (with
+ * the sender's principal name; NULL: none). NULL on no memory or an event
+ * that cannot be encoded.
  */
 produce_msg *produce_msg_new(const ing_event *ev, int64_t received_unix_nanos, int protocol, const char *peer,
-                             const char *gateway_id, ack_wait *wait);
+                             const char *gateway_id, const char *principal, ack_wait *wait);
 void produce_msg_free(produce_msg *m);
 
 typedef struct producer producer;

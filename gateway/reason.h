@@ -16,6 +16,7 @@ typedef enum gw_grpc_status {
     GW_GRPC_INVALID_ARGUMENT = 3,
     GW_GRPC_DEADLINE_EXCEEDED = 4,
     GW_GRPC_NOT_FOUND = 5,
+    GW_GRPC_PERMISSION_DENIED = 7,
     GW_GRPC_RESOURCE_EXHAUSTED = 8,
     GW_GRPC_UNIMPLEMENTED = 12,
     GW_GRPC_INTERNAL = 13,
@@ -48,6 +49,7 @@ typedef enum gw_grpc_status {
     X(not_found, 404, GW_GRPC_UNIMPLEMENTED, 0)                                                              \
     X(method_not_allowed, 405, GW_GRPC_UNIMPLEMENTED, 0)                                                     \
     X(unauthorized, 401, GW_GRPC_UNAUTHENTICATED, 0)                                                         \
+    X(forbidden, 403, GW_GRPC_PERMISSION_DENIED, 0)                                                          \
     X(request_timeout, 408, GW_GRPC_DEADLINE_EXCEEDED, 0)                                                    \
     X(rate_limited, 429, GW_GRPC_RESOURCE_EXHAUSTED, 0)                                                      \
     X(overloaded, 429, GW_GRPC_RESOURCE_EXHAUSTED, 1)                                                        \

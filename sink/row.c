@@ -267,8 +267,10 @@ int row_append(const uint8_t *value, size_t len, int32_t partition, int64_t offs
         timestamp(&o, sec, (int32_t)nsec);
     } else
         raw(&o, "\\N", 2);
-    snprintf(num, sizeof(num), "\t%" PRId32 "\t%" PRId64 "\n", partition, offset);
+    snprintf(num, sizeof(num), "\t%" PRId32 "\t%" PRId64 "\t", partition, offset);
     raw(&o, num, strlen(num));
+    field_str(&o, env->principal); /* NULL before principals (an empty field) */
+    raw(&o, "\n", 1);
     rc = o.oom ? -ENOMEM : 0;
 
 done:

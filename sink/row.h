@@ -8,7 +8,7 @@
 /* The columns, in COPY order. */
 #define ROW_COLUMNS                                                                                          \
     "source, id, type, subject, time, datacontenttype, dataschema, extensions, data, data_bytes, protocol, " \
-    "peer, gateway_id, received_at, kafka_partition, kafka_offset"
+    "peer, gateway_id, received_at, kafka_partition, kafka_offset, principal"
 
 /*
  * Decode an Envelope and append its row, in COPY text format with a final

@@ -119,7 +119,7 @@ int main(int argc, char **argv)
     ing_event_limits lim;
     ing_event_batch batch;
     ing_event_error err;
-    envelope_meta meta = {0, ENVELOPE_HTTP, "127.0.0.1:40000", NULL};
+    envelope_meta meta = {0, ENVELOPE_HTTP, "127.0.0.1:40000", NULL, NULL};
     counts c = {0, 0, ""};
     rd_kafka_conf_t *conf = NULL;
     rd_kafka_t *rk = NULL;

@@ -120,6 +120,7 @@ def test_publish_one_event_every_attribute_reaches_kafka(ggw, stub, reader, pb):
     assert env.protocol == pb.envelope_pb2.PROTOCOL_GRPC
     assert PEER.match(env.peer), env.peer
     assert env.gateway_id == ggw.gateway_id
+    assert env.principal == "anonymous"  # no --auth-file: everyone is
     assert abs(env.received_unix_nanos / 1e9 - time.time()) < 60
     e = env.event
     assert (e.id, e.source, e.type, e.spec_version) == (f"one-{run}", "/it/grpc/one", "com.example.one", "1.0")

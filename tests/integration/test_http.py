@@ -64,7 +64,8 @@ def data_of(event):
     return None, None
 
 
-def expect(rec, *, id, source, type, key=None, attrs=None, data=(None, None), gateway_id=None, peer=None):
+def expect(rec, *, id, source, type, key=None, attrs=None, data=(None, None), gateway_id=None, peer=None,
+           principal=None):
     """Checks one record: the event, the Kafka key and headers, and the Envelope's own fields."""
     ev = rec.event
     assert (ev.id, ev.source, ev.spec_version, ev.type) == (id, source, "1.0", type)
@@ -83,6 +84,8 @@ def expect(rec, *, id, source, type, key=None, attrs=None, data=(None, None), ga
         assert env.peer == peer
     if gateway_id is not None:
         assert env.gateway_id == gateway_id
+    if principal is not None:
+        assert env.principal == principal
     now = time.time_ns()
     assert now - 120 * 10**9 < env.received_unix_nanos <= now
 
@@ -187,7 +190,7 @@ def test_structured_event_every_attribute_reaches_kafka(gw, reader):
 
     [rec] = reader.read_since(mark, 1)
     expect(rec, id=eid, source="/it/http/structured", type="com.example.it.created", key="pk-7",
-           gateway_id=gw.gateway_id, peer=local,
+           gateway_id=gw.gateway_id, peer=local, principal="anonymous",  # no --auth-file: everyone is
            attrs={
                "subject": string("orders/1001"),
                "time": ("ce_timestamp", *ts("2024-06-01T12:00:00.123456789Z")),

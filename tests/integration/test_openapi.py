@@ -83,7 +83,8 @@ def test_document_describes_every_status_and_error_code():
     doc = yaml.safe_load(OPENAPI.read_text())
     assert doc["openapi"].startswith("3.")
     op = doc["paths"]["/v1/events"]["post"]
-    assert set(op["responses"]) == {"200", "202", "400", "401", "408", "413", "415", "429", "431", "503", "505"}
+    assert set(op["responses"]) == {"200", "202", "400", "401", "403", "408", "413", "415", "429", "431", "503",
+                                     "505"}
     assert set(op["requestBody"]["content"]) >= {
         "application/cloudevents+json", "application/cloudevents-batch+json", "application/json",
         "application/x-ndjson", "application/ndjson", "application/octet-stream"}
@@ -93,7 +94,7 @@ def test_document_describes_every_status_and_error_code():
             ("header", "ce-dataschema")} <= params
     codes = set(doc["components"]["schemas"]["Error"]["properties"]["error"]["properties"]["code"]["enum"])
     assert codes == {"malformed_json", "invalid_event", "bad_request", "bad_encoding", "unauthorized",
-                     "request_timeout", "not_found",
+                     "forbidden", "request_timeout", "not_found",
                      "method_not_allowed", "too_large", "too_many_events", "unsupported_media_type",
                      "unsupported_encoding", "headers_too_large", "rate_limited", "overloaded", "ack_timeout",
                      "kafka_error",

@@ -26,7 +26,8 @@ from conftest import pg_query
 PROTOCOL_HTTP, PROTOCOL_UDP, PROTOCOL_GRPC = 1, 2, 3
 EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
 COLUMNS = ("source", "id", "type", "subject", "time", "datacontenttype", "dataschema", "extensions", "data",
-           "data_bytes", "protocol", "peer", "gateway_id", "received_at", "kafka_partition", "kafka_offset")
+           "data_bytes", "protocol", "peer", "gateway_id", "received_at", "kafka_partition", "kafka_offset",
+           "principal")
 
 
 # ---- helpers -----------------------------------------------------------------
@@ -171,7 +172,7 @@ class Envelopes:
         self.pb = pb
 
     def make(self, source, id, type="com.example.it", attrs=None, text=None, binary=None, received=None,
-             protocol=PROTOCOL_HTTP, peer="127.0.0.1:40000", gateway_id="it-direct", time_ns=None):
+             protocol=PROTOCOL_HTTP, peer="127.0.0.1:40000", gateway_id="it-direct", time_ns=None, principal=None):
         env = self.pb.envelope_pb2.Envelope()
         ev = env.event
         ev.id, ev.source, ev.spec_version, ev.type = id, source, "1.0", type
@@ -188,6 +189,8 @@ class Envelopes:
         env.protocol = protocol
         env.peer = peer
         env.gateway_id = gateway_id
+        if principal is not None:
+            env.principal = principal
         return env.SerializeToString()
 
 
@@ -347,6 +350,7 @@ def test_http_events_become_rows_with_every_column(http_pipeline, topic_reader):
         assert row["protocol"] == "HTTP"
         assert row["peer"] == rec.envelope.peer
         assert row["gateway_id"] == pipe.gateway_id
+        assert row["principal"] == rec.envelope.principal == "anonymous"  # no --auth-file: everyone is
         assert_microseconds_of(row["received_at"], rec.envelope.received_unix_nanos)
         assert (row["kafka_partition"], row["kafka_offset"]) == (rec.partition, rec.offset)
         return row
@@ -406,7 +410,7 @@ def test_garbage_and_refused_rows_go_to_the_dlq_and_the_rest_of_the_batch_is_wri
     t_ns = 1700000000 * 10**9 + 987654321
     records = [
         (b"k-good-1", envelopes.make(src, "good-1", text='{"n":1}', protocol=PROTOCOL_UDP, peer="10.0.0.1:5000",
-                                     gateway_id="gw-a", time_ns=t_ns)),
+                                     gateway_id="gw-a", time_ns=t_ns, principal="billing")),
         (b"k-garbage", GARBAGE),
         # The same text with a non-JSON content type is bytes, which Postgres takes.
         (b"k-good-2", envelopes.make(src, "good-2", text=nul_json, attrs={"datacontenttype": "text/plain"},
@@ -425,6 +429,8 @@ def test_garbage_and_refused_rows_go_to_the_dlq_and_the_rest_of_the_batch_is_wri
             {"good-1": (0, 0), "good-2": (0, 2), "good-3": (0, 4)}
         assert got["good-1"]["data"] == {"n": 1} and got["good-1"]["protocol"] == "UDP"
         assert (got["good-1"]["peer"], got["good-1"]["gateway_id"]) == ("10.0.0.1:5000", "gw-a")
+        # The principal as the Envelope says; none (records from before principals): NULL.
+        assert (got["good-1"]["principal"], got["good-2"]["principal"]) == ("billing", None)
         assert_microseconds_of(got["good-1"]["time"], t_ns)
         assert (got["good-2"]["data"], got["good-2"]["data_bytes"]) == (None, nul_json.encode())
         assert (got["good-2"]["protocol"], got["good-2"]["peer"]) == ("GRPC", "[::1]:6000")

@@ -21,71 +21,16 @@ import requests
 
 from conftest import GATEWAY_BIN, REPO_ROOT, free_port
 from hostile_http import closed_by_peer, connect, read_response
+from pki import make_pki
 from test_grpc import grpcurl_bin, health_pb2  # noqa: F401 (health_pb2 is a fixture)
 
 EVENT_CT = {"Content-Type": "application/cloudevents+json"}
 FAILURES = "ingest_tls_handshake_failures_total"
 
 
-def openssl(*args, cwd):
-    r = subprocess.run(["openssl", *args], cwd=cwd, capture_output=True, text=True, timeout=60)
-    assert r.returncode == 0, (args, r.stderr)
-
-
-def make_key_csr(d, name, cn):
-    openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", f"{name}.key",
-            "-out", f"{name}.csr", "-subj", f"/CN={cn}", cwd=d)
-
-
-def make_ca(d, name):
-    openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout",
-            f"{name}.key", "-out", f"{name}.pem", "-days", "2", "-subj", f"/CN={name}", cwd=d)
-
-
-def sign(d, name, ca, ext):
-    (d / f"{name}.ext").write_text(ext)
-    openssl("x509", "-req", "-in", f"{name}.csr", "-CA", f"{ca}.pem", "-CAkey", f"{ca}.key", "-CAcreateserial",
-            "-out", f"{name}.pem", "-days", "2", "-extfile", f"{name}.ext", cwd=d)
-
-
-class Pki:
-    def __init__(self, d):
-        self.dir = d
-
-    def __getattr__(self, name):
-        return str(self.dir / name.replace("_", "."))
-
-
 @pytest.fixture(scope="session")
 def pki(tmp_path_factory):
-    d = tmp_path_factory.mktemp("pki")
-    make_ca(d, "ca")
-    make_ca(d, "other")
-    # The server's certificate from an intermediate: --tls-cert is the chain, the client trusts the root.
-    make_key_csr(d, "inter", "intermediate")
-    sign(d, "inter", "ca", "basicConstraints=critical,CA:true\nkeyUsage=critical,keyCertSign,cRLSign\n")
-    make_key_csr(d, "server", "localhost")
-    sign(d, "server", "inter", "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n")
-    (d / "chain.pem").write_text((d / "server.pem").read_text() + (d / "inter.pem").read_text())
-    client_ext = "extendedKeyUsage=clientAuth\n"
-    make_key_csr(d, "client", "client-good")
-    sign(d, "client", "ca", client_ext)
-    make_key_csr(d, "stranger", "client-other-ca")
-    sign(d, "stranger", "other", client_ext)
-    # Expired: `openssl x509 -req` (3.0) cannot back-date, `openssl ca` can.
-    make_key_csr(d, "expired", "client-expired")
-    (d / "newcerts").mkdir()
-    (d / "index.txt").write_text("")
-    (d / "serial").write_text("1000\n")
-    (d / "ca.cnf").write_text(
-        f"[ca]\ndefault_ca = dflt\n[dflt]\ndir = {d}\ndatabase = $dir/index.txt\nnew_certs_dir = $dir/newcerts\n"
-        "serial = $dir/serial\ndefault_md = sha256\npolicy = any\nx509_extensions = ext\n"
-        "[any]\ncommonName = supplied\n[ext]\nextendedKeyUsage = clientAuth\n")
-    openssl("ca", "-batch", "-config", "ca.cnf", "-cert", "ca.pem", "-keyfile", "ca.key", "-in", "expired.csr",
-            "-out", "expired.pem", "-notext", "-startdate", "20200101000000Z", "-enddate", "20200102000000Z",
-            cwd=d)
-    (d / "garbage.pem").write_text("-----BEGIN CERTIFICATE-----\nnot base64 at all\n-----END CERTIFICATE-----\n")
-    return Pki(d)
+    return make_pki(tmp_path_factory.mktemp("pki"))
 
 
 def tls_flags(pki, *more):

@@ -16,6 +16,7 @@
 #include <cmocka.h>
 
 #include "admit.h"
+#include "envelope.h"
 
 static gateway_config cfg = {.default_ack = "accepted", .gateway_id = "gw-test", .auth_token = ""};
 static gateway gw;
@@ -47,7 +48,19 @@ static int teardown(void **state)
         for (size_t i = 0; i < n; i++)
             produce_msg_free(items[i]);
     queue_free(gw.q);
+    gw_auth_clear(&gw);
+    gateway_metrics_principals_free(&gw.metrics);
     return 0;
+}
+
+/* Install the rules of this auth file text. */
+static void rules(const char *text)
+{
+    char err[256];
+    gw_auth *a = gw_auth_parse(text, strlen(text), "test", err, sizeof(err));
+    if (a == NULL)
+        fail_msg("%s", err);
+    assert_int_equal(gw_auth_swap(&gw, a), 0);
 }
 
 static uint64_t refused(gw_protocol p, gw_reason r)
@@ -58,7 +71,7 @@ static uint64_t refused(gw_protocol p, gw_reason r)
 /* The gate of an HTTP request with this Authorization value (NULL: none). */
 static int gate(const char *authorization, gw_admission *a)
 {
-    gw_credentials cred = {authorization, authorization ? strlen(authorization) : 0};
+    gw_credentials cred = {authorization, authorization ? strlen(authorization) : 0, NULL};
 
     gw_admission_init(a, &gw, GW_HTTP, "p", 0);
     return gw_admit_gate(a, &cred, 0);
@@ -69,10 +82,17 @@ static void test_gate_identity(void **state)
     gw_admission a;
     (void)state;
 
-    cfg.auth_token = "tok3n";
+    char err[200];
+    gw_auth *shorthand = gw_auth_from_token("tok3n", err, sizeof(err));
+    assert_non_null(shorthand);
+    assert_int_equal(gw_auth_swap(&gw, shorthand), 0);
     assert_int_equal(gate("Bearer tok3n", &a), 0);
+    assert_string_equal(a.principal->name, "default");
+    gw_admission_clear(&a);
     assert_int_equal(gate("bearer tok3n", &a), 0);
+    gw_admission_clear(&a);
     assert_int_equal(gate("BEARER tok3n", &a), 0);
+    gw_admission_clear(&a); /* lets go of the principal's reference */
     assert_int_equal(gate(NULL, &a), -1);
     assert_int_equal(a.refusal.reason, GW_R_unauthorized);
     assert_non_null(strstr(a.refusal.message, "required"));
@@ -86,22 +106,32 @@ static void test_gate_identity(void **state)
     assert_int_equal(refused(GW_HTTP, GW_R_unauthorized), 8);
     /* Only len bytes count. */
     gw_admission_init(&a, &gw, GW_GRPC, "p", 0);
-    assert_int_equal(gw_admit_gate(&a, &(gw_credentials){"Bearer tok3nXYZ", 12}, 0), 0);
-    /* A protocol without identity (UDP) is not asked. */
+    assert_int_equal(gw_admit_gate(&a, &(gw_credentials){"Bearer tok3nXYZ", 12, NULL}, 0), 0);
+    gw_admission_clear(&a);
+    /* A protocol without identity (UDP) is anonymous, which the shorthand lets use UDP. */
     gw_admission_init(&a, &gw, GW_UDP, "p", 0);
     assert_int_equal(gw_admit_gate(&a, NULL, 0), 0);
-    cfg.auth_token = "";
-    /* Auth off: anything goes. */
+    assert_string_equal(a.principal->name, "anonymous");
+    gw_admission_clear(&a);
+    /* Auth off: anything goes, and a token is no one's business. */
+    rules("principal anonymous\n protocols http grpc udp\n");
+    gw.auth.cur->ignore_tokens = 1;
     gw_admission_init(&a, &gw, GW_HTTP, "p", 0);
-    assert_int_equal(gw_admit_gate(&a, &(gw_credentials){NULL, 0}, 0), 0);
+    assert_int_equal(gw_admit_gate(&a, &(gw_credentials){NULL, 0, NULL}, 0), 0);
+    gw_admission_clear(&a);
+    gw_admission_init(&a, &gw, GW_HTTP, "p", 0);
+    assert_int_equal(gw_admit_gate(&a, &(gw_credentials){"Bearer x", 8, NULL}, 0), 0);
+    assert_string_equal(a.principal->name, "anonymous");
+    gw_admission_clear(&a);
 }
 
 /* A parser that makes n events from the arg's description: "ok", or a bad type at given indexes. */
 typedef struct fake {
     int n;
     int multi;
-    long bad[4];      /* indexes with no type, -1 ends */
-    long undecodable; /* an index the parser itself refuses (as gRPC's decode does), or -1 */
+    long bad[4];        /* indexes with no type, -1 ends */
+    long undecodable;   /* an index the parser itself refuses (as gRPC's decode does), or -1 */
+    const char *src[4]; /* the events' sources (NULL: "/s") */
 } fake;
 
 static int parse_fake(gw_admission *a, void *arg)
@@ -113,7 +143,8 @@ static int parse_fake(gw_admission *a, void *arg)
     for (int i = 0; i < f->n; i++) {
         ing_event *ev = ing_event_batch_add(&a->batch);
         assert_non_null(ev);
-        assert_int_equal(ing_event_set_attr(ev, "source", 6, "/s", 2, &a->gw->lim, &err), 0);
+        const char *src = i < 4 && f->src[i] ? f->src[i] : "/s";
+        assert_int_equal(ing_event_set_attr(ev, "source", 6, src, strlen(src), &a->gw->lim, &err), 0);
         int bad = 0;
         for (int k = 0; k < 4 && f->bad[k] >= 0; k++)
             bad |= f->bad[k] == i;
@@ -127,6 +158,94 @@ static int parse_fake(gw_admission *a, void *arg)
         }
     }
     return 0;
+}
+
+/* Principals: protocols and sources refused as forbidden, the principal in the Envelope and its counters. */
+static void test_principal_rules(void **state)
+{
+    gw_admission a;
+    gw_peer_cert cert = {.subject = (char *)"CN=billing,O=Acme"};
+    (void)state;
+
+    /* (the token line: some token's hash; billing is identified by its certificate here) */
+    rules("principal billing\n"
+          "  token sha256:e8a77d4e6c8f2e5fa4c6e45d0e3a3e43e5f6a4d1c7b2b0b3f3c8b1a9f9e6b2f1\n"
+          "  cert subject CN=billing,O=Acme\n"
+          "  source /billing/\n"
+          "  protocols grpc\n"
+          "principal anonymous\n"
+          "  protocols udp\n"
+          "  source /open/\n");
+    /* The certificate identifies billing, which may not use HTTP. */
+    gw_admission_init(&a, &gw, GW_HTTP, "p", 0);
+    assert_int_equal(gw_admit_gate(&a, &(gw_credentials){NULL, 0, &cert}, 0), -1);
+    assert_int_equal(a.refusal.reason, GW_R_forbidden);
+    assert_non_null(strstr(a.refusal.message, "billing"));
+    assert_int_equal(refused(GW_HTTP, GW_R_forbidden), 1);
+    gw_admission_clear(&a);
+    /* Anonymous may not use HTTP either: nobody, so unauthorized. */
+    gw_admission_init(&a, &gw, GW_HTTP, "p", 0);
+    assert_int_equal(gw_admit_gate(&a, &(gw_credentials){NULL, 0, NULL}, 0), -1);
+    assert_int_equal(a.refusal.reason, GW_R_unauthorized);
+    gw_admission_clear(&a);
+
+    /* Over gRPC: event 1 of 3 has a source billing may not use. */
+    gw_admission_init(&a, &gw, GW_GRPC, "p", 0);
+    assert_int_equal(gw_admit_gate(&a, &(gw_credentials){NULL, 0, &cert}, 0), 0);
+    assert_string_equal(a.principal->name, "billing");
+    fake f = {.n = 3,
+              .multi = 1,
+              .bad = {-1},
+              .undecodable = -1,
+              .src = {"/billing/a", "/elsewhere", "/billing/b"}};
+    assert_int_equal(gw_admit_prepare(&a, parse_fake, &f, 0), -1);
+    assert_int_equal(a.refusal.reason, GW_R_forbidden);
+    assert_int_equal(a.refusal.index, 1);
+    assert_non_null(strstr(a.refusal.message, "/elsewhere"));
+    /* A single-event form names no index. */
+    fake one = {.n = 1, .multi = 0, .bad = {-1}, .undecodable = -1, .src = {"/elsewhere"}};
+    assert_int_equal(gw_admit_prepare(&a, parse_fake, &one, 0), -1);
+    assert_int_equal(a.refusal.index, -1);
+    /* With all_errors, each one listed as forbidden. */
+    a.all_errors = 1;
+    assert_int_equal(gw_admit_prepare(&a, parse_fake, &f, 0), -1);
+    assert_int_equal(a.n_errors, 1);
+    assert_int_equal(a.errors[0].index, 1);
+    assert_int_equal(a.errors[0].reason, GW_R_forbidden);
+    a.all_errors = 0;
+    /* Allowed sources go through, with the principal in each Envelope, and counted. */
+    fake ok = {.n = 2, .multi = 1, .bad = {-1}, .undecodable = -1, .src = {"/billing/a", "/billing/b"}};
+    assert_int_equal(gw_admit_prepare(&a, parse_fake, &ok, 0), 0);
+    for (size_t i = 0; i < a.n_msgs; i++) {
+        Ingest__V1__Envelope *env = envelope_decode(a.msgs[i]->value, a.msgs[i]->value_len);
+        assert_non_null(env);
+        assert_string_equal(env->principal, "billing");
+        envelope_free(env);
+    }
+    assert_int_equal(gw_admit_push(&a, 0), 0);
+    const gw_principal_stats *st = a.principal->stats;
+    assert_int_equal(atomic_load(&st->events), 2);
+    assert_int_equal(atomic_load(&st->refused[GW_R_forbidden]), 4);
+    /* The old rules stay with the admission across a swap; the counters stay with the name. */
+    rules("principal billing\n  cert subject CN=billing,O=Acme\n");
+    assert_int_equal(gw_admit_prepare(&a, parse_fake, &f, 0), -1);
+    assert_int_equal(a.refusal.reason, GW_R_forbidden);
+    gw_admission_clear(&a);
+    gw_admission_init(&a, &gw, GW_GRPC, "p", 0);
+    assert_int_equal(gw_admit_gate(&a, &(gw_credentials){NULL, 0, &cert}, 0), 0);
+    assert_ptr_equal(a.principal->stats, st);
+    assert_int_equal(gw_admit_prepare(&a, parse_fake, &f, 0), 0); /* no source lines now: any source */
+    gw_admission_clear(&a);
+
+    /* UDP: anonymous, its sources checked. */
+    rules("principal anonymous\n  protocols udp\n  source /open/\n");
+    gw_admission_init(&a, &gw, GW_UDP, "p", 0);
+    assert_int_equal(gw_admit_gate(&a, NULL, 0), 0);
+    fake udp = {.n = 1, .multi = 1, .bad = {-1}, .undecodable = -1, .src = {"/closed"}};
+    assert_int_equal(gw_admit_prepare(&a, parse_fake, &udp, 0), -1);
+    assert_int_equal(a.refusal.reason, GW_R_forbidden);
+    assert_int_equal(refused(GW_UDP, GW_R_forbidden), 1);
+    gw_admission_clear(&a);
 }
 
 static void test_prepare_index_rule(void **state)
@@ -283,6 +402,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_gate_identity, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_principal_rules, setup, teardown),
         cmocka_unit_test_setup_teardown(test_prepare_index_rule, setup, teardown),
         cmocka_unit_test_setup_teardown(test_prepare_lists_every_bad_event_in_order, setup, teardown),
         cmocka_unit_test_setup_teardown(test_prepare_ids_records_and_wait, setup, teardown),

@@ -213,7 +213,7 @@ static void test_a_stream_parks_while_the_queue_is_full(void **state)
     assert_int_equal(ing_event_validate(&ev, &gw.lim, -1, &err), 0);
     assert_int_equal(ing_event_assign_id(&ev), 0);
     for (int i = 0; i < 4; i++)
-        assert_non_null(filler[i] = produce_msg_new(&ev, 0, 1, "p", "gw", NULL));
+        assert_non_null(filler[i] = produce_msg_new(&ev, 0, 1, "p", "gw", NULL, NULL));
     ing_event_clear(&ev);
     assert_int_equal(queue_push_n(gw.q, (void *const *)filler, 4), 0);
     pump(c);

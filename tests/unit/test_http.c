@@ -131,6 +131,7 @@ static int fx_start(void **state, const fx_opts *o)
         .ack_timeout_ms = o->ack_timeout_ms ? o->ack_timeout_ms : 5000,
         .default_ack = (char *)"committed",
         .auth_token = (char *)(o->auth_token ? o->auth_token : ""),
+        .auth_file = (char *)"",
         .http_idle_timeout_ms = 5000,
         .http_overload_wait_ms = o->overload_wait_ms,
         .cors_origins = (char *)(o->cors_origins ? o->cors_origins : ""),
@@ -150,6 +151,9 @@ static int fx_start(void **state, const fx_opts *o)
     if (gw_budget_init(&f->gw.budget, (size_t)256 << 20, f->cfg.max_request_bytes, err, sizeof(err)) != 0)
         return -1;
     if ((f->gw.q = queue_new((size_t)f->cfg.queue_capacity, (size_t)f->cfg.queue_high_water)) == NULL)
+        return -1;
+    gw_auth *rules = gw_auth_from_config(&f->cfg, err, sizeof(err));
+    if (rules == NULL || gw_auth_swap(&f->gw, rules) != 0)
         return -1;
 
     int fd = net_bind("127.0.0.1:0", SOCK_STREAM, 0, err, sizeof(err));
@@ -239,6 +243,8 @@ static int teardown(void **state)
     if (f->base)
         event_base_free(f->base);
     queue_free(f->gw.q);
+    gw_auth_clear(&f->gw);
+    gateway_metrics_principals_free(&f->gw.metrics);
     free(f);
     return 0;
 }

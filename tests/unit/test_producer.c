@@ -391,7 +391,8 @@ static void test_produce_msg_fields(void **state)
     ing_event_set_data(&ev, EVENT_DATA_JSON, data, strlen((char *)data));
     ack_wait *w = ack_wait_new(1, NULL, done_cb, NULL);
 
-    produce_msg *m = produce_msg_new(&ev, 1700000000123456789LL, ENVELOPE_HTTP, "10.0.0.9:5555", "gw-a", w);
+    produce_msg *m =
+        produce_msg_new(&ev, 1700000000123456789LL, ENVELOPE_HTTP, "10.0.0.9:5555", "gw-a", "billing", w);
     assert_non_null(m);
     assert_ptr_equal(m->wait, w);
     assert_string_equal(m->ce_id, "ev-1");
@@ -408,6 +409,7 @@ static void test_produce_msg_fields(void **state)
     assert_int_equal(env->protocol, INGEST__V1__PROTOCOL__PROTOCOL_HTTP);
     assert_string_equal(env->peer, "10.0.0.9:5555");
     assert_string_equal(env->gateway_id, "gw-a");
+    assert_string_equal(env->principal, "billing");
     assert_non_null(env->event);
     assert_string_equal(env->event->id, "ev-1");
     assert_string_equal(env->event->source, "/sensors/7");
@@ -437,7 +439,7 @@ static void test_produce_msg_key_choice(void **state)
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         ing_event ev;
         make_event(&ev, NULL, cases[i].attrs);
-        produce_msg *m = produce_msg_new(&ev, 1, ENVELOPE_UDP, NULL, NULL, NULL);
+        produce_msg *m = produce_msg_new(&ev, 1, ENVELOPE_UDP, NULL, NULL, NULL, NULL);
         assert_non_null(m);
         assert_string_equal(m->key, cases[i].key);
         assert_null(m->wait);
@@ -465,7 +467,7 @@ static void test_produce_msg_binary_data(void **state)
     unsigned char *data = malloc(sizeof(bytes));
     memcpy(data, bytes, sizeof(bytes));
     ing_event_set_data(&ev, EVENT_DATA_BINARY, data, sizeof(bytes));
-    produce_msg *m = produce_msg_new(&ev, 5, ENVELOPE_GRPC, "[::1]:1", "gw", NULL);
+    produce_msg *m = produce_msg_new(&ev, 5, ENVELOPE_GRPC, "[::1]:1", "gw", NULL, NULL);
     assert_non_null(m);
     Ingest__V1__Envelope *env = envelope_decode(m->value, m->value_len);
     assert_non_null(env);
@@ -497,7 +499,7 @@ static void test_produce_msg_without_id(void **state)
     set(&ev, "source", "/s");
     set(&ev, "type", "t");
     assert_int_equal(ing_event_validate(&ev, &lim, -1, &err), 0);
-    assert_null(produce_msg_new(&ev, 1, ENVELOPE_HTTP, NULL, NULL, NULL));
+    assert_null(produce_msg_new(&ev, 1, ENVELOPE_HTTP, NULL, NULL, NULL, NULL));
     ing_event_clear(&ev);
 }
 
@@ -618,7 +620,7 @@ static void push_n(kfx *k, int n, ack_wait *w, int first)
         make_event(&ev, id, attrs);
         unsigned char *data = (unsigned char *)strdup("{\"n\":1}");
         ing_event_set_data(&ev, EVENT_DATA_JSON, data, 7);
-        produce_msg *m = produce_msg_new(&ev, 42, ENVELOPE_HTTP, "127.0.0.1:9", "gw-test", w);
+        produce_msg *m = produce_msg_new(&ev, 42, ENVELOPE_HTTP, "127.0.0.1:9", "gw-test", NULL, w);
         assert_non_null(m);
         assert_int_equal(queue_push(k->q, m), 0);
         ing_event_clear(&ev);
@@ -729,7 +731,7 @@ static void push_big(kfx *k, size_t data_len, ack_wait *w)
     memset(data, 'b', data_len);
     data[data_len] = '\0';
     ing_event_set_data(&ev, EVENT_DATA_BINARY, data, data_len);
-    produce_msg *m = produce_msg_new(&ev, 42, ENVELOPE_UDP, "127.0.0.1:9", "gw-test", w);
+    produce_msg *m = produce_msg_new(&ev, 42, ENVELOPE_UDP, "127.0.0.1:9", "gw-test", NULL, w);
     assert_non_null(m);
     assert_int_equal(queue_push(k->q, m), 0);
     ing_event_clear(&ev);

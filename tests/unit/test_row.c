@@ -29,6 +29,9 @@ static void set(ing_event *ev, const char *name, const char *value)
     assert_int_equal(ing_event_set_attr(ev, name, strlen(name), value, strlen(value), &lim, &err), 0);
 }
 
+/* The principal line_of() writes into the Envelope (NULL: none, as in records from before principals). */
+static const char *principal;
+
 /* Encode ev and return its COPY line (malloc'd). */
 static char *line_of(ing_event *ev, envelope_protocol proto, int32_t part, int64_t off)
 {
@@ -36,7 +39,8 @@ static char *line_of(ing_event *ev, envelope_protocol proto, int32_t part, int64
     envelope_meta meta = {.received_unix_nanos = 1700000000123456789LL,
                           .protocol = proto,
                           .peer = "127.0.0.1:5000",
-                          .gateway_id = "gw"};
+                          .gateway_id = "gw",
+                          .principal = principal};
     uint8_t *buf;
     size_t len, blen = 0, bcap = 0;
     char *out = NULL, why[128];
@@ -65,13 +69,15 @@ static void test_json_row_every_column(void **state)
     set(&ev, "tenant", "a\"b");
     unsigned char *data = (unsigned char *)strdup("{\"k\":\"v\\\\n\"}");
     ing_event_set_data(&ev, EVENT_DATA_JSON, data, strlen((char *)data));
+    principal = "billing";
     char *line = line_of(&ev, ENVELOPE_HTTP, 3, 42);
+    principal = NULL;
 
     /* Backslashes escaped for COPY; JSON escapes doubled; absent fields \N; the time in UTC. */
     assert_string_equal(line,
                         "/src\\\\x\tid 1\tt\tsub\t2021-06-01T12:30:45.250000000Z\t\\N\thttps://ex.com/s\t"
                         "{\"tenant\":\"a\\\\\"b\"}\t{\"k\":\"v\\\\\\\\n\"}\t\\N\tHTTP\t127.0.0.1:5000\tgw\t"
-                        "2023-11-14T22:13:20.123456000Z\t3\t42\n");
+                        "2023-11-14T22:13:20.123456000Z\t3\t42\tbilling\n");
     free(line);
     ing_event_clear(&ev);
 }
@@ -91,6 +97,8 @@ static void test_bytes_and_text_rows(void **state)
     ing_event_set_data(&ev, EVENT_DATA_BINARY, bin, 3);
     char *line = line_of(&ev, ENVELOPE_UDP, 0, 0);
     assert_non_null(strstr(line, "\t\\N\t\\N\t\\\\x00ff0a\tUDP\t"));
+    /* No principal (an older record): NULL. */
+    assert_non_null(strstr(line, "\t0\t0\t\\N\n"));
     free(line);
     ing_event_clear(&ev);
 
