@@ -107,6 +107,13 @@ void gateway_metrics_write(const gateway_metrics *m, struct evbuffer *out)
                 "version or cipher, plaintext on the TLS port) or timed out");
     prom_sample_u64(out, "ingest_tls_handshake_failures_total", "protocol=\"http\"",
                     atomic_load_explicit(&m->tls_handshake_failures[GW_HTTP], memory_order_relaxed));
+    prom_family(out, "ingest_config_reloads_total", "counter",
+                "Reloads of a file-backed setting (TLS certificates) on SIGHUP or --reload-interval: ok (in "
+                "force), failed (the old one kept; the log says why)");
+    prom_sample_u64(out, "ingest_config_reloads_total", "result=\"ok\"",
+                    atomic_load_explicit(&m->config_reloads[0], memory_order_relaxed));
+    prom_sample_u64(out, "ingest_config_reloads_total", "result=\"failed\"",
+                    atomic_load_explicit(&m->config_reloads[1], memory_order_relaxed));
     prom_family(out, "ingest_request_duration_seconds", "histogram",
                 "From a request's first byte (UDP: its receipt) to its answer (UDP: its queueing)");
     for (int p = 0; p < GW_N_PROTOCOLS; p++) {

@@ -27,6 +27,8 @@ typedef struct gateway_metrics {
     atomic_size_t connections[GW_N_PROTOCOLS];
     /* TLS handshakes that failed or timed out (HTTP only, so far: gRPC has no TLS yet). */
     atomic_uint_fast64_t tls_handshake_failures[GW_N_PROTOCOLS];
+    /* Reloads of one item each (reload.h): [0] put in force, [1] failed (the old one kept). */
+    atomic_uint_fast64_t config_reloads[2];
 } gateway_metrics;
 
 /* One request answered or handled; started_ns from prom_now_ns() (0: no latency sample). */
@@ -42,7 +44,8 @@ void gateway_metrics_refused_n(gateway_metrics *m, gw_protocol p, gw_reason r, u
 uint64_t gateway_metrics_refused_count(const gateway_metrics *m, gw_protocol p, gw_reason r);
 
 /* ingest_requests_total, ingest_events_received_total, ingest_rejected_total, ingest_dropped_total,
- * ingest_connections, ingest_tls_handshake_failures_total and ingest_request_duration_seconds, in the
+ * ingest_connections, ingest_tls_handshake_failures_total, ingest_config_reloads_total and
+ * ingest_request_duration_seconds, in the
  * Prometheus text format. */
 void gateway_metrics_write(const gateway_metrics *m, struct evbuffer *out);
 
