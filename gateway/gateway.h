@@ -71,7 +71,7 @@ typedef struct gateway {
     atomic_int http_body_waiters; /* HTTP connections waiting for room for a body, on every thread */
     atomic_int grpc_stalled;      /* 1 while the gRPC listener does not answer new clients (grpc_probe.c) */
     gateway_metrics metrics;
-    struct gw_tls *tls;  /* --tls-cert's, both ports (tls.h), swapped by a reload; NULL: plaintext */
+    struct gw_tls *tls; /* --tls-cert's, both ports (tls.h), swapped by a reload; NULL: plaintext */
     /* The stop's wait for the front ends to finish (gateway/front.h); the condition on CLOCK_MONOTONIC. */
     pthread_mutex_t idle_lock;
     pthread_cond_t idle;

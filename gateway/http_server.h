@@ -93,9 +93,9 @@ typedef struct gw_http_server_config {
      * TLS (NULL: plaintext): every connection is an OpenSSL bufferevent
      * accepting on the context in force when it was accepted (tls.h: shared
      * by servers on other threads, swapped by a reload; a connection keeps
-     * its own). Everything above acts on the decrypted bytes. The handshake must finish within header_timeout_ms of the
-     * accept (and without a pause of idle_timeout_ms), or the connection
-     * closes.
+     * its own). Everything above acts on the decrypted bytes. The
+     * handshake must finish within header_timeout_ms of the accept (and
+     * without a pause of idle_timeout_ms), or the connection closes.
      */
     struct gw_tls *tls;
     /*

@@ -146,7 +146,8 @@ int gw_reloader_check(gw_reloader *r)
     return reload(r, 0);
 }
 
-/* The watcher's thread (watch.h) serves as a ticker: the check reloads what changed and is never "not ready". */
+/* The watcher's thread (watch.h) serves as a ticker: the check reloads what changed and is never "not ready".
+ */
 static const char *tick(void *arg)
 {
     gw_reloader_check(arg);

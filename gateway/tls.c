@@ -253,11 +253,13 @@ static void free_secret(char *s)
 /*
  * The texts the core is given, checked by OpenSSL first: the core would
  * refuse a broken pair only at the next handshake, with nothing said. The
- * HTTP context was checked from the same paths; the files may have changed
- * between the two reads, so the gRPC texts are checked on their own.
+ * HTTP context was read from the same paths just before: a certificate
+ * that differs was replaced between the two reads, and the load fails
+ * rather than put the ports on different certificates (the next check,
+ * or SIGHUP, reads the files again).
  */
-static int check_pem(const gateway_config *cfg, const char *chain, const char *key, const char *roots,
-                     char *err, size_t errlen)
+static int check_pem(const gateway_config *cfg, SSL_CTX *http, const char *chain, const char *key,
+                     const char *roots, char *err, size_t errlen)
 {
     BIO *b;
     X509 *x = NULL;
@@ -277,6 +279,8 @@ static int check_pem(const gateway_config *cfg, const char *chain, const char *k
     else if (X509_check_private_key(x, k) != 1)
         snprintf(err, errlen, "--tls-key %s does not match the certificate of --tls-cert %s", cfg->tls_key,
                  cfg->tls_cert);
+    else if (X509_cmp(x, SSL_CTX_get0_certificate(http)) != 0)
+        snprintf(err, errlen, "--tls-cert %s changed while it was read", cfg->tls_cert);
     else
         ok = 1;
     X509_free(x);
@@ -323,7 +327,7 @@ static tls_set *set_load(const gateway_config *cfg, char *err, size_t errlen)
         (key = read_pem("--tls-key", cfg->tls_key, err, errlen)) == NULL ||
         (cfg->tls_client_ca[0] &&
          (roots = read_pem("--tls-client-ca", cfg->tls_client_ca, err, errlen)) == NULL) ||
-        check_pem(cfg, chain, key, roots, err, errlen) != 0)
+        check_pem(cfg, s->http, chain, key, roots, err, errlen) != 0)
         goto fail;
     pair.private_key = key;
     pair.cert_chain = chain;
@@ -400,7 +404,8 @@ SSL *gw_tls_accept_ssl(gw_tls *t)
     return ssl;
 }
 
-grpc_ssl_certificate_config_reload_status gw_tls_grpc_fetch(void *arg, grpc_ssl_server_certificate_config **config)
+grpc_ssl_certificate_config_reload_status gw_tls_grpc_fetch(void *arg,
+                                                            grpc_ssl_server_certificate_config **config)
 {
     gw_tls *t = arg;
     grpc_ssl_server_certificate_config *next;

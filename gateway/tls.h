@@ -49,8 +49,8 @@ struct ssl_st *gw_tls_accept_ssl(gw_tls *t);
  * core asks at the port's creation and before each new connection's
  * handshake, on its own threads.
  */
-grpc_ssl_certificate_config_reload_status gw_tls_grpc_fetch(void *t,
-                                                            struct grpc_ssl_server_certificate_config **config);
+grpc_ssl_certificate_config_reload_status
+gw_tls_grpc_fetch(void *t, struct grpc_ssl_server_certificate_config **config);
 
 /*
  * A reload, in reload.h's two steps (arg: the gw_tls). load reads the files

@@ -46,7 +46,8 @@ static void write_file(const char *name, const char *text)
     fclose(f);
 }
 
-/* Set a file's mtime, so two writes within the clock's granularity are told apart only by what the test says. */
+/* Set a file's mtime, so two writes within the clock's granularity are told apart only by what the test says.
+ */
 static void set_mtime(const char *name, time_t sec)
 {
     char p[128];
@@ -106,7 +107,8 @@ static void test_stamp_sees_each_kind_of_change(void **state)
     assert_false(gw_file_stamp_same(&a, &b));
 }
 
-/* The Kubernetes Secret volume: the path is a symlink into ..data, itself a symlink swapped to a new directory. */
+/* The Kubernetes Secret volume: the path is a symlink into ..data, itself a symlink swapped to a new
+ * directory. */
 static void test_stamp_follows_symlinks(void **state)
 {
     char p[128], q[128];
@@ -256,8 +258,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_stamp_sees_each_kind_of_change, make_dir, remove_dir),
         cmocka_unit_test_setup_teardown(test_stamp_follows_symlinks, make_dir, remove_dir),
-        cmocka_unit_test_setup_teardown(test_reloader_reloads_what_changed_and_keeps_the_old_on_failure, make_dir,
-                                        remove_dir),
+        cmocka_unit_test_setup_teardown(test_reloader_reloads_what_changed_and_keeps_the_old_on_failure,
+                                        make_dir, remove_dir),
         cmocka_unit_test_setup_teardown(test_reloader_thread_checks_every_interval, make_dir, remove_dir),
         cmocka_unit_test(test_too_many_files),
     };
