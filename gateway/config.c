@@ -59,6 +59,14 @@ static const config_entry entries[] = {
      "How long a request read while the queue is above its high-water mark waits for room (its connection "
      "read no further) before it is answered 429",
      0, 60000, NULL},
+    {"cors-origins", CONFIG_STRING, "", OFF(cors_origins),
+     "Web origins whose pages may POST /v1/events from a browser: comma-separated, exact "
+     "(https://app.example.com), or * for any (empty: CORS off)",
+     0, 0, NULL},
+    {"cors-credentials", CONFIG_BOOL, "false", OFF(cors_credentials),
+     "Let pages of --cors-origins send with credentials (cookies, client certificates): "
+     "Access-Control-Allow-Credentials: true (not with --cors-origins *)",
+     0, 0, NULL},
     {"admin-addr", CONFIG_STRING, "[::]:8081", OFF(admin_addr),
      "Admin listen address (as --http-addr): /metrics, /healthz, /readyz", 0, 0, NULL},
     {"udp-addr", CONFIG_STRING, "[::]:8090", OFF(udp_addr),

@@ -50,6 +50,8 @@ typedef struct gateway_config {
     int64_t grpc_message_timeout_ms;
     int64_t grpc_handshake_timeout_ms;
     int64_t http_overload_wait_ms;
+    char *cors_origins;
+    int cors_credentials;
     int64_t retry_after_s;
     int64_t shutdown_timeout_ms;
     size_t memory_budget;

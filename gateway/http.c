@@ -22,6 +22,7 @@
 #include <zlib.h>
 
 #include "admit.h"
+#include "cors.h"
 #include "http_server.h"
 #include "json.h"
 #include "log.h"
@@ -38,6 +39,7 @@ struct gw_http_loop {
     struct ingest_wait *waiting;        /* every request waiting for Kafka, for the stop */
     struct held *held_head, *held_tail; /* requests read while the queue had no room, oldest first */
     struct event *room;                 /* looks for room while anything is held */
+    gw_cors cors;                       /* --cors-origins, parsed for this loop */
 };
 
 /* What a request's `user` points to while this front end holds it. */
@@ -101,12 +103,31 @@ static void json_escape(struct evbuffer *b, const char *s)
     evbuffer_add(b, run, (size_t)(s - run));
 }
 
-static void respond_buffer(gw_http_request *req, int status, const char *extra, struct evbuffer *b, int close)
+/*
+ * Every answer goes out here: with the CORS headers a page on a listed
+ * origin needs to read it (cors.h), then `extra`. Preflights answer apart.
+ */
+static void answer(gw_http_loop *f, gw_http_request *req, int status, const char *extra, const char *body,
+                   size_t len, int close)
+{
+    char h[1024];
+
+    if (!f->cors.on) {
+        gw_http_respond(req, status, "application/json", extra, body, len, close);
+        return;
+    }
+    size_t n = gw_cors_headers(&f->cors, gw_http_request_header(req, "origin"), 0, NULL, h, sizeof(h));
+    snprintf(h + n, sizeof(h) - n, "%s", extra ? extra : "");
+    gw_http_respond(req, status, "application/json", h, body, len, close);
+}
+
+static void respond_buffer(gw_http_loop *f, gw_http_request *req, int status, const char *extra,
+                           struct evbuffer *b, int close)
 {
     size_t len = evbuffer_get_length(b);
     const char *body = (const char *)evbuffer_pullup(b, -1);
 
-    gw_http_respond(req, status, "application/json", extra, body ? body : "", len, close);
+    answer(f, req, status, extra, body ? body : "", len, close);
 }
 
 /*
@@ -142,7 +163,7 @@ static void respond_refusal(gw_http_loop *f, gw_http_request *req, const gw_refu
         snprintf(headers, sizeof(headers), "Allow: POST\r\n");
     LOG_DEBUG("http", "%d %s peer=%s: %s", status, info->name, req->peer, msg);
     gw_admit_count_answered(f->gw, GW_HTTP, req->started_ns, 1);
-    respond_buffer(req, status, headers, b, status >= 500 && status != 503);
+    respond_buffer(f, req, status, headers, b, status >= 500 && status != 503);
     evbuffer_free(b);
 }
 
@@ -366,7 +387,7 @@ static void wait_done(ack_wait *w)
         req->user = NULL;
         if (err == 0) {
             gw_admit_count_answered(iw->front->gw, GW_HTTP, req->started_ns, 1);
-            gw_http_respond(req, 200, "application/json", NULL, iw->body, iw->len, 0);
+            answer(iw->front, req, 200, NULL, iw->body, iw->len, 0);
         } else if (err == RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE) {
             /* Not a 503: Kafka will never take it, and a client told to retry would forever. */
             char why[256];
@@ -586,7 +607,7 @@ static void ingest(gw_http_loop *f, gw_http_request *req, int committed)
     }
     if (!committed) {
         gw_admit_count_answered(f->gw, GW_HTTP, req->started_ns, 1);
-        gw_http_respond(req, 202, "application/json", NULL, ok, ok_len, 0);
+        answer(f, req, 202, NULL, ok, ok_len, 0);
         goto out;
     }
     struct timeval tv = {f->gw->cfg->ack_timeout_ms / 1000, (f->gw->cfg->ack_timeout_ms % 1000) * 1000};
@@ -682,12 +703,12 @@ static int hold(gw_http_loop *f, gw_http_request *req, int committed)
  * without a token costs no body memory; two Authorization headers are
  * refused, not one of them picked.
  */
-static int gate(gw_http_loop *f, gw_http_request *req)
+static int gate_admission(gw_http_loop *f, gw_http_request *req, gw_admission *a)
 {
     const char *auth = NULL;
-    gw_admission a;
     int n = 0;
 
+    gw_admission_init(a, f->gw, GW_HTTP, req->peer, req->started_ns);
     for (size_t i = 0; i < req->n_headers; i++)
         if (strcmp(req->headers[i].name, "authorization") == 0 && n++ == 0)
             auth = req->headers[i].value;
@@ -696,18 +717,111 @@ static int gate(gw_http_loop *f, gw_http_request *req)
         return -1;
     }
     gw_credentials cred = {auth, auth ? strlen(auth) : 0};
-    gw_admission_init(&a, f->gw, GW_HTTP, req->peer, req->started_ns);
-    int rc = gw_admit_gate(&a, &cred, 1);
+    int rc = gw_admit_gate(a, &cred, 1);
     if (rc != 0)
-        respond_refusal(f, req, &a.refusal, 0);
+        respond_refusal(f, req, &a->refusal, 0);
+    return rc;
+}
+
+static int gate(gw_http_loop *f, gw_http_request *req)
+{
+    gw_admission a;
+    int rc = gate_admission(f, req, &a);
+
     gw_admission_clear(&a);
     return rc;
 }
 
-/* The headers are in, the body not yet read: refuse now what the headers already refuse. */
+/*
+ * A CORS preflight: OPTIONS with Origin and Access-Control-Request-Method,
+ * while CORS is on. Browsers send it without credentials (Fetch), so it is
+ * never authenticated; it asks what the browser may send, and sends nothing.
+ */
+static int is_preflight(const gw_http_loop *f, const gw_http_request *req)
+{
+    return f->cors.on && req->method == HTTP_OPTIONS && gw_http_request_header(req, "origin") &&
+           gw_http_request_header(req, "access-control-request-method");
+}
+
+/*
+ * Always 204, CORS headers or not: a preflight is the browser's question,
+ * and an origin not listed gets an answer without Access-Control-Allow-Origin,
+ * which the browser takes as no (the Fetch spec's CORS check), as it does a
+ * method or header not in the Allow lines. Not a refusal: nothing is counted.
+ */
+static void preflight(gw_http_loop *f, gw_http_request *req)
+{
+    char h[1536]; /* the longest origin and echoed header list fit; gw_http_respond's head takes 2 KiB */
+
+    gw_cors_headers(&f->cors, gw_http_request_header(req, "origin"), 1,
+                    gw_http_request_header(req, "access-control-request-headers"), h, sizeof(h));
+    gw_http_respond(req, 204, NULL, h, "", 0, 0);
+}
+
+/*
+ * The headers are in, the body not yet read: refuse now what the headers
+ * already refuse. A preflight is answered here when it has a body (browsers
+ * send none): unauthenticated, its body is never read, as no request without
+ * a token gets its body read.
+ */
 static int head(gw_http_request *req, void *arg)
 {
-    return gate(arg, req) != 0;
+    gw_http_loop *f = arg;
+
+    if (is_preflight(f, req) && strcmp(req->path, "/v1/events") == 0) {
+        preflight(f, req);
+        return 1;
+    }
+    return gate(f, req) != 0;
+}
+
+/*
+ * WebHook-Allowed-Rate for the caller `a` identified, in requests a minute,
+ * or -1 for `*` (no limit). No quota exists yet, so every caller may send
+ * without limit; with per-principal quotas this becomes the principal's
+ * event rate times 60 (a request carries at least one event).
+ */
+static long long allowed_rate(const gw_admission *a)
+{
+    (void)a;
+    return -1;
+}
+
+/*
+ * The CloudEvents webhook validation handshake (HTTP 1.1 Web Hooks for Event
+ * Delivery, 4): OPTIONS with WebHook-Request-Origin asks whether its sender
+ * may deliver here. The sender presents the credentials its deliveries will
+ * carry, and the answer goes through the same gate: consent is given only to
+ * a caller whose POSTs would be let in (otherwise 401, without the WebHook-
+ * headers, which the spec reads as no). Every origin is welcome; the
+ * callback (WebHook-Request-Callback) is not called: consent is given in the
+ * answer, and the gateway makes no requests to addresses its callers name.
+ */
+static void webhook_handshake(gw_http_loop *f, gw_http_request *req, const char *origin)
+{
+    const char *want = gw_http_request_header(req, "webhook-request-rate");
+    long long wanted, rate;
+    gw_admission a;
+    char h[512];
+
+    if (!gw_webhook_origin_ok(origin)) {
+        refuse(f, req, GW_R_bad_request, 0, "WebHook-Request-Origin '%.40s' is not a DNS name", origin);
+        return;
+    }
+    if (want && gw_webhook_rate_parse(want, &wanted) != 0) {
+        refuse(f, req, GW_R_bad_request, 0, "WebHook-Request-Rate '%.40s' is not a positive integer", want);
+        return;
+    }
+    if (gate_admission(f, req, &a) == 0) {
+        rate = allowed_rate(&a);
+        char r[24] = "*";
+        if (rate >= 0)
+            snprintf(r, sizeof(r), "%lld", rate);
+        snprintf(h, sizeof(h), "Allow: POST\r\nWebHook-Allowed-Origin: %s\r\nWebHook-Allowed-Rate: %s\r\n",
+                 origin, r);
+        gw_http_respond(req, 200, NULL, h, "", 0, 0);
+    }
+    gw_admission_clear(&a);
 }
 
 static void handle(gw_http_request *req, void *arg)
@@ -719,6 +833,17 @@ static void handle(gw_http_request *req, void *arg)
     if (strcmp(req->path, "/v1/events") != 0) {
         refuse(f, req, GW_R_not_found, 0, "no such path: %.100s (events go to POST /v1/events)", req->path);
         return;
+    }
+    if (req->method == HTTP_OPTIONS) {
+        const char *hook = gw_http_request_header(req, "webhook-request-origin");
+        if (is_preflight(f, req)) {
+            preflight(f, req);
+            return;
+        }
+        if (hook) {
+            webhook_handshake(f, req, hook);
+            return;
+        }
     }
     if (req->method != HTTP_POST) {
         refuse(f, req, GW_R_method_not_allowed, 0, "%s is not allowed; use POST",
@@ -822,6 +947,12 @@ gw_http_loop *gw_http_loop_new(struct event_base *base, evutil_socket_t fd, gate
     }
     f->base = base;
     f->gw = gw;
+    /* main.c checked the list before anything started. */
+    if (gw_cors_init(&f->cors, cfg->cors_origins, cfg->cors_credentials, NULL, 0) != 0) {
+        evutil_closesocket(fd);
+        free(f);
+        return NULL;
+    }
     atomic_init(&f->pending, 0);
     sc.arg = f;
     if ((f->room = evtimer_new(base, room_cb, f)) == NULL || (f->inbox = ack_inbox_new(base)) == NULL ||
@@ -901,6 +1032,7 @@ void gw_http_loop_free(gw_http_loop *f)
     }
     if (f->room)
         event_free(f->room);
+    gw_cors_free(&f->cors);
     free(f);
 }
 

@@ -776,7 +776,7 @@ void gw_http_respond(gw_http_request *req, int status, const char *content_type,
 {
     http_conn *c = (http_conn *)((char *)req - offsetof(http_conn, req));
     struct evbuffer *out = bufferevent_get_output(c->bev);
-    char head[1024], num[24], *p = head, *end = head + sizeof(head);
+    char head[2048], num[24], *p = head, *end = head + sizeof(head);
     const char *why = reason(status);
 
     conn_enter(c);
@@ -795,17 +795,26 @@ void gw_http_respond(gw_http_request *req, int status, const char *content_type,
     num[3] = ' ';
     p = put(p, end, num, 4);
     p = put(p, end, why, strlen(why));
-    p = put(p, end, "\r\nContent-Type: ", 16);
-    p = put(p, end, content_type, strlen(content_type));
-    p = put(p, end, "\r\nContent-Length: ", 18);
-    size_t k = sizeof(num);
-    size_t v = len;
-    do {
-        num[--k] = (char)('0' + v % 10);
-        v /= 10;
-    } while (v);
-    p = put(p, end, num + k, sizeof(num) - k);
     p = put(p, end, "\r\n", 2);
+    if (content_type) {
+        p = put(p, end, "Content-Type: ", 14);
+        p = put(p, end, content_type, strlen(content_type));
+        p = put(p, end, "\r\n", 2);
+    }
+    /* A 204 has no content, and says nothing of its length (RFC 9110, 8.6). */
+    if (status != 204) {
+        size_t k = sizeof(num);
+        size_t v = len;
+        do {
+            num[--k] = (char)('0' + v % 10);
+            v /= 10;
+        } while (v);
+        p = put(p, end, "Content-Length: ", 16);
+        p = put(p, end, num + k, sizeof(num) - k);
+        p = put(p, end, "\r\n", 2);
+    } else {
+        len = 0;
+    }
     if (extra_headers)
         p = put(p, end, extra_headers, strlen(extra_headers));
     if (close)

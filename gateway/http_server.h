@@ -133,9 +133,11 @@ size_t gw_http_server_pending(const gw_http_server *srv);
 void gw_http_server_free(gw_http_server *srv);
 
 /*
- * Answer `req`: status, Content-Type, optional extra header lines (each
- * ending in "\r\n"), and the body. After this `req` is gone. `close` asks
- * for the connection to be closed once the answer is written.
+ * Answer `req`: status, Content-Type (NULL: none, for an answer without
+ * content), optional extra header lines (each ending in "\r\n"), and the
+ * body (a 204 sends neither body nor Content-Length). After this `req` is
+ * gone. `close` asks for the connection to be closed once the answer is
+ * written.
  */
 void gw_http_respond(gw_http_request *req, int status, const char *content_type, const char *extra_headers,
                      const char *body, size_t len, int close);

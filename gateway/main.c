@@ -34,6 +34,7 @@
 #include "queue.h"
 #include "status.h"
 #include "mono.h"
+#include "cors.h"
 #include "tls.h"
 
 /* Descriptors kept for all but the HTTP and gRPC connections (see main). */
@@ -176,6 +177,17 @@ int main(int argc, char **argv)
     if (gw.tls)
         LOG_INFO("gateway", "tls=on (http, grpc) cert=%s client_auth=%s (admin stays plaintext)",
                  cfg.tls_cert, cfg.tls_client_auth);
+    /* A mistyped origin would never match: one line and exit status 2, not pages silently blocked. */
+    gw_cors cors;
+    if (gw_cors_init(&cors, cfg.cors_origins, cfg.cors_credentials, errbuf, sizeof(errbuf)) != 0) {
+        fprintf(stderr, "gateway: %s\n", errbuf);
+        status = 2;
+        goto out;
+    }
+    if (cors.on)
+        LOG_INFO("gateway", "cors=on origins=%s credentials=%s", cfg.cors_origins,
+                 cfg.cors_credentials ? "true" : "false");
+    gw_cors_free(&cors);
     if (cfg.gateway_id[0] == '\0') {
         app_hostname(host, sizeof(host));
         free(cfg.gateway_id);

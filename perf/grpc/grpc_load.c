@@ -15,6 +15,10 @@
  * Calls are spread round-robin over --connections channels, each with its
  * own subchannel pool, so each is an HTTP/2 connection of its own.
  *
+ * --tls-ca FILE makes every connection TLS (the core's ssl credentials,
+ * verifying the server against the CAs in FILE); --tls-name NAME checks the
+ * server's certificate for NAME instead of --addr's host.
+ *
  * The events come from an NDJSON file (perf/http's events, so the librdkafka
  * baseline produces the same ones), parsed with the gateway's own
  * json_parse_events() and turned into protobuf CloudEvents: attributes other
@@ -33,7 +37,7 @@
  * counted as unacked (its events may be in Kafka or not).
  *
  * The last line is machine-readable:
- *   RESULT mode=M calls=N acked_events=A acked_requests=R measured_events=E
+ *   RESULT mode=M tls=0|1 calls=N acked_events=A acked_requests=R measured_events=E
  *     measured_requests=Q seconds=S events_per_s=X req_per_s=Y p50_us=P
  *     p99_us=P bad_acks=B failed_calls=F unacked_events=U statuses=...
  * cpu: the cores this process used over the measured window.
@@ -561,14 +565,44 @@ static int cmp_u32(const void *a, const void *b)
 
 static void usage(void)
 {
-    fprintf(stderr, "usage: grpc_load --addr HOST:PORT --events FILE [--mode stream|unary] [--calls N]\n"
-                    "                 [--connections N] [--batch N] [--window N] [--ack committed|accepted]\n"
-                    "                 [--warmup S] [--duration S] [--drain S]\n");
+    fprintf(stderr,
+            "usage: grpc_load --addr HOST:PORT --events FILE [--mode stream|unary] [--calls N]\n"
+            "                 [--connections N] [--batch N] [--window N] [--ack committed|accepted]\n"
+            "                 [--warmup S] [--duration S] [--drain S] [--tls-ca FILE [--tls-name NAME]]\n");
+}
+
+/* A whole PEM file as a string, or NULL. */
+static char *read_file(const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    char *buf = NULL;
+    size_t len = 0, cap = 0, n;
+
+    if (f == NULL)
+        return NULL;
+    do {
+        if (cap - len < 4096) {
+            char *nb = realloc(buf, cap + 65536);
+            if (nb == NULL) {
+                free(buf);
+                fclose(f);
+                return NULL;
+            }
+            buf = nb;
+            cap += 65536;
+        }
+        n = fread(buf + len, 1, cap - len - 1, f);
+        len += n;
+    } while (n > 0);
+    fclose(f);
+    buf[len] = '\0';
+    return buf;
 }
 
 int main(int argc, char **argv)
 {
     const char *addr = NULL, *events_path = NULL, *mode = "stream", *ack = "committed";
+    const char *tls_ca = NULL, *tls_name = NULL;
     int calls = 8, conns = 4;
     double warmup = 2, duration = 10, drain = 30;
     char errbuf[512];
@@ -608,6 +642,10 @@ int main(int argc, char **argv)
             duration = atof(v);
         else if (strcmp(a, "--drain") == 0)
             drain = atof(v);
+        else if (strcmp(a, "--tls-ca") == 0)
+            tls_ca = v;
+        else if (strcmp(a, "--tls-name") == 0)
+            tls_name = v;
         else {
             usage();
             return 2;
@@ -620,7 +658,7 @@ int main(int argc, char **argv)
                                             : -1;
     if (!addr || !events_path || (!L.unary && strcmp(mode, "stream") != 0) || L.ack < 0 || calls < 1 ||
         conns < 1 || conns > MAX_CONNS || L.batch < 1 || L.window < 1 || L.window > MAX_WINDOW ||
-        duration <= 0 || warmup < 0) {
+        duration <= 0 || warmup < 0 || (tls_name && !tls_ca)) {
         usage();
         return 2;
     }
@@ -642,12 +680,30 @@ int main(int argc, char **argv)
                                                      : "/ingest.v1.Ingest/PublishStream");
     {
         /* A subchannel pool per channel: otherwise channels to one target share one connection. */
-        grpc_arg args[1];
+        grpc_arg args[2];
         grpc_channel_args chargs = {1, args};
-        grpc_channel_credentials *creds = grpc_insecure_credentials_create();
+        grpc_channel_credentials *creds;
         args[0].type = GRPC_ARG_INTEGER;
         args[0].key = GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL;
         args[0].value.integer = 1;
+        if (tls_ca) {
+            char *roots = read_file(tls_ca);
+            if (roots == NULL) {
+                fprintf(stderr, "grpc_load: %s: %s\n", tls_ca, strerror(errno));
+                return 1;
+            }
+            /* The core copies the roots; no client certificate (the run's gateway asks for none). */
+            creds = grpc_ssl_credentials_create(roots, NULL, NULL, NULL);
+            free(roots);
+            if (tls_name) {
+                args[1].type = GRPC_ARG_STRING;
+                args[1].key = GRPC_SSL_TARGET_NAME_OVERRIDE_ARG;
+                args[1].value.string = (char *)tls_name;
+                chargs.num_args = 2;
+            }
+        } else {
+            creds = grpc_insecure_credentials_create();
+        }
         for (int i = 0; i < conns; i++)
             ch[i] = grpc_channel_create(addr, creds, &chargs);
         grpc_channel_credentials_release(creds);
@@ -724,17 +780,16 @@ int main(int argc, char **argv)
     uint32_t p50 = L.lat.n ? L.lat.v[L.lat.n / 2] : 0, p99 = L.lat.n ? L.lat.v[L.lat.n * 99 / 100] : 0;
     if (L.first_error[0])
         fprintf(stderr, "grpc_load: first error: %s\n", L.first_error);
-    printf(
-        "RESULT mode=%s calls=%d connections=%d batch=%zu window=%u ack=%s event_bytes=%zu acked_events=%llu "
-        "acked_requests=%llu measured_events=%llu measured_requests=%llu seconds=%.3f events_per_s=%.0f "
-        "req_per_s=%.1f p50_us=%u p99_us=%u cpu=%.2f bad_acks=%llu failed_calls=%llu unacked_events=%llu "
-        "statuses=",
-        mode, calls, conns, L.batch, L.window, ack, event_bytes, (unsigned long long)L.acked_events,
-        (unsigned long long)L.acked_requests, (unsigned long long)L.measured_events,
-        (unsigned long long)L.measured_requests, duration, (double)L.measured_events / duration,
-        (double)L.measured_requests / duration, p50, p99,
-        at_stop > at_measure ? (double)(cpu_stop - cpu_measure) / (double)(at_stop - at_measure) : 0.0,
-        (unsigned long long)L.bad_acks, (unsigned long long)L.failed_calls, (unsigned long long)unacked);
+    printf("RESULT mode=%s tls=%d calls=%d connections=%d batch=%zu window=%u ack=%s event_bytes=%zu "
+           "acked_events=%llu acked_requests=%llu measured_events=%llu measured_requests=%llu seconds=%.3f "
+           "events_per_s=%.0f req_per_s=%.1f p50_us=%u p99_us=%u cpu=%.2f bad_acks=%llu failed_calls=%llu "
+           "unacked_events=%llu statuses=",
+           mode, tls_ca != NULL, calls, conns, L.batch, L.window, ack, event_bytes,
+           (unsigned long long)L.acked_events, (unsigned long long)L.acked_requests,
+           (unsigned long long)L.measured_events, (unsigned long long)L.measured_requests, duration,
+           (double)L.measured_events / duration, (double)L.measured_requests / duration, p50, p99,
+           at_stop > at_measure ? (double)(cpu_stop - cpu_measure) / (double)(at_stop - at_measure) : 0.0,
+           (unsigned long long)L.bad_acks, (unsigned long long)L.failed_calls, (unsigned long long)unacked);
     int first = 1;
     for (int s = 0; s <= N_STATUS; s++)
         if (L.statuses[s]) {

@@ -210,10 +210,12 @@ def test_security_context(docs):
         assert csc["allowPrivilegeEscalation"] is False
         assert csc["capabilities"]["drop"] == ["ALL"]
         assert pod["automountServiceAccountToken"] is False
-        # The one writable place is an emptyDir.
-        (mount,) = container(d)["volumeMounts"]
+        # The one writable place is an emptyDir; any other mount (the gateway's Secrets) is read-only.
+        (mount,) = [m for m in container(d)["volumeMounts"] if not m.get("readOnly")]
         (vol,) = [v for v in pod["volumes"] if v["name"] == mount["name"]]
         assert mount["mountPath"] == "/tmp" and "emptyDir" in vol
+        for m in container(d)["volumeMounts"]:
+            assert m is mount or "secret" in [v for v in pod["volumes"] if v["name"] == m["name"]][0], m
 
 
 def test_gateway_drains_before_it_is_killed(docs, variant):
@@ -389,7 +391,18 @@ def test_env_names_are_settings_of_the_program(docs, prog):
     pending = {"INGEST_GRPC_ADDR"} - known if prog == "gateway" else set()
     names = set(env_of(container(one(docs, "Deployment", "-" + prog))))
     unknown = {n for n in names if n.startswith("INGEST_") and not n.startswith("INGEST_KAFKA__")} - known - pending
-    assert not unknown
+    assert_settings_known(unknown)
+
+
+# Settings of issue 15 that other branches bring (principals, reload); until they are merged the tests
+# that render them report an expected failure naming what is missing, after checking everything else.
+ISSUE_15_PENDING = {"INGEST_AUTH_FILE", "INGEST_RELOAD_INTERVAL"}
+
+
+def assert_settings_known(unknown):
+    assert not unknown - ISSUE_15_PENDING
+    if unknown:
+        pytest.xfail(f"gateway --help lacks {sorted(unknown)}: needs the --auth-file/--reload-interval branches")
 
 
 def test_values_reach_the_programs():
@@ -443,6 +456,134 @@ def test_memory_budget_without_a_limit_is_the_programs_default():
 def test_memory_limit_in_a_form_the_chart_cannot_read_is_refused():
     r = template("--set", "gateway.resources.limits.memory=1.5Gi")
     assert r.returncode != 0 and 'memory quantity "1.5Gi"' in r.stderr, r.stderr
+
+
+# ---- TLS and the auth file ------------------------------------------------------------
+
+TLS = ["--set", "gateway.tls.enabled=true", "--set", "gateway.tls.secretName=gw-tls"]
+AUTH_FILE = ["--set", "gateway.auth.fileSecret.name=ingest-auth", "--set", "gateway.auth.fileSecret.key=principals"]
+
+
+def gateway_pod(docs):
+    d = one(docs, "Deployment", "-gateway")
+    return d, d["spec"]["template"]["spec"], container(d)
+
+
+def secret_file(pod, c, path):
+    """The (Secret name, key) a file path in the container comes from: through a whole-directory mount
+    of a secret volume whose items project that key."""
+    for m in c["volumeMounts"]:
+        if path.startswith(m["mountPath"] + "/"):
+            # subPath pins the file the kubelet first wrote: a renewed Secret would never arrive.
+            assert "subPath" not in m and "subPathExpr" not in m, m
+            assert m["readOnly"] is True, m
+            (vol,) = [v for v in pod["volumes"] if v["name"] == m["name"]]
+            name = path[len(m["mountPath"]) + 1:]
+            (item,) = [i for i in vol["secret"]["items"] if i["path"] == name]
+            return vol["secret"]["secretName"], item["key"]
+    raise AssertionError(f"{path} is in no mount: {c['volumeMounts']}")
+
+
+def assert_probes_plaintext_admin(c):
+    listen = addr_port(env_of(c), "INGEST_ADMIN_ADDR")
+    for probe in ("livenessProbe", "readinessProbe", "startupProbe"):
+        get = c[probe]["httpGet"]
+        assert get.get("scheme", "HTTP") == "HTTP" and port_number(c, get["port"]) == listen, probe
+        assert "grpc" not in c[probe]
+
+
+def test_tls_and_auth_file_off_by_default():
+    _, pod, c = gateway_pod(render())
+    env = env_of(c)
+    assert not [n for n in env if n.startswith("INGEST_TLS_")]
+    assert "INGEST_AUTH_FILE" not in env and "INGEST_RELOAD_INTERVAL" not in env
+    assert [v["name"] for v in pod["volumes"]] == ["tmp"]
+
+
+@pytest.mark.parametrize("mode", ["none", "optional", "require"])
+def test_tls_from_a_kubernetes_io_tls_secret(mode):
+    d, pod, c = gateway_pod(render(*TLS, "--set", f"gateway.tls.clientAuth={mode}"))
+    env = env_of(c)
+    assert secret_file(pod, c, env["INGEST_TLS_CERT"]["value"]) == ("gw-tls", "tls.crt")
+    assert secret_file(pod, c, env["INGEST_TLS_KEY"]["value"]) == ("gw-tls", "tls.key")
+    assert env["INGEST_TLS_CLIENT_AUTH"]["value"] == mode
+    (vol,) = [v for v in pod["volumes"] if v["name"] == "tls"]
+    if mode == "none":
+        assert "INGEST_TLS_CLIENT_CA" not in env
+        assert [i["key"] for i in vol["secret"]["items"]] == ["tls.crt", "tls.key"]
+    else:  # cert-manager's key for the issuing CA
+        assert secret_file(pod, c, env["INGEST_TLS_CLIENT_CA"]["value"]) == ("gw-tls", "ca.crt")
+    assert "INGEST_TLS_CIPHERS" not in env  # the gateway's own default
+    # A renewed certificate is read by the running gateway: a reload interval, and no annotation that
+    # would restart the pods when the TLS Secret changes (the chart's own Secret keeps its checksum).
+    assert env["INGEST_RELOAD_INTERVAL"]["value"] == "10s"
+    assert list(d["spec"]["template"]["metadata"]["annotations"]) == ["checksum/secret"]
+    assert_probes_plaintext_admin(c)
+
+
+def test_tls_values_reach_the_gateway():
+    docs = render("-f", str(FULL_VALUES))
+    _, pod, c = gateway_pod(docs)
+    env = env_of(c)
+    assert env["INGEST_TLS_CIPHERS"]["value"] == "ECDHE+AESGCM"
+    assert env["INGEST_TLS_CLIENT_AUTH"]["value"] == "require"
+    assert secret_file(pod, c, env["INGEST_TLS_CLIENT_CA"]["value"]) == ("ingest-gateway-tls", "ca.crt")
+    assert env["INGEST_RELOAD_INTERVAL"]["value"] == "30s"
+    # The bearer token and TLS go together.
+    assert env["INGEST_AUTH_TOKEN"]["valueFrom"]["secretKeyRef"]["key"] == "auth-token"
+    assert_probes_plaintext_admin(c)
+
+
+def test_auth_file_from_a_secret():
+    d, pod, c = gateway_pod(render(*AUTH_FILE, "--set", "gateway.reloadInterval=1m"))
+    env = env_of(c)
+    assert secret_file(pod, c, env["INGEST_AUTH_FILE"]["value"]) == ("ingest-auth", "principals")
+    assert "INGEST_AUTH_TOKEN" not in env and not [n for n in env if n.startswith("INGEST_TLS_")]
+    assert env["INGEST_RELOAD_INTERVAL"]["value"] == "1m"
+    assert "checksum/secret" in d["spec"]["template"]["metadata"]["annotations"]
+
+
+def test_auth_file_and_tls_settings_are_the_gateways():
+    binary = BIN / "gateway"
+    assert binary.is_file(), f"{binary} missing: build Release first (tests/run does)"
+    known = set(re.findall(r"env (INGEST_[A-Z0-9_]+)",
+                           subprocess.run([str(binary), "--help"], capture_output=True, text=True).stdout))
+    _, _, c = gateway_pod(render(*TLS, *AUTH_FILE, "--set", "gateway.tls.clientAuth=optional",
+                                 "--set", "gateway.tls.ciphers=ECDHE+AESGCM"))
+    names = {n for n in env_of(c) if n.startswith("INGEST_") and not n.startswith("INGEST_KAFKA__")}
+    assert {"INGEST_TLS_CERT", "INGEST_TLS_KEY", "INGEST_TLS_CLIENT_CA", "INGEST_TLS_CLIENT_AUTH",
+            "INGEST_TLS_CIPHERS", "INGEST_AUTH_FILE", "INGEST_RELOAD_INTERVAL"} <= names
+    assert_settings_known(names - known)
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--set", "gateway.auth.enabled=true", "--set", "gateway.auth.token=t", *AUTH_FILE],
+     "gateway.auth.enabled (one bearer token) and gateway.auth.fileSecret (an auth file) are exclusive"),
+    (["--set", "gateway.tls.enabled=true"], "gateway.tls.enabled needs gateway.tls.secretName"),
+    ([*TLS, "--set", "gateway.settings.tls-cert=/x"], "gateway.settings.tls-cert: set by the chart"),
+    ([*TLS, "--set", "gateway.readinessProbe.httpGet=null", "--set", "gateway.readinessProbe.grpc.port=50051"],
+     "gateway.readinessProbe: a grpc probe cannot do TLS"),
+])
+def test_tls_and_auth_file_misuse_is_refused(args, message):
+    r = template(*args)
+    assert r.returncode != 0 and message in r.stderr, r.stderr
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--set", "gateway.tls.clientAuth=maybe"], "'/gateway/tls/clientAuth'"),
+    (["--set-string", "gateway.tls.enabled=yes"], "'/gateway/tls/enabled'"),
+    (["--set", "gateway.tls.secretName=Not_A_Name"], "'/gateway/tls/secretName'"),
+    (["--set", "gateway.tls.cyphers=x"], "'cyphers' not allowed"),
+    (["--set", "gateway.reloadInterval=10"], "'/gateway/reloadInterval'"),
+    # 0 turns the gateway's reloading off: renewed certificates would never be read.
+    (["--set", "gateway.reloadInterval=0s"], "'/gateway/reloadInterval'"),
+    (["--set", "gateway.auth.fileSecret.nmae=x"], "'nmae' not allowed"),
+    (["--set", "gateway.auth.fileSecret.key=a/b"], "'/gateway/auth/fileSecret/key'"),
+    ([*AUTH_FILE, "--set", "gateway.auth.fileSecret.key="], "'/gateway/auth/fileSecret/key'"),
+])
+def test_schema_refuses_bad_tls_and_auth_file_values(args, message):
+    r = template(*args)
+    assert r.returncode != 0 and message in r.stderr, r.stderr
 
 
 # ---- the Dockerfile ------------------------------------------------------------------

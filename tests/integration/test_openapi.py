@@ -102,3 +102,21 @@ def test_document_describes_every_status_and_error_code():
     assert responses["Unavailable"]["headers"]["Retry-After"]
     assert responses["Unauthorized"]["headers"]["WWW-Authenticate"]["required"]
     assert responses["MethodNotAllowed"]["headers"]["Allow"]["required"]
+
+
+def test_document_describes_preflight_and_webhook_handshake():
+    """OPTIONS /v1/events: the CORS preflight's and the webhook handshake's answers, with their headers."""
+    doc = yaml.safe_load(OPENAPI.read_text())
+    op = doc["paths"]["/v1/events"]["options"]
+    assert {"200", "204", "400", "401", "405"} <= set(op["responses"])
+    ok = op["responses"]["200"]["headers"]
+    assert ok["WebHook-Allowed-Origin"]["required"] and ok["WebHook-Allowed-Rate"]["required"]
+    assert ok["Allow"]["required"]
+    assert op["responses"]["204"]["headers"]["Vary"]["required"]
+    params = {(p["in"], p["name"].lower()) for p in op["parameters"]}
+    assert {("header", "origin"), ("header", "access-control-request-method"),
+            ("header", "access-control-request-headers"), ("header", "webhook-request-origin"),
+            ("header", "webhook-request-rate")} <= params
+    post = doc["paths"]["/v1/events"]["post"]["responses"]
+    for status in ("200", "202"):
+        assert "Access-Control-Allow-Origin" in post[status]["headers"]

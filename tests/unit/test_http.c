@@ -59,6 +59,8 @@ typedef struct fx_opts {
     int64_t ack_timeout_ms;
     int64_t capacity, high_water;
     int64_t overload_wait_ms;
+    const char *cors_origins;
+    int cors_credentials;
 } fx_opts;
 
 static void *loop_main(void *arg)
@@ -131,6 +133,8 @@ static int fx_start(void **state, const fx_opts *o)
         .auth_token = (char *)(o->auth_token ? o->auth_token : ""),
         .http_idle_timeout_ms = 5000,
         .http_overload_wait_ms = o->overload_wait_ms,
+        .cors_origins = (char *)(o->cors_origins ? o->cors_origins : ""),
+        .cors_credentials = o->cors_credentials,
         .retry_after_s = 7,
         .shutdown_timeout_ms = 1000,
         .log_level = (char *)"error",
@@ -172,6 +176,12 @@ static int setup(void **state)
 static int setup_auth(void **state)
 {
     fx_opts o = {.auth_token = "s3cret"};
+    return fx_start(state, &o);
+}
+
+static int setup_cors_auth(void **state)
+{
+    fx_opts o = {.auth_token = "s3cret", .cors_origins = "https://app.example.com", .cors_credentials = 1};
     return fx_start(state, &o);
 }
 
@@ -996,6 +1006,94 @@ static void test_auth(void **state)
     free_msgs(m, 1);
 }
 
+#define PREFLIGHT "Origin: https://app.example.com\r\nAccess-Control-Request-Method: POST\r\n"
+
+/* A preflight carries no credentials: with a token required it is still answered. */
+static void test_cors_preflight(void **state)
+{
+    hfx *f = *state;
+    response r;
+    char v[256];
+    client *c = cli_open(f);
+    static const char req[] = "OPTIONS /v1/events HTTP/1.1\r\nHost: t\r\n" PREFLIGHT
+                              "Access-Control-Request-Headers: authorization,content-type,ce-id\r\n\r\n";
+    static const char with_body[] =
+        "OPTIONS /v1/events HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n" PREFLIGHT "\r\nxxxxx";
+
+    cli_send(c, req, sizeof(req) - 1);
+    assert_int_equal(cli_read(c, &r), 0);
+    assert_int_equal(r.status, 204);
+    assert_null(resp_header(&r, "content-length", v, sizeof(v)));
+    assert_null(resp_header(&r, "content-type", v, sizeof(v)));
+    assert_string_equal(resp_header(&r, "access-control-allow-origin", v, sizeof(v)),
+                        "https://app.example.com");
+    assert_string_equal(resp_header(&r, "access-control-allow-credentials", v, sizeof(v)), "true");
+    assert_string_equal(resp_header(&r, "access-control-allow-headers", v, sizeof(v)),
+                        "authorization,content-type,ce-id");
+    resp_free(&r);
+    /* The 204 framed right: the connection goes on, and the page's POST gets CORS headers. */
+    const char *ev = "{\"source\":\"/s\",\"type\":\"t\"}";
+    post_on(c, ACCEPTED, CE_JSON "Origin: https://app.example.com\r\nAuthorization: Bearer s3cret\r\n", ev,
+            strlen(ev));
+    assert_int_equal(cli_read(c, &r), 0);
+    expect_ok(&r, 202, 1, NULL);
+    assert_string_equal(resp_header(&r, "access-control-allow-origin", v, sizeof(v)),
+                        "https://app.example.com");
+    assert_string_equal(resp_header(&r, "vary", v, sizeof(v)), "Origin");
+    resp_free(&r);
+    cli_close(c);
+    produce_msg *m[1];
+    take(f, m, 1);
+    free_msgs(m, 1);
+    /* With a body (browsers send none): answered at the headers, the body unread, the connection closed. */
+    c = cli_open(f);
+    cli_send(c, with_body, sizeof(with_body) - 1);
+    assert_int_equal(cli_read(c, &r), 0);
+    assert_int_equal(r.status, 204);
+    assert_string_equal(resp_header(&r, "access-control-allow-origin", v, sizeof(v)),
+                        "https://app.example.com");
+    resp_free(&r);
+    assert_true(cli_closed(c));
+    cli_close(c);
+    /* An origin not listed: 204 without CORS headers, which the browser reads as no. */
+    call(f, "OPTIONS", "/v1/events",
+         "Origin: https://evil.example\r\nAccess-Control-Request-Method: POST\r\n", "", 0, &r);
+    assert_int_equal(r.status, 204);
+    assert_null(resp_header(&r, "access-control-allow-origin", v, sizeof(v)));
+    resp_free(&r);
+    assert_int_equal(queue_depth(f->gw.q), 0);
+}
+
+/* The webhook handshake needs the deliveries' token; WebHook-Allowed-Rate is `*` while there are no quotas.
+ */
+static void test_webhook_handshake(void **state)
+{
+    hfx *f = *state;
+    response r;
+    char v[256];
+
+    call(f, "OPTIONS", "/v1/events", "WebHook-Request-Origin: eventemitter.example.com\r\n", "", 0, &r);
+    expect_error(&r, 401, "unauthorized", -1);
+    assert_null(resp_header(&r, "webhook-allowed-origin", v, sizeof(v)));
+    resp_free(&r);
+    call(f, "OPTIONS", "/v1/events",
+         "WebHook-Request-Origin: eventemitter.example.com\r\nWebHook-Request-Rate: 120\r\n"
+         "Authorization: Bearer s3cret\r\n",
+         "", 0, &r);
+    assert_int_equal(r.status, 200);
+    assert_string_equal(resp_header(&r, "webhook-allowed-origin", v, sizeof(v)), "eventemitter.example.com");
+    assert_string_equal(resp_header(&r, "webhook-allowed-rate", v, sizeof(v)), "*");
+    assert_string_equal(resp_header(&r, "allow", v, sizeof(v)), "POST");
+    assert_string_equal(resp_header(&r, "content-length", v, sizeof(v)), "0");
+    resp_free(&r);
+    call(f, "OPTIONS", "/v1/events",
+         "WebHook-Request-Origin: eventemitter.example.com\r\nWebHook-Request-Rate: 0\r\n"
+         "Authorization: Bearer s3cret\r\n",
+         "", 0, &r);
+    expect_error(&r, 400, "bad_request", -1);
+    resp_free(&r);
+}
+
 static void test_unsupported_media_type(void **state)
 {
     hfx *f = *state;
@@ -1745,6 +1843,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_not_found, setup, teardown),
         cmocka_unit_test_setup_teardown(test_method_not_allowed, setup, teardown),
         cmocka_unit_test_setup_teardown(test_auth, setup_auth, teardown),
+        cmocka_unit_test_setup_teardown(test_cors_preflight, setup_cors_auth, teardown),
+        cmocka_unit_test_setup_teardown(test_webhook_handshake, setup_cors_auth, teardown),
         cmocka_unit_test_setup_teardown(test_unsupported_media_type, setup, teardown),
         cmocka_unit_test_setup_teardown(test_too_large, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bad_events, setup, teardown),

@@ -155,6 +155,40 @@ volumes:
   - name: tmp
     emptyDir:
       sizeLimit: 64Mi
+{{- with .volumes | default "" | trim }}
+  {{- . | nindent 2 }}
+{{- end }}
+{{- end -}}
+
+{{/*
+The gateway's Secret volumes (TLS, auth file), as list items for podCommon. Only
+the keys the gateway reads are projected; the pod's uid is not root, so the files
+stay world-readable inside the container (no other user runs there).
+*/}}
+{{- define "ingest.gatewayVolumes" -}}
+{{- $g := .Values.gateway -}}
+{{- if $g.tls.enabled }}
+- name: tls
+  secret:
+    secretName: {{ $g.tls.secretName }}
+    items:
+      - key: tls.crt
+        path: tls.crt
+      - key: tls.key
+        path: tls.key
+      {{- if ne $g.tls.clientAuth "none" }}
+      - key: ca.crt
+        path: ca.crt
+      {{- end }}
+{{- end }}
+{{- if $g.auth.fileSecret.name }}
+- name: auth-file
+  secret:
+    secretName: {{ $g.auth.fileSecret.name }}
+    items:
+      - key: {{ $g.auth.fileSecret.key }}
+        path: {{ $g.auth.fileSecret.key }}
+{{- end }}
 {{- end -}}
 
 {{- define "ingest.podAnnotations" -}}
