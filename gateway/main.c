@@ -305,8 +305,8 @@ int main(int argc, char **argv)
     if (gw.tls) {
         const char *files[4];
         gw_tls_files(gw.tls, files);
-        if (gw_reloader_add(reloader, "--tls-cert", files, gw_tls_reload_load, gw_tls_reload_swap, gw.tls) !=
-            0) {
+        if (gw_reloader_add(reloader, "TLS certificates", files, gw_tls_reload_load, gw_tls_reload_swap,
+                            gw.tls) != 0) {
             LOG_ERROR("gateway", "cannot set up reloads: out of memory");
             goto out;
         }

@@ -107,12 +107,12 @@ static int reload_item_now(gw_reloader *r, reload_item *it, const gw_file_stamp 
     memcpy(it->stamps, now, it->n_files * sizeof(*now));
     if ((obj = it->load(it->arg, err, sizeof(err))) == NULL) {
         atomic_fetch_add_explicit(&r->m->config_reloads[1], 1, memory_order_relaxed);
-        LOG_WARN("reload", "%s not reloaded, the one loaded before stays in force: %s", it->what, err);
+        LOG_WARN("reload", "reload of the %s failed (what was in force stays): %s", it->what, err);
         return 1;
     }
     it->swap(it->arg, obj);
     atomic_fetch_add_explicit(&r->m->config_reloads[0], 1, memory_order_relaxed);
-    LOG_INFO("reload", "%s reloaded from %s", it->what, it->files[0] ? it->files[0] : "(no file)");
+    LOG_INFO("reload", "reloaded the %s from %s", it->what, it->files[0] ? it->files[0] : "(no file)");
     return 0;
 }
 

@@ -17,7 +17,7 @@
  * Adding an item is one call before gw_reloader_start():
  *
  *   const char *files[] = {cfg.auth_file, NULL};
- *   gw_reloader_add(rl, "--auth-file", files, auth_load, auth_swap, &gw);
+ *   gw_reloader_add(rl, "auth file", files, auth_load, auth_swap, &gw);
  */
 #ifndef INGEST_GATEWAY_RELOAD_H
 #define INGEST_GATEWAY_RELOAD_H
@@ -55,7 +55,7 @@ typedef struct gw_reloader gw_reloader;
 gw_reloader *gw_reloader_new(gateway_metrics *m);
 
 /*
- * One more item: `what` names it in the log (a flag: "--tls-cert"); files,
+ * One more item: `what` names it in the log ("TLS certificates"); files,
  * NULL-terminated (at most GW_RELOAD_MAX_FILES, empty strings skipped), are
  * what a change is watched on; the strings are copied. Their state now is
  * the one in force (the item was loaded at start). 0, or -1: out of memory,
