@@ -42,6 +42,7 @@ void app_block_signals(void)
     sigset_t set;
 
     stop_signals(&set);
+    sigaddset(&set, SIGHUP);
     sigaddset(&set, SIGPIPE);
     pthread_sigmask(SIG_BLOCK, &set, NULL);
 }
@@ -52,6 +53,18 @@ int app_wait_signal(void)
     int sig = 0;
 
     stop_signals(&set);
+    while (sigwait(&set, &sig) != 0)
+        ;
+    return sig;
+}
+
+int app_wait_signal_or_hup(void)
+{
+    sigset_t set;
+    int sig = 0;
+
+    stop_signals(&set);
+    sigaddset(&set, SIGHUP);
     while (sigwait(&set, &sig) != 0)
         ;
     return sig;

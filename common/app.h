@@ -14,14 +14,18 @@ int app_config_load(const config_program *prog, void *cfg, int argc, char **argv
                     char *const *format_name);
 
 /*
- * Block SIGTERM, SIGINT and SIGPIPE in this thread and every thread it starts
- * later, so a stop is seen once, by app_wait_signal(), and never interrupts
- * a worker. Call before starting threads.
+ * Block SIGTERM, SIGINT, SIGHUP and SIGPIPE in this thread and every thread
+ * it starts later, so a stop (or a reload) is seen once, by
+ * app_wait_signal(), and never interrupts a worker. Call before starting
+ * threads. A program that does not wait for SIGHUP ignores it.
  */
 void app_block_signals(void);
 
 /* Wait for SIGTERM or SIGINT; returns the signal number. */
 int app_wait_signal(void);
+
+/* Wait for SIGTERM, SIGINT or SIGHUP (the gateway's reload); returns the signal number. */
+int app_wait_signal_or_hup(void);
 
 /*
  * Raise the soft limit on open descriptors to the hard one (a container's

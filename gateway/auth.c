@@ -111,10 +111,20 @@ static int link_stats(gateway *gw, gw_principal *p, int anonymous)
     }
     if (p->rate > 0 && s->events_ips == NULL && (s->events_ips = gw_ip_buckets_new(GW_AUTH_IP_SLOTS)) == NULL)
         return -1;
-    if (p->bytes_rate > 0 && s->bytes_ips == NULL && (s->bytes_ips = gw_ip_buckets_new(GW_AUTH_IP_SLOTS)) == NULL)
+    if (p->bytes_rate > 0 && s->bytes_ips == NULL &&
+        (s->bytes_ips = gw_ip_buckets_new(GW_AUTH_IP_SLOTS)) == NULL)
         return -1;
     p->events.ips = s->events_ips;
     p->bytes.ips = s->bytes_ips;
+    return 0;
+}
+
+int gw_auth_link(gateway *gw, gw_auth *next)
+{
+    /* Not shared yet: its principals may still be written. */
+    for (size_t i = 0; i < next->n; i++)
+        if (link_stats(gw, &next->principals[i], &next->principals[i] == next->anonymous) != 0)
+            return -ENOMEM;
     return 0;
 }
 
@@ -122,12 +132,10 @@ int gw_auth_swap(gateway *gw, gw_auth *next)
 {
     gw_auth *old;
 
-    /* Not shared yet: its principals may still be written. */
-    for (size_t i = 0; i < next->n; i++)
-        if (link_stats(gw, &next->principals[i], &next->principals[i] == next->anonymous) != 0) {
-            gw_auth_release(next);
-            return -ENOMEM;
-        }
+    if (gw_auth_link(gw, next) != 0) {
+        gw_auth_release(next);
+        return -ENOMEM;
+    }
     slot_lock(&gw->auth);
     old = gw->auth.cur;
     gw->auth.cur = next;

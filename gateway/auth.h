@@ -90,10 +90,17 @@ gw_auth *gw_auth_acquire(struct gateway *gw);
 void gw_auth_hold(gw_auth *a);
 void gw_auth_release(gw_auth *a);
 /*
+ * The part of gw_auth_swap() that can fail: each principal's counters and
+ * buckets from the registry (the same entry again for a name already
+ * linked). 0, or -ENOMEM with `next` still the caller's. A reload links
+ * when it loads, so that its swap cannot fail.
+ */
+int gw_auth_link(struct gateway *gw, gw_auth *next);
+/*
  * Install `next` (the gateway takes its reference) and let go of the old
  * one: requests holding it finish with it. Binds next's principals to the
  * gateway's per-principal counters first. -ENOMEM (next not installed, and
- * released) or 0.
+ * released) or 0; always 0 once linked.
  */
 int gw_auth_swap(struct gateway *gw, gw_auth *next);
 /* At the gateway's end: drop the current object. */

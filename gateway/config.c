@@ -50,6 +50,12 @@ static const config_entry entries[] = {
      "TLS 1.2 cipher list (OpenSSL's syntax), both ports (gRPC: as GRPC_SSL_CIPHER_SUITES); TLS 1.3 uses "
      "OpenSSL's default suites",
      0, 0, NULL},
+    {"reload-interval", CONFIG_DURATION, "0", OFF(reload_interval_ms),
+     "How often the files of --tls-cert, --tls-key, --tls-client-ca and --auth-file are checked for a change "
+     "(device, "
+     "inode, mtime, size; a Kubernetes Secret's symlink swap too), and reloaded when changed (0: only on "
+     "SIGHUP)",
+     0, 86400000, NULL},
     {"http-overload-wait", CONFIG_DURATION, "1s", OFF(http_overload_wait_ms),
      "How long a request read while the queue is above its high-water mark waits for room (its connection "
      "read no further) before it is answered 429",

@@ -42,6 +42,7 @@ typedef struct gateway_config {
     char *tls_client_ca;
     char *tls_client_auth;
     char *tls_ciphers;
+    int64_t reload_interval_ms;
     int64_t http_idle_timeout_ms;
     int64_t http_header_timeout_ms;
     size_t http_min_body_rate;
@@ -74,9 +75,8 @@ typedef struct gateway {
     atomic_int http_body_waiters; /* HTTP connections waiting for room for a body, on every thread */
     atomic_int grpc_stalled;      /* 1 while the gRPC listener does not answer new clients (grpc_probe.c) */
     gateway_metrics metrics;
-    gw_auth_slot auth; /* the principals (auth.h): swapped whole by a reload, held by each request */
-    struct ssl_ctx_st
-        *http_tls; /* --tls-cert's context (tls.h), shared by the HTTP threads; NULL: plaintext */
+    gw_auth_slot auth;  /* the principals (auth.h): swapped whole by a reload, held by each request */
+    struct gw_tls *tls; /* --tls-cert's, both ports (tls.h), swapped by a reload; NULL: plaintext */
     /* The stop's wait for the front ends to finish (gateway/front.h); the condition on CLOCK_MONOTONIC. */
     pthread_mutex_t idle_lock;
     pthread_cond_t idle;

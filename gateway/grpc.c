@@ -21,6 +21,7 @@
 #include "front.h"
 #include "log.h"
 #include "mono.h"
+#include "tls.h"
 
 const char *const gw_grpc_method_paths[N_METHODS] = {
     "/ingest.v1.Ingest/Publish", "/ingest.v1.Ingest/PublishStream", "/grpc.health.v1.Health/Check", NULL};
@@ -112,70 +113,23 @@ static void core_tls_init(const gateway_config *cfg)
         setenv("GRPC_SSL_CIPHER_SUITES", cfg->tls_ciphers, 1);
 }
 
-/* A PEM file's text, for the core (it takes text, not paths); NULL and err set when unreadable. */
-static char *read_pem(const char *flag, const char *path, char *err, size_t errlen)
-{
-    FILE *f = fopen(path, "r");
-    char *buf = NULL;
-    size_t len = 0, cap = 0, n;
-
-    if (f == NULL) {
-        snprintf(err, errlen, "%s %s: %s", flag, path, strerror(errno));
-        return NULL;
-    }
-    do {
-        if (cap - len < 4096) {
-            char *nb = cap > (64u << 20) ? NULL : realloc(buf, cap = cap * 2 + 8192);
-            if (nb == NULL) {
-                snprintf(err, errlen, "%s %s: too large or out of memory", flag, path);
-                goto fail;
-            }
-            buf = nb;
-        }
-        n = fread(buf + len, 1, cap - len - 1, f);
-        len += n;
-    } while (n > 0);
-    if (ferror(f)) {
-        snprintf(err, errlen, "%s %s: %s", flag, path, strerror(errno));
-        goto fail;
-    }
-    fclose(f);
-    buf[len] = '\0';
-    return buf;
-
-fail:
-    fclose(f);
-    free(buf);
-    return NULL;
-}
-
-/* A key's text is wiped before its memory is given back. */
-static void free_secret(char *s)
-{
-    if (s) {
-        volatile char *v = s;
-        while (*v)
-            *v++ = '\0';
-        free(s);
-    }
-}
-
 /*
- * The port's credentials: plaintext, or TLS from --tls-cert's files. These
- * were checked by tls.c at start (readable, a chain, a key that matches), so
- * a failure here is a file changed since. The core's OpenSSL context is its
- * own: TLS 1.2 and 1.3 (its defaults, not settable through this API), the
- * TLS 1.2 ciphers of GRPC_SSL_CIPHER_SUITES (set from --tls-ciphers before
+ * The port's credentials: plaintext, or TLS from --tls-cert's files, which
+ * tls.c loaded and checked (gw->tls). The core fetches the certificate
+ * config from tls.c before each new connection's handshake, so a reload's
+ * new certificate (reload.h) is what the next client sees, while open
+ * connections keep theirs. The core's OpenSSL context is its own: TLS 1.2
+ * and 1.3 (its defaults, not settable through this API), the TLS 1.2
+ * ciphers of GRPC_SSL_CIPHER_SUITES (set from --tls-ciphers before
  * grpc_init), ALPN h2.
  */
-static grpc_server_credentials *port_credentials(const gateway_config *cfg, char *err, size_t errlen)
+static grpc_server_credentials *port_credentials(const gateway *gw, char *err, size_t errlen)
 {
+    const gateway_config *cfg = gw->cfg;
     grpc_ssl_client_certificate_request_type req;
-    grpc_ssl_pem_key_cert_pair pair;
     grpc_server_credentials *creds = NULL;
-    char *chain, *key = NULL, *roots = NULL;
 
-    if (cfg->tls_cert[0] == '\0')
+    if (gw->tls == NULL)
         return grpc_insecure_server_credentials_create();
     /* optional: a certificate sent must verify, as on the HTTP port; none sent is fine. */
     if (strcmp(cfg->tls_client_auth, "require") == 0)
@@ -184,25 +138,12 @@ static grpc_server_credentials *port_credentials(const gateway_config *cfg, char
         req = GRPC_SSL_REQUEST_CLIENT_CERTIFICATE_AND_VERIFY;
     else
         req = GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE;
-    if ((chain = read_pem("--tls-cert", cfg->tls_cert, err, errlen)) == NULL ||
-        (key = read_pem("--tls-key", cfg->tls_key, err, errlen)) == NULL ||
-        (cfg->tls_client_ca[0] &&
-         (roots = read_pem("--tls-client-ca", cfg->tls_client_ca, err, errlen)) == NULL))
-        goto out;
-    pair.private_key = key;
-    pair.cert_chain = chain;
-    /* Both take ownership of what they are given; the config copies the PEM text. */
-    grpc_ssl_server_certificate_config *conf = grpc_ssl_server_certificate_config_create(roots, &pair, 1);
     grpc_ssl_server_credentials_options *opts =
-        conf ? grpc_ssl_server_credentials_create_options_using_config(req, conf) : NULL;
+        grpc_ssl_server_credentials_create_options_using_config_fetcher(req, gw_tls_grpc_fetch, gw->tls);
     if (opts)
         creds = grpc_ssl_server_credentials_create_with_options(opts);
     if (creds == NULL)
         snprintf(err, errlen, "--tls-cert %s: the gRPC core refuses the certificate or key", cfg->tls_cert);
-out:
-    free(chain);
-    free_secret(key);
-    free(roots);
     return creds;
 }
 
@@ -330,7 +271,7 @@ gw_grpc_front *gw_grpc_front_start(gateway *gw, const char *addr, int threads, c
         snprintf(any, sizeof(any), "[::]%s", addr);
         addr = any;
     }
-    grpc_server_credentials *creds = port_credentials(gw->cfg, err, errlen);
+    grpc_server_credentials *creds = port_credentials(gw, err, errlen);
     if (creds == NULL)
         goto fail;
     int port = grpc_server_add_http2_port(g->server, addr, creds);

@@ -950,7 +950,7 @@ gw_http_loop *gw_http_loop_new(struct event_base *base, evutil_socket_t fd, gate
         .stall_evict_ms = 1000,
         .body_waiters = &gw->http_body_waiters,
         .head = head,
-        .tls = gw->http_tls,
+        .tls = gw->tls,
         .tls_failed = tls_failed,
         .refused_connection = refused_connection,
         .handle = handle,

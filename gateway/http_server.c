@@ -24,6 +24,7 @@
 #include "mono.h"
 #include "net.h"
 #include "prom.h"
+#include "tls.h"
 
 #define MAX_HEADERS 128
 
@@ -1184,7 +1185,7 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
     if (c == NULL || (c->hbuf = malloc(srv->cfg.max_header_bytes)) == NULL ||
         (c->req.body = evbuffer_new()) == NULL ||
         (c->deadline = evtimer_new(srv->base, deadline_cb, c)) == NULL ||
-        (srv->cfg.tls && (c->ssl = SSL_new(srv->cfg.tls)) == NULL) ||
+        (srv->cfg.tls && (c->ssl = gw_tls_accept_ssl(srv->cfg.tls)) == NULL) ||
         (c->bev = srv->cfg.tls ? bufferevent_openssl_socket_new(
                                      srv->base, fd, c->ssl, BUFFEREVENT_SSL_ACCEPTING, BEV_OPT_CLOSE_ON_FREE)
                                : bufferevent_socket_new(srv->base, fd, BEV_OPT_CLOSE_ON_FREE)) == NULL) {

@@ -27,7 +27,7 @@
 
 struct event_base;
 struct evbuffer;
-struct ssl_ctx_st;
+struct gw_tls;
 
 typedef struct gw_http_server gw_http_server;
 
@@ -92,13 +92,13 @@ typedef struct gw_http_server_config {
     int (*head)(gw_http_request *req, void *arg);
     /*
      * TLS (NULL: plaintext): every connection is an OpenSSL bufferevent
-     * accepting on this context, which is only read here (it may be shared
-     * by servers on other threads). Everything above acts on the decrypted
-     * bytes. The handshake must finish within header_timeout_ms of the
-     * accept (and without a pause of idle_timeout_ms), or the connection
-     * closes.
+     * accepting on the context in force when it was accepted (tls.h: shared
+     * by servers on other threads, swapped by a reload; a connection keeps
+     * its own). Everything above acts on the decrypted bytes. The
+     * handshake must finish within header_timeout_ms of the accept (and
+     * without a pause of idle_timeout_ms), or the connection closes.
      */
-    struct ssl_ctx_st *tls;
+    struct gw_tls *tls;
     /*
      * A TLS handshake failed or timed out (`why`: OpenSSL's reason, or
      * "timeout"); the connection is closed. A client that closed without

@@ -3,6 +3,7 @@
  * ends (HTTP, UDP, gRPC), each of which owns its threads and is driven
  * through one lifecycle (front.h). Stops on SIGTERM/SIGINT: refuse new
  * requests, finish those in flight, drain the queue into Kafka, flush, exit 0.
+ * SIGHUP (and --reload-interval) reloads the certificates and --auth-file (reload.h).
  */
 #include <errno.h>
 #include <signal.h>
@@ -29,6 +30,7 @@
 #include "log.h"
 #include "net.h"
 #include "producer.h"
+#include "reload.h"
 #include "queue.h"
 #include "status.h"
 #include "mono.h"
@@ -100,6 +102,25 @@ static void count_too_large(void *arg, int protocol)
     gw_admit_count_refused(arg, p, GW_R_too_large);
 }
 
+/* --auth-file again (reload.h): parsed and linked to the principals' counters, or the old rules stay. */
+static void *auth_reload_load(void *arg, char *err, size_t errlen)
+{
+    gateway *gw = arg;
+    gw_auth *next = gw_auth_load(gw->cfg->auth_file, err, errlen);
+
+    if (next && gw_auth_link(gw, next) != 0) {
+        snprintf(err, errlen, "%s: out of memory", gw->cfg->auth_file);
+        gw_auth_release(next);
+        return NULL;
+    }
+    return next;
+}
+
+static void auth_reload_swap(void *arg, void *next)
+{
+    gw_auth_swap(arg, next); /* linked: cannot fail */
+}
+
 int main(int argc, char **argv)
 {
     gateway_config cfg;
@@ -108,6 +129,7 @@ int main(int argc, char **argv)
     gw_front fronts[3];
     size_t n_fronts = 0;
     admin_server *admin = NULL;
+    gw_reloader *reloader = NULL;
     gateway_status gst = {0};
     gw_auth *auth = NULL;
     char errbuf[512], host[256];
@@ -167,7 +189,7 @@ int main(int argc, char **argv)
         }
     }
     /* Certificates are read before anything starts: a bad file is one line naming it, and exit status 2. */
-    if (gw_tls_server_ctx(&cfg, &gw.http_tls, errbuf, sizeof(errbuf)) != 0) {
+    if (gw_tls_open(&cfg, &gw.tls, errbuf, sizeof(errbuf)) != 0) {
         fprintf(stderr, "gateway: %s\n", errbuf);
         status = 2;
         goto out;
@@ -180,7 +202,7 @@ int main(int argc, char **argv)
         status = 2;
         goto out;
     }
-    if (gw.http_tls)
+    if (gw.tls)
         LOG_INFO("gateway", "tls=on (http, grpc) cert=%s client_auth=%s (admin stays plaintext)",
                  cfg.tls_cert, cfg.tls_client_auth);
     /* A mistyped origin would never match: one line and exit status 2, not pages silently blocked. */
@@ -309,6 +331,31 @@ int main(int argc, char **argv)
     }
     fronts[n_fronts++] = (gw_front){&gw_grpc_front_ops, grpc};
     LOG_INFO("gateway", "grpc=%s grpc_threads=%lld", cfg.grpc_addr, (long long)cfg.grpc_threads);
+    /* What SIGHUP and --reload-interval read again: each item loads whole or changes nothing. */
+    if ((reloader = gw_reloader_new(&gw.metrics)) == NULL) {
+        LOG_ERROR("gateway", "cannot set up reloads: out of memory");
+        goto out;
+    }
+    if (gw.tls) {
+        const char *files[4];
+        gw_tls_files(gw.tls, files);
+        if (gw_reloader_add(reloader, "TLS certificates", files, gw_tls_reload_load, gw_tls_reload_swap,
+                            gw.tls) != 0) {
+            LOG_ERROR("gateway", "cannot set up reloads: out of memory");
+            goto out;
+        }
+    }
+    if (cfg.auth_file[0]) {
+        const char *files[] = {cfg.auth_file, NULL};
+        if (gw_reloader_add(reloader, "auth file", files, auth_reload_load, auth_reload_swap, &gw) != 0) {
+            LOG_ERROR("gateway", "cannot set up reloads: out of memory");
+            goto out;
+        }
+    }
+    if (gw_reloader_start(reloader, cfg.reload_interval_ms, errbuf, sizeof(errbuf)) != 0) {
+        fprintf(stderr, "gateway: --reload-interval: %s\n", errbuf);
+        goto out;
+    }
     LOG_INFO(
         "gateway",
         "started id=%s http=%s http_threads=%lld producer_threads=%lld kafka=%s topic=%s queue_capacity=%lld "
@@ -316,7 +363,11 @@ int main(int argc, char **argv)
         cfg.gateway_id, cfg.http_addr, (long long)cfg.http_threads, (long long)cfg.producer_threads,
         cfg.kafka_bootstrap, cfg.kafka_topic, (long long)cfg.queue_capacity, (long long)cfg.queue_high_water);
 
-    int sig = app_wait_signal();
+    int sig;
+    while ((sig = app_wait_signal_or_hup()) == SIGHUP) {
+        LOG_INFO("gateway", "reloading signal=SIGHUP");
+        gw_reloader_reload_all(reloader);
+    }
     long long deadline = mono_ms() + cfg.shutdown_timeout_ms;
     LOG_INFO("gateway", "stopping signal=%s", sig == SIGTERM ? "SIGTERM" : "SIGINT");
 
@@ -334,6 +385,7 @@ int main(int argc, char **argv)
     status = 0;
 
 out:
+    gw_reloader_free(reloader);
     gateway_status_unwatch(&gst);
     admin_stop(admin);
     if (gw.q)
@@ -354,7 +406,7 @@ out:
         gateway_destroy(&gw);
     if (status == 0 && gw_ready)
         LOG_INFO("gateway", "stopped"); /* not after --help */
-    gw_tls_ctx_free(gw.http_tls);
+    gw_tls_free(gw.tls);
     gw_auth_release(auth);
     config_free(&gateway_config_program, &cfg);
     return status;

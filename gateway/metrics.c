@@ -25,8 +25,7 @@ static const unsigned reasons_of[GW_N_PROTOCOLS] = {
                R(shutting_down) | R(socket_buffer) | R(internal),
     [GW_GRPC] = R(malformed_protobuf) | R(invalid_event) | R(too_large) | R(too_many_events) |
                 R(bad_request) | R(unauthorized) | R(forbidden) | R(rate_limited) | R(request_timeout) |
-                R(overloaded) |
-                R(shutting_down) | R(ack_timeout) | R(kafka_error) | R(internal),
+                R(overloaded) | R(shutting_down) | R(ack_timeout) | R(kafka_error) | R(internal),
 };
 
 /* The reasons ingest_principal_refused_total lists: what a principal's rules refuse (quotas add theirs). */
@@ -187,6 +186,14 @@ void gateway_metrics_write(const gateway_metrics *m, struct evbuffer *out)
                 "version or cipher, plaintext on the TLS port) or timed out");
     prom_sample_u64(out, "ingest_tls_handshake_failures_total", "protocol=\"http\"",
                     atomic_load_explicit(&m->tls_handshake_failures[GW_HTTP], memory_order_relaxed));
+    prom_family(out, "ingest_config_reloads_total", "counter",
+                "Reloads of a file-backed setting (TLS certificates, --auth-file) on SIGHUP or "
+                "--reload-interval: ok (in "
+                "force), failed (the old one kept; the log says why)");
+    prom_sample_u64(out, "ingest_config_reloads_total", "result=\"ok\"",
+                    atomic_load_explicit(&m->config_reloads[0], memory_order_relaxed));
+    prom_sample_u64(out, "ingest_config_reloads_total", "result=\"failed\"",
+                    atomic_load_explicit(&m->config_reloads[1], memory_order_relaxed));
     prom_family(out, "ingest_request_duration_seconds", "histogram",
                 "From a request's first byte (UDP: its receipt) to its answer (UDP: its queueing)");
     for (int p = 0; p < GW_N_PROTOCOLS; p++) {

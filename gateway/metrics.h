@@ -50,6 +50,8 @@ typedef struct gateway_metrics {
     /* TLS handshakes that failed or timed out (HTTP only, so far: gRPC has no TLS yet). */
     atomic_uint_fast64_t tls_handshake_failures[GW_N_PROTOCOLS];
     _Atomic(gw_principal_stats *) principals; /* the registry: pushed at the head, never removed */
+    /* Reloads of one item each (reload.h): [0] put in force, [1] failed (the old one kept). */
+    atomic_uint_fast64_t config_reloads[2];
 } gateway_metrics;
 
 /* The counters of principal `name`, found or added (any thread); NULL on no memory. */
@@ -73,8 +75,9 @@ void gateway_metrics_refused_n(gateway_metrics *m, gw_protocol p, gw_reason r, u
 uint64_t gateway_metrics_refused_count(const gateway_metrics *m, gw_protocol p, gw_reason r);
 
 /* ingest_requests_total, ingest_events_received_total, ingest_rejected_total, ingest_dropped_total,
- * ingest_connections, ingest_tls_handshake_failures_total, ingest_request_duration_seconds,
- * ingest_principal_events_total and ingest_principal_refused_total, in the Prometheus text format. */
+ * ingest_connections, ingest_tls_handshake_failures_total, ingest_config_reloads_total,
+ * ingest_request_duration_seconds, ingest_principal_events_total and ingest_principal_refused_total, in
+ * the Prometheus text format. */
 void gateway_metrics_write(const gateway_metrics *m, struct evbuffer *out);
 
 #endif

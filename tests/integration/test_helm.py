@@ -394,15 +394,8 @@ def test_env_names_are_settings_of_the_program(docs, prog):
     assert_settings_known(unknown)
 
 
-# Settings of issue 15 that other branches bring (principals, reload); until they are merged the tests
-# that render them report an expected failure naming what is missing, after checking everything else.
-ISSUE_15_PENDING = {"INGEST_RELOAD_INTERVAL"}
-
-
 def assert_settings_known(unknown):
-    assert not unknown - ISSUE_15_PENDING
-    if unknown:
-        pytest.xfail(f"gateway --help lacks {sorted(unknown)}: needs the --auth-file/--reload-interval branches")
+    assert not unknown, f"the chart sets settings the program does not have: {sorted(unknown)}"
 
 
 def test_values_reach_the_programs():
