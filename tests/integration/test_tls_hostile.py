@@ -18,8 +18,9 @@ import requests
 from hostile_http import closed_by_peer, connect
 from procstat import RssPeak, fd_count, rss_bytes
 from test_grpc import health_pb2  # noqa: F401 (a fixture)
+from pki import make_key_csr, openssl
 from test_tls import (EVENT_CT, FAILURES, client_hello, event, failures, grpc_creds, grpc_target, health, https,
-                      make_key_csr, openssl, pki, tls_flags, wait_metric)  # noqa: F401 (pki is a fixture)
+                      pki, tls_flags, wait_metric)  # noqa: F401 (pki is a fixture)
 
 # The gateway keeps FD_RESERVE (gateway/main.c) descriptors for itself and splits the rest between the HTTP
 # and gRPC ports: the most HTTP connections it can hold under a descriptor limit.
