@@ -22,7 +22,8 @@ import pytest
 import requests
 
 from test_grpc import health_pb2  # noqa: F401 (a fixture)
-from test_tls import EVENT_CT, event, grpc_creds, health, openssl, pki, wait_ready  # noqa: F401 (pki: a fixture)
+from pki import openssl
+from test_tls import EVENT_CT, event, grpc_creds, health, pki, wait_ready  # noqa: F401 (pki: a fixture)
 
 RELOADS = "ingest_config_reloads_total"
 
