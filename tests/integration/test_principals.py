@@ -181,6 +181,13 @@ def test_http_client_certificates_identify(gw, pki, reader):
     anon = event("/public/nobody")
     r = post(gw, pki, anon, cert="nobody")
     assert r.status_code == 200, r.text
+    # curl's client certificate (--cert/--key) identifies billing the same way.
+    by_curl = event("/billing/by-curl")
+    r = subprocess.run(["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", "--cacert", pki.ca_pem,
+                        "--cert", pki.billing_pem, "--key", pki.billing_key, "-H", f"Content-Type: {CT['Content-Type']}",
+                        "--data-binary", json.dumps(by_curl), gw.https + "/v1/events"],
+                       capture_output=True, text=True, timeout=30)
+    assert r.stdout == "200", (r.stdout, r.stderr)
     # Several requests on one connection keep the connection's identity.
     with requests.Session() as s:
         s.cert = (pki.billing_pem, pki.billing_key)
@@ -190,8 +197,9 @@ def test_http_client_certificates_identify(gw, pki, reader):
             r = s.post(gw.https + "/v1/events", data=json.dumps(e), headers=CT, verify=pki.ca_pem, timeout=30)
             assert r.status_code == 200, r.text
             ids.append(e["id"])
-    got = principals_of(reader, mark, [ev["id"], anon["id"], *ids])
-    assert got == {ev["id"]: "billing", anon["id"]: "anonymous", **{i: "billing" for i in ids}}
+    got = principals_of(reader, mark, [ev["id"], anon["id"], by_curl["id"], *ids])
+    assert got == {ev["id"]: "billing", anon["id"]: "anonymous", by_curl["id"]: "billing",
+                   **{i: "billing" for i in ids}}
 
 
 # ---- gRPC --------------------------------------------------------------------------------------------
