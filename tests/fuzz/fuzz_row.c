@@ -14,7 +14,7 @@
 #include "json.h"
 #include "log.h"
 
-#define COLUMNS 16
+#define COLUMNS 17 /* sink/row.c's columns, principal last */
 
 /* Undo COPY text's escapes (\\ \t \n \r, and \N as NULL: NULL returned). */
 static char *copy_unescape(const char *f, size_t n, size_t *out_len)

@@ -391,20 +391,28 @@ def topic_reader(kafka_bootstrap, decode_envelope):
 GATEWAY_BIN = pathlib.Path(os.environ.get("INGEST_TEST_GATEWAY_BIN", REPO_ROOT / "build" / "release" / "bin" / "gateway"))
 
 
+_ports_handed_out = set()
+
+
 def free_port():
     """A port on 127.0.0.1 free right now for both TCP and UDP (a gateway's --udp-addr takes one too, and
-    a TCP-only check once handed out a port a UDP socket held)."""
+    a TCP-only check once handed out a port a UDP socket held), and never handed out before in this run:
+    the kernel may give a port just closed again, and a gateway's ports are all asked for before it binds
+    any (it once got the same one for --http-addr and --admin-addr)."""
     import socket
 
-    for _ in range(100):
+    for _ in range(1000):
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
+            if port in _ports_handed_out:
+                continue
             with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
                 try:
                     u.bind(("127.0.0.1", port))
                 except OSError:
                     continue
+            _ports_handed_out.add(port)
             return port
     raise RuntimeError("no port free for both TCP and UDP")
 
