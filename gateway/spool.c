@@ -116,9 +116,19 @@ static void seg_name(char *buf, size_t n, uint64_t first, const char *ext)
     snprintf(buf, n, "%020" PRIu64 ".%s", first, ext);
 }
 
+/*
+ * The payload is summed first and the header's 24 bytes after it, so that
+ * an appender sums its payload before it takes the lock, where the sequence
+ * number is given.
+ */
+static uint32_t header_crc(uLong payload_crc, const uint8_t *frame)
+{
+    return (uint32_t)crc32(payload_crc, frame + 8, REC_HDR - 8);
+}
+
 static uint32_t frame_crc(const uint8_t *p, uint32_t len)
 {
-    return (uint32_t)crc32(crc32(0L, Z_NULL, 0), p + 8, REC_HDR - 8 + len);
+    return header_crc(crc32(crc32(0L, Z_NULL, 0), p + REC_HDR, len), p);
 }
 
 /*
@@ -805,6 +815,9 @@ int spool_appendv(spool *sp, const struct iovec *iov, int iovcnt, uint64_t *seq)
         return -EMSGSIZE;
     size_t fs = frame_size(len);
     int64_t now = wall_ms();
+    uLong pcrc = crc32(0L, Z_NULL, 0);
+    for (int i = 0; i < iovcnt; i++)
+        pcrc = crc32_z(pcrc, iov[i].iov_base, iov[i].iov_len);
     pthread_mutex_lock(&sp->mu);
     int rc = sp->error ? sp->error : sp->closing ? -EPIPE : 0;
     /* A segment header too may be needed: count it, so that the bound holds on disk. */
@@ -844,7 +857,7 @@ int spool_appendv(spool *sp, const struct iovec *iov, int iovcnt, uint64_t *seq)
         o += iov[i].iov_len;
     }
     memset(p + o, 0, fs - o);
-    uint32_t crc = frame_crc(p, len32);
+    uint32_t crc = header_crc(pcrc, p);
     memcpy(p + 4, &crc, 4);
     if (!sp->group_len)
         sp->group_start_ns = prom_now_ns();

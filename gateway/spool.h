@@ -10,13 +10,18 @@
  *
  * A segment is a 16-byte header (u32 magic "ISPG", u32 version 1, u64 first
  * sequence) and frames, each 8-byte aligned (little-endian, as the hosts are):
- *   u32 magic "RSPL"  u32 crc32  u32 length  u32 flags(0)  u64 seq  i64 time_ms  payload  zero padding
+ *   u32 magic "RSPL"  u32 crc32  u32 length  u32 flags  u64 seq  i64 time_ms  payload  zero padding
+ * flags bit 0 marks the first frame of a segment (append decides where
+ * segments begin, so that it can count their headers against max_bytes).
  * The per-frame magic lets a scan resynchronise after damage: it tries the
  * next 8-aligned offsets until a whole frame checks out. The checksum is
- * zlib's crc32 over everything from `length` to the end of the payload
- * (sequence and time included): zlib is already linked, and its crc32 runs
- * at several GB/s, two orders above what fdatasync lets through, so CRC32C's
- * hardware instruction would buy nothing measurable here.
+ * zlib's crc32 over the payload and then the header from `length` on
+ * (length, flags, sequence, time): the appender sums its payload before it
+ * takes the lock where the sequence is given. zlib's crc32 and not CRC32C:
+ * zlib is linked already and needs no CPU dispatch or fallback; measured
+ * (zlib 1.2.13, -O2, this machine) at 1.0 GB/s on 232-byte records (0.23 us
+ * each, outside the lock) and 3.6 GB/s on 1 MiB, against 12 and 7 GB/s for
+ * SSE4.2's crc32 instruction: both far above what fdatasync lets through.
  * time_ms is the wall clock at append: max-age has to hold across restarts.
  *
  * Appends (any thread) copy the record into the current group and return its
@@ -24,7 +29,8 @@
  * segment (rotating at segment_bytes) and fdatasync's it, then publishes the
  * highest durable sequence number: spool_durable(), spool_wait_durable(), and
  * the on_durable callback. Sequence numbers start at 1 and only grow, across
- * restarts too. After a failed write or fdatasync the spool refuses appends
+ * restarts too (the last segment file is kept, even fully acknowledged, for
+ * its name); a crash may skip one. After a failed write or fdatasync the spool refuses appends
  * for good (the error stays): after an fsync error the kernel may have dropped
  * the dirty pages, and retrying would report durable what is not.
  *
@@ -73,6 +79,7 @@ typedef struct spool_config {
      * meets one (from spool_next's). `bytes` are the damaged bytes themselves
      * (valid during the call), `reason` one of "bad-magic", "bad-length",
      * "bad-checksum", "bad-sequence", "zero-filled", "truncated", "bad-header".
+     * It must not call into the spool (it may run under its lock).
      */
     void (*on_damage)(void *ctx, const char *segment, uint64_t offset, uint64_t length, const void *bytes,
                       const char *reason);
