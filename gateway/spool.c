@@ -785,17 +785,24 @@ int spool_open(const spool_config *cfg, spool **out, char *err, size_t errlen)
     return 0;
 }
 
-void spool_close(spool *sp)
+void spool_stop(spool *sp)
 {
-    if (!sp)
-        return;
     pthread_mutex_lock(&sp->mu);
     sp->closing = true;
     pthread_cond_broadcast(&sp->wake_writer);
     pthread_cond_broadcast(&sp->durable_cv);
+    bool join = sp->writer_started;
+    sp->writer_started = false;
     pthread_mutex_unlock(&sp->mu);
-    if (sp->writer_started)
+    if (join)
         pthread_join(sp->writer, NULL);
+}
+
+void spool_close(spool *sp)
+{
+    if (!sp)
+        return;
+    spool_stop(sp);
     for (size_t i = 0; i < sp->nsegs; i++) {
         ack_flush(sp, sp->segs[i]);
         if (sp->segs[i]->ack_fd >= 0)

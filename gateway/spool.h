@@ -96,7 +96,14 @@ typedef struct spool_config {
  */
 int spool_open(const spool_config *cfg, spool **out, char *err, size_t errlen);
 
-/* Stop the writer after it has written and synced what was appended; persist acks; unlock. NULL: no-op. */
+/*
+ * Refuse appends (-EPIPE), let the writer write and sync what was appended,
+ * wake a reader waiting in spool_next (it returns -EPIPE). Any thread, more
+ * than once.
+ */
+void spool_stop(spool *sp);
+
+/* spool_stop, persist the acks, unlock, free. No thread may be inside the spool (join the reader first). */
 void spool_close(spool *sp);
 
 /*

@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -203,6 +204,16 @@ static int replay_all(spool *sp, uint64_t *out, int max, int ack)
         if (ack)
             spool_ack(sp, r.seq);
     }
+    return n;
+}
+
+/* Count what replays, payloads unchecked. */
+static int replay_all_any(spool *sp)
+{
+    spool_record r;
+    int n = 0;
+    while (spool_next(sp, &r, 0) == 1)
+        n++;
     return n;
 }
 
@@ -671,6 +682,72 @@ static void test_max_age_drops_unreplayed(void **state)
     spool_close(sp);
 }
 
+/* A write error (here EFBIG past RLIMIT_FSIZE) stays: no more appends, waiters told, no crash. */
+static void test_write_error_is_sticky(void **state)
+{
+    (void)state;
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        struct rlimit rl = {64 << 10, 64 << 10};
+        spool_config cfg = {.segment_bytes = 1 << 20};
+        spool *sp = NULL;
+        uint8_t buf[1000] = {0};
+        uint64_t seq = 0;
+        int rc = 0, n = 0;
+        signal(SIGXFSZ, SIG_IGN);
+        if (setrlimit(RLIMIT_FSIZE, &rl) != 0)
+            _exit(2);
+        cfg.dir = path("spool");
+        if (spool_open(&cfg, &sp, NULL, 0) != 0)
+            _exit(3);
+        while (n < 1000 && (rc = spool_append(sp, buf, sizeof(buf), &seq)) == 0)
+            if (spool_wait_durable(sp, seq, -1) == 0)
+                n++;
+        spool_stats st;
+        spool_get_stats(sp, &st);
+        int ok = rc == -EFBIG && spool_wait_durable(sp, seq, -1) == -EFBIG && st.error == EFBIG && n > 10 &&
+                 n < 70 && spool_durable(sp) == (uint64_t)n;
+        spool_close(sp);
+        _exit(ok ? 0 : 1);
+    }
+    int status;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 0);
+    /* What was durable before is all there. */
+    spool_config cfg = {0};
+    damage d = {0};
+    spool *sp = open_spool(&cfg, &d);
+    int n = replay_all_any(sp);
+    assert_true(n > 10 && n < 70);
+    assert_int_equal(d.n, 0);
+    spool_close(sp);
+}
+
+/* A reader waiting at the tail is woken by spool_stop. */
+static void *wait_at_tail(void *arg)
+{
+    spool_record r;
+    return (void *)(intptr_t)spool_next(arg, &r, -1);
+}
+
+static void test_stop_wakes_the_reader(void **state)
+{
+    spool_config cfg = {0};
+    pthread_t th;
+    void *ret;
+    (void)state;
+    spool *sp = open_spool(&cfg, NULL);
+    assert_int_equal(pthread_create(&th, NULL, wait_at_tail, sp), 0);
+    spool_stop(sp);
+    assert_int_equal(pthread_join(th, &ret), 0);
+    assert_int_equal((intptr_t)ret, -EPIPE);
+    uint64_t seq;
+    assert_int_equal(spool_append(sp, "x", 1, &seq), -EPIPE);
+    spool_close(sp);
+}
+
 /* --- kill -9 ------------------------------------------------------------------- */
 
 static int durable_pipe;
@@ -791,6 +868,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_second_opener_is_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_unusable_directories, setup, teardown),
         cmocka_unit_test_setup_teardown(test_max_age_drops_unreplayed, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_write_error_is_sticky, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_stop_wakes_the_reader, setup, teardown),
         cmocka_unit_test_setup_teardown(test_kill_9_loses_nothing_durable, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
