@@ -33,11 +33,13 @@
  * groups grow past group_bytes (max_bytes bounds them). The window only makes
  * an idle writer wait for company; 0 (the default) measured best with
  * closed-loop producers, each waiting for its own record: 0.16 ms fdatasync,
- * 17 records a sync, 71k records/s with 32 threads, against 19k with 1 ms. Sequence numbers start at 1 and
- * only grow, across restarts too (the last segment file is kept, even fully acknowledged, for its name); a
- * crash may skip one. After a failed write or fdatasync the spool refuses appends for good (the error stays):
- * after an fsync error the kernel may have dropped the dirty pages, and retrying would report durable what is
- * not.
+ * 17 records a sync, 71k records/s with 32 threads, against 19k with 1 ms.
+ *
+ * Sequence numbers start at 1 and only grow, across restarts too (the last
+ * segment file is kept, even fully acknowledged, for its name); a crash may
+ * skip one. After a failed write or fdatasync the spool refuses appends for
+ * good (the error stays): after an fsync error the kernel may have dropped
+ * the dirty pages, and retrying would report durable what is not.
  *
  * Replay (one reader thread): spool_next() yields the durable records not yet
  * acknowledged, oldest first, and waits at the tail for more. spool_ack() may
