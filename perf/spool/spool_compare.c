@@ -4,7 +4,7 @@
 // in WAL mode, on one disk in one run; then replayed in order and deleted, and
 // crashed with kill -9. perf/spool/run drives it; perf/README.md has results.
 //
-//   spool_compare DIR [--seconds S] [--rounds N] [--quick]
+//   spool_compare DIR [--seconds S] [--repeat R] [--rounds N] [--quick]
 //
 // Every engine stores the same bytes: a 16-byte frame header (length, CRC32
 // of the payload, record id) and the payload, built by the producer threads.
@@ -853,9 +853,10 @@ static void crash_test(int e, const char *dir, int rounds, unsigned seed)
 int main(int argc, char **argv)
 {
     if (argc < 2)
-        die("usage", "spool_compare DIR [--seconds S] [--rounds N] [--quick]");
+        die("usage", "spool_compare DIR [--seconds S] [--repeat R] [--rounds N] [--quick]");
     const char *base = argv[1];
-    double seconds = 1.0;
+    double seconds = 0.6;
+    int repeat = 2;
     int rounds = 10;
     bool quick = false;
     for (int i = 2; i < argc; i++) {
@@ -863,6 +864,8 @@ int main(int argc, char **argv)
             seconds = atof(argv[++i]);
         else if (!strcmp(argv[i], "--rounds") && i + 1 < argc)
             rounds = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--repeat") && i + 1 < argc)
+            repeat = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--quick"))
             quick = true;
         else
@@ -875,8 +878,8 @@ int main(int argc, char **argv)
     char dir[600];
     snprintf(dir, sizeof dir, "%s/case", base);
 
-    printf("# engines: LMDB %s, SQLite %s; segments %u MiB; ack chunk %d records\n", MDB_VERSION_STRING,
-           sqlite3_libversion(), SEGMENT_BYTES >> 20, ACK_CHUNK);
+    printf("# engines: %s, SQLite %s; segments %u MiB; ack chunk %d records; %.1f s per case, best of %d\n",
+           MDB_VERSION_STRING, sqlite3_libversion(), SEGMENT_BYTES >> 20, ACK_CHUNK, seconds, repeat);
     fsync_floor(dir, seconds);
     rm_rf(dir);
 
@@ -890,11 +893,22 @@ int main(int argc, char **argv)
             for (int t = 0; t < 2; t++) {
                 if (quick && (t || w == 1))
                     continue;
-                result base_r = {0};
+                // Every engine in turn, --repeat times, keeping each one's
+                // best: the machine is shared, and a disturbance then hits
+                // one repeat of every engine rather than all of one.
+                result best[N_ENGINES] = {{0}};
+                for (int k = 0; k < repeat; k++)
+                    for (int e = 0; e < N_ENGINES; e++) {
+                        result r = run_case(e, dir, sizes[s], windows[w], threads[t], seconds);
+                        double replay =
+                            best[e].replay_mb_s > r.replay_mb_s ? best[e].replay_mb_s : r.replay_mb_s;
+                        if (r.appends_s > best[e].appends_s)
+                            best[e] = r; // its commit latencies with it
+                        best[e].replay_mb_s = replay;
+                    }
+                result base_r = best[0];
                 for (int e = 0; e < N_ENGINES; e++) {
-                    result r = run_case(e, dir, sizes[s], windows[w], threads[t], seconds);
-                    if (e == 0)
-                        base_r = r;
+                    result r = best[e];
                     printf("%5uB %4d %3d  %-18s %9.0f %8.1f %6.2f %8.3f %8.3f", sizes[s], windows[w],
                            threads[t], engines[e].name, r.appends_s, r.mb_s, r.appends_s / base_r.appends_s,
                            r.p50_ms, r.p99_ms);
