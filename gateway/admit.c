@@ -44,8 +44,12 @@ static void drop_units(gw_admission *a, size_t from)
 {
     if (from >= a->n_units)
         return;
-    for (size_t i = a->unit_first[from]; i < a->n_msgs; i++)
+    for (size_t i = a->unit_first[from]; i < a->n_msgs; i++) {
+        /* Spooled while held (a gRPC stream's -EAGAIN), then given up: not to be replayed. */
+        if (a->msgs[i]->spool_seq)
+            gw_spooler_cancel(a->gw->spooler, a->msgs[i]->spool_seq);
         produce_msg_free(a->msgs[i]);
+    }
     for (size_t k = from; k < a->n_units; k++)
         if (a->unit_wait[k]) {
             if (a->unit_wait[k] == a->wait)

@@ -76,7 +76,7 @@ def read_ids(reader, mark, n, timeout=40):
     return [r.event.id for r in recs], recs
 
 
-def test_persisted_without_kafka_survives_kill9(start_gateway, spool_topic, topic_reader, tmp_path):
+def test_persisted_without_kafka_survives_kill9(start_gateway, spool_topic, topic_reader, tmp_path, pb):
     spool = tmp_path / "spool"
     flags = [f"--kafka-topic={spool_topic}", "--spool=always", f"--spool-dir={spool}", "--ack-timeout=1s"]
     gw = start_gateway(*flags, nowhere())
@@ -92,6 +92,18 @@ def test_persisted_without_kafka_survives_kill9(start_gateway, spool_topic, topi
     r = requests.post(gw.events_url, data=batch(ids), timeout=30,
                       headers={"Content-Type": "application/cloudevents-batch+json", "Ingest-Ack": "persisted"})
     assert r.status_code == 200, r.text
+    persisted += ids
+    # gRPC's ACK_LEVEL_PERSISTED.
+    import grpc
+
+    with grpc.insecure_channel(gw.addrs["--grpc-addr"]) as ch:
+        stub = pb.ingest_pb2_grpc.IngestStub(ch)
+        ids = [f"it-spool-g-{uuid.uuid4()}" for _ in range(3)]
+        evs = [pb.cloudevent_pb2.CloudEvent(id=i, source="/it/spool", type="com.example.spool", spec_version="1.0")
+               for i in ids]
+        resp = stub.Publish(pb.ingest_pb2.PublishRequest(seq=7, events=evs, ack=pb.ingest_pb2.ACK_LEVEL_PERSISTED),
+                            timeout=30)
+        assert resp.seq == 7 and resp.accepted == 3 and list(resp.ids) == ids and not resp.errors
     persisted += ids
     # committed still waits for Kafka, which is not there: it times out as without a spool.
     late = [f"it-spool-late-{uuid.uuid4()}"]
@@ -116,6 +128,19 @@ def test_persisted_without_kafka_survives_kill9(start_gateway, spool_topic, topi
     assert post(gw, ids, "committed").status_code == 200
     wait_metric(gw, "ingest_spool_records", 0)
     assert gw.stop() == 0
+
+
+def test_persisted_without_a_spool_is_committed(start_gateway, spool_topic, topic_reader):
+    gw = start_gateway(f"--kafka-topic={spool_topic}", "--default-ack=persisted")
+    reader = topic_reader(spool_topic)
+    mark = reader.mark()
+    ids = [f"it-spool-n-{uuid.uuid4()}" for _ in range(2)]
+    r = requests.post(gw.events_url, data=batch(ids), timeout=30,
+                      headers={"Content-Type": "application/cloudevents-batch+json"})
+    assert r.status_code == 200, r.text
+    # In Kafka before the answer, as committed.
+    assert reader.count_since(mark) == 2
+    assert "ingest_spool_bytes" not in requests.get(gw.admin_url + "/metrics", timeout=5).text
 
 
 def test_a_locked_spool_is_one_line_and_exit_2(start_gateway, spool_topic, tmp_path):
