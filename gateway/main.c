@@ -270,6 +270,9 @@ int main(int argc, char **argv)
         status = 2;
         goto out;
     }
+    /* A segment past RLIMIT_FSIZE is a write error (EFBIG) the gateway reports and outlives, not a kill. */
+    if (gw.spooler)
+        signal(SIGXFSZ, SIG_IGN);
 
     size_t record_max =
         producer_max_message_bytes(gw.lim.max_event_bytes, gw.lim.max_extensions, cfg.gateway_id);

@@ -479,7 +479,8 @@ const char *gw_spooler_not_ready(gw_spooler *s)
     /* Written once by whichever probe sees it first; the error is sticky, the text the same. */
     pthread_mutex_lock(&s->lock);
     if (s->why[0] == '\0')
-        snprintf(s->why, sizeof(s->why), "the spool cannot be written: %s", strerror(-st.error));
+        snprintf(s->why, sizeof(s->why), "the spool cannot be written: %s",
+                 strerror(st.error < 0 ? -st.error : st.error));
     pthread_mutex_unlock(&s->lock);
     return s->why;
 }
