@@ -273,6 +273,18 @@ int main(int argc, char **argv)
     /* A segment past RLIMIT_FSIZE is a write error (EFBIG) the gateway reports and outlives, not a kill. */
     if (gw.spooler)
         signal(SIGXFSZ, SIG_IGN);
+    /*
+     * With a spool, librdkafka retries a record until Kafka takes it (its
+     * default gives up after 5 minutes): one that timed out would stay in
+     * the spool unsent until the next start. The queue and the budget bound
+     * what waits; a stop leaves the rest to the next start's replay.
+     */
+    if (gw.spooler && !config_props_has(&cfg.kafka_props, "message.timeout.ms") &&
+        !config_props_has(&cfg.kafka_props, "delivery.timeout.ms") &&
+        config_props_set(&cfg.kafka_props, "message.timeout.ms", "0") != 0) {
+        LOG_ERROR("gateway", "out of memory");
+        goto out;
+    }
 
     size_t record_max =
         producer_max_message_bytes(gw.lim.max_event_bytes, gw.lim.max_extensions, cfg.gateway_id);
