@@ -46,6 +46,13 @@ struct gw_spooler {
     pthread_mutex_t lock; /* the damages and the persisted waits */
     damage *damaged;      /* met at open, oldest last; sent by gw_spooler_start */
     pwait *waits;
+    /*
+     * Acks of records not yet durable: the spool ignores an ack of a record
+     * its writer has not written (Kafka may well answer first: it lingers
+     * 5 ms, a group waits behind the one being synced). Done by on_durable.
+     */
+    uint64_t *early;
+    size_t n_early, cap_early;
     char why[160]; /* not ready: the writer's error */
     atomic_uint_fast64_t replayed, replay_acked, dead_letters, dead_letter_failures, expired, dropped;
 };
@@ -227,12 +234,47 @@ static void on_drop(void *ctx, uint64_t seq, size_t length, const char *reason)
 
 /* --- persisted ------------------------------------------------------------------------------------- */
 
+/* Ack seq now if it is durable, else once it is. An ack that finds no memory is lost: a replay at most. */
+static void ack(gw_spooler *s, uint64_t seq)
+{
+    pthread_mutex_lock(&s->lock);
+    if (spool_durable(s->sp) < seq) {
+        if (s->n_early == s->cap_early) {
+            size_t cap = s->cap_early ? 2 * s->cap_early : 1024;
+            uint64_t *e = realloc(s->early, cap * sizeof(*e));
+            if (e == NULL) {
+                pthread_mutex_unlock(&s->lock);
+                return;
+            }
+            s->early = e;
+            s->cap_early = cap;
+        }
+        s->early[s->n_early++] = seq;
+        pthread_mutex_unlock(&s->lock);
+        return;
+    }
+    pthread_mutex_unlock(&s->lock);
+    spool_ack(s->sp, seq);
+}
+
 static void on_durable(void *ctx, uint64_t seq)
 {
     gw_spooler *s = ctx;
     pwait *done = NULL, **pp;
+    size_t kept = 0;
 
     pthread_mutex_lock(&s->lock);
+    /*
+     * Ours, then the spool's inside it: the one order everywhere (on_damage
+     * takes ours under the spool's only at open, when nothing else runs).
+     */
+    for (size_t i = 0; i < s->n_early; i++) {
+        if (s->early[i] <= seq)
+            spool_ack(s->sp, s->early[i]);
+        else
+            s->early[kept++] = s->early[i];
+    }
+    s->n_early = kept;
     for (pp = &s->waits; *pp;) {
         pwait *pw = *pp;
         if (pw->w->persist_seq <= seq) {
@@ -312,7 +354,7 @@ int gw_spooler_append(gw_spooler *s, produce_msg *m)
 void gw_spooler_cancel(gw_spooler *s, uint64_t seq)
 {
     if (seq)
-        spool_ack(s->sp, seq);
+        ack(s, seq);
 }
 
 /*
@@ -326,7 +368,7 @@ static void on_spooled(void *arg, uint64_t seq, rd_kafka_resp_err_t err)
 
     if (err != RD_KAFKA_RESP_ERR_NO_ERROR && err != RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE)
         return;
-    spool_ack(s->sp, seq);
+    ack(s, seq);
     if (seq <= s->boundary)
         atomic_fetch_add(&s->replay_acked, 1);
 }
@@ -551,6 +593,7 @@ void gw_spooler_free(gw_spooler *s)
         free(s->damaged);
         s->damaged = next;
     }
+    free(s->early);
     pthread_mutex_destroy(&s->lock);
     free(s);
 }

@@ -256,3 +256,27 @@ def test_a_write_error_keeps_the_gateway_up_not_ready_and_refusing(start_gateway
     assert requests.get(gw.admin_url + "/healthz", timeout=5).status_code == 200
     assert gw.metric("ingest_spool_healthy") == 0
     assert gw.proc.poll() is None
+
+
+def test_the_spool_empties_as_kafka_acknowledges(start_gateway, spool_topic, tmp_path):
+    """More records than the spool holds go through it: acked, their segments go (an ack lost would leave
+    them, to be sent twice at the next start; test_spooler.c's early-ack test is the race's own)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    gw = start_gateway(f"--kafka-topic={spool_topic}", "--spool=always", f"--spool-dir={tmp_path / 'spool'}",
+                       "--spool-max-bytes=4MiB")
+
+    def client(_):
+        with requests.Session() as s:
+            for _ in range(15):
+                ids = [f"it-spool-r-{uuid.uuid4()}" for _ in range(100)]
+                r = s.post(gw.events_url, data=batch(ids, data="r" * 200), params={"ack": "committed"},
+                           headers={"Content-Type": "application/cloudevents-batch+json"}, timeout=30)
+                assert r.status_code == 200, r.text
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(client, range(8)))
+    # 12,000 records, about 4 MiB through a 4 MiB spool: its segments had to go as they were acked.
+    wait_metric(gw, "ingest_spool_records", 0, timeout=30)
+    assert gw.metric("ingest_spool_segments") <= 2
+    assert gw.metric("ingest_dropped_total", protocol="http", reason="overloaded") == 0

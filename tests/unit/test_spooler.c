@@ -1,3 +1,4 @@
+#include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -6,6 +7,11 @@
 #include <string.h>
 
 #include <cmocka.h>
+
+#include <event2/buffer.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <unistd.h>
 
 #include "spooler.h"
 
@@ -121,9 +127,104 @@ static void test_malformed(void **state)
     free(m);
 }
 
+/* The spool's figure `name` from /metrics' text. */
+static unsigned long long spool_metric(gw_spooler *s, const char *name)
+{
+    struct evbuffer *out = evbuffer_new();
+    char want[96];
+    unsigned long long v = ~0ull;
+
+    gw_spooler_metrics(s, out);
+    evbuffer_add(out, "", 1);
+    const char *text = (const char *)evbuffer_pullup(out, -1);
+    snprintf(want, sizeof(want), "\n%s ", name);
+    const char *at = strstr(text, want);
+    if (at)
+        sscanf(at + strlen(want), "%llu", &v);
+    evbuffer_free(out);
+    return v;
+}
+
+static void persisted_done(ack_wait *w)
+{
+    atomic_store((atomic_int *)w->ctx, 1);
+    ack_wait_free(w);
+}
+
+/*
+ * An ack that comes before its record is durable (Kafka can answer before
+ * the group is synced, and a refused request's records are cancelled at
+ * once) is done once it is: none is lost, the spool ends empty.
+ */
+static void test_early_acks_are_kept_until_durable(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/test_spooler.XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    gateway_config cfg = {
+        .kafka_topic = "events", .spool_dir = dir, .spool_mode = "always", .spool_max_bytes = 64u << 20};
+    gateway gw = {.cfg = &cfg};
+    gw_spooler *s = NULL;
+    char err[256];
+    produce_msg *m = msg("k", "id", "src", "type", "value", 5);
+    uint64_t last = 0;
+
+    assert_int_equal(gw_spooler_open(&gw, &s, err, sizeof(err)), 0);
+    assert_non_null(s);
+    for (int i = 0; i < 2000; i++) {
+        assert_int_equal(gw_spooler_append(s, m), 0);
+        assert_true(m->spool_seq > last);
+        last = m->spool_seq;
+        gw_spooler_cancel(s, last); /* most of them before the writer has them */
+    }
+    /* A persisted wait for the last: reported after the early acks up to it are done. */
+    atomic_int done = 0;
+    ack_wait *w = ack_wait_new(1, NULL, persisted_done, &done);
+    w->persisted = 1;
+    w->persist_seq = last;
+    gw_spooler_wait(s, w);
+    while (!atomic_load(&done))
+        usleep(1000);
+    assert_int_equal(spool_metric(s, "ingest_spool_records"), 0);
+    assert_true(spool_metric(s, "ingest_spool_fsyncs_total") >= 1);
+    gw_spooler_free(s);
+
+    /* Reopened: nothing to replay. */
+    assert_int_equal(gw_spooler_open(&gw, &s, err, sizeof(err)), 0);
+    assert_int_equal(spool_metric(s, "ingest_spool_records"), 0);
+    gw_spooler_free(s);
+    free(m);
+    char cmd[64];
+    snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+    assert_int_equal(system(cmd), 0);
+}
+
+/* --spool=always without a directory, and one whose parent is missing: refused with a sentence. */
+static void test_open_refusals(void **state)
+{
+    (void)state;
+    gateway_config cfg = {.kafka_topic = "events", .spool_dir = "", .spool_mode = "always"};
+    gateway gw = {.cfg = &cfg};
+    gw_spooler *s = (gw_spooler *)&cfg;
+    char err[256] = "";
+
+    assert_int_equal(gw_spooler_open(&gw, &s, err, sizeof(err)), -EINVAL);
+    assert_null(s);
+    assert_string_equal(err, "--spool=always needs --spool-dir");
+    cfg.spool_dir = "/nonexistent-parent/spool";
+    assert_true(gw_spooler_open(&gw, &s, err, sizeof(err)) < 0);
+    assert_null(s);
+    assert_non_null(strstr(err, "/nonexistent-parent"));
+    cfg.spool_mode = "off";
+    assert_int_equal(gw_spooler_open(&gw, &s, err, sizeof(err)), 0);
+    assert_null(s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_early_acks_are_kept_until_durable),
+        cmocka_unit_test(test_open_refusals),
         cmocka_unit_test(test_round_trip),
         cmocka_unit_test(test_empty_parts),
         cmocka_unit_test(test_malformed),
