@@ -54,7 +54,7 @@ struct gw_spooler {
     uint64_t *early;
     size_t n_early, cap_early;
     char why[160]; /* not ready: the writer's error */
-    atomic_uint_fast64_t replayed, replay_acked, dead_letters, dead_letter_failures, expired, dropped;
+    atomic_uint_fast64_t replayed, replay_acked, dead_letters, dead_letter_failures;
 };
 
 /* --- framing ------------------------------------------------------------------------------------- */
@@ -224,11 +224,10 @@ static void on_damage(void *ctx, const char *segment, uint64_t offset, uint64_t 
     pthread_mutex_unlock(&s->lock);
 }
 
+/* Counted by the spool (stats.expired_records): only logged here. */
 static void on_drop(void *ctx, uint64_t seq, size_t length, const char *reason)
 {
-    gw_spooler *s = ctx;
-
-    atomic_fetch_add(&s->expired, 1);
+    (void)ctx;
     LOG_DEBUG("spool", "record %" PRIu64 " (%zu bytes) not replayed: %s", seq, length, reason);
 }
 
