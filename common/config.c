@@ -222,6 +222,11 @@ static int props_set(config_props *props, const char *key, size_t key_len, const
     return 0;
 }
 
+int config_props_set(config_props *props, const char *key, const char *value)
+{
+    return props_set(props, key, strlen(key), value);
+}
+
 static const config_entry *find_entry(const config_program *prog, const char *key, size_t len)
 {
     for (size_t i = 0; i < prog->n_entries; i++)

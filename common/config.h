@@ -42,6 +42,9 @@ typedef struct config_props {
 
 /* True when the operator set property `key` (e.g. a --kafka.* one). */
 int config_props_has(const config_props *props, const char *key);
+/* Set property `key` (a program's own default for it, where config_props_has says the operator did not). 0 or
+ * -ENOMEM. */
+int config_props_set(config_props *props, const char *key, const char *value);
 
 typedef struct config_program {
     const char *name;    /* "gateway" */

@@ -1,4 +1,5 @@
 #include "admit.h"
+#include "spooler.h"
 
 #include <errno.h>
 #include <stdarg.h>
@@ -43,8 +44,12 @@ static void drop_units(gw_admission *a, size_t from)
 {
     if (from >= a->n_units)
         return;
-    for (size_t i = a->unit_first[from]; i < a->n_msgs; i++)
+    for (size_t i = a->unit_first[from]; i < a->n_msgs; i++) {
+        /* Spooled while held (a gRPC stream's -EAGAIN), then given up: not to be replayed. */
+        if (a->msgs[i]->spool_seq)
+            gw_spooler_cancel(a->gw->spooler, a->msgs[i]->spool_seq);
         produce_msg_free(a->msgs[i]);
+    }
     for (size_t k = from; k < a->n_units; k++)
         if (a->unit_wait[k]) {
             if (a->unit_wait[k] == a->wait)
@@ -470,12 +475,19 @@ int gw_admit_prepare(gw_admission *a, gw_parse_fn parse, void *arg, int may_be_e
         return -1;
     if (reserve_unit(a) != 0 || reserve_msgs(a, b->n) != 0)
         return out_of_memory(a);
-    if (a->committed && b->n > 0 && (w = ack_wait_new((unsigned)b->n, a->inbox, a->done, NULL)) == NULL)
+    /* persisted with a spool: one report, from the spool, once the last record is durable; without,
+     * committed. */
+    int persisted = a->committed && a->persisted && a->gw->spooler;
+    if (a->committed && b->n > 0 &&
+        (w = ack_wait_new(persisted ? 1 : (unsigned)b->n, a->inbox, a->done, NULL)) == NULL)
         return out_of_memory(a);
+    if (w)
+        w->persisted = persisted;
     for (; made < b->n; made++)
-        if ((a->msgs[a->n_msgs + made] = produce_msg_new(
-                 &b->ev[made], a->received_ns, protocol_in_envelope[a->protocol], a->peer,
-                 a->gw->cfg->gateway_id, a->principal ? a->principal->name : NULL, w)) == NULL)
+        if ((a->msgs[a->n_msgs + made] =
+                 produce_msg_new(&b->ev[made], a->received_ns, protocol_in_envelope[a->protocol], a->peer,
+                                 a->gw->cfg->gateway_id, a->principal ? a->principal->name : NULL,
+                                 persisted ? NULL : w)) == NULL)
             goto oom;
     if (a->n_units == 0)
         a->unit_first[0] = 0;
@@ -501,6 +513,9 @@ static void refuse_units(gw_admission *a, size_t lo, size_t hi, int rc)
 {
     for (size_t k = lo; k < hi; k++) {
         for (size_t i = a->unit_first[k]; i < a->unit_first[k + 1]; i++) {
+            /* Refused: its spool record must not be replayed either. */
+            if (a->msgs[i]->spool_seq)
+                gw_spooler_cancel(a->gw->spooler, a->msgs[i]->spool_seq);
             produce_msg_free(a->msgs[i]);
             a->msgs[i] = NULL;
         }
@@ -512,8 +527,13 @@ static void refuse_units(gw_admission *a, size_t lo, size_t hi, int rc)
         }
         if (rc == -EPIPE)
             gw_admission_refuse(a, GW_R_shutting_down, -1, "the gateway is shutting down");
-        else
+        else if (rc == -ENOSPC)
+            gw_admission_refuse(a, GW_R_overloaded, -1, "the gateway's spool is full; retry later");
+        else if (rc == -EAGAIN || rc == -EINVAL)
             gw_admission_refuse(a, GW_R_overloaded, -1, "the gateway's queue is full; retry later");
+        else
+            gw_admission_refuse(a, GW_R_overloaded, -1,
+                                "the gateway's spool cannot be written (%s); retry later", strerror(-rc));
         refused(a, a->unit_peer[k]);
     }
 }
@@ -525,8 +545,12 @@ static void queued(gw_admission *a, size_t lo, size_t hi)
 
     for (size_t i = a->unit_first[lo]; i < a->unit_first[hi]; i++)
         a->msgs[i] = NULL;
-    for (size_t k = lo; k < hi; k++)
+    for (size_t k = lo; k < hi; k++) {
+        /* Its records are the producer's (maybe freed already): persist_seq was noted at the append. */
+        if (a->unit_wait[k] && a->unit_wait[k]->persisted)
+            gw_spooler_wait(a->gw->spooler, a->unit_wait[k]);
         a->unit_wait[k] = NULL;
+    }
     gateway_metrics_events(&a->gw->metrics, a->protocol, n);
     if (a->principal)
         gateway_metrics_principal_events(a->principal->stats, n);
@@ -542,6 +566,34 @@ static size_t unit_bytes(const gw_admission *a, size_t lo, size_t hi)
     return n;
 }
 
+/*
+ * --spool=always: every record into the spool before the queue, unit by
+ * unit. From the first unit that does not go in (full: -ENOSPC), that unit
+ * and the rest are refused as overloaded. 0 when all went in, else -1.
+ */
+static int spool_units(gw_admission *a)
+{
+    gw_spooler *s = a->gw->spooler;
+    int rc = 0;
+    size_t k;
+
+    for (k = 0; k < a->n_units && rc == 0; k++) {
+        size_t i;
+        for (i = a->unit_first[k]; i < a->unit_first[k + 1]; i++)
+            if (a->msgs[i]->spool_seq == 0 && (rc = gw_spooler_append(s, a->msgs[i])) != 0)
+                break;
+        if (rc == 0 && a->unit_wait[k] && a->unit_wait[k]->persisted && i > a->unit_first[k])
+            a->unit_wait[k]->persist_seq = a->msgs[i - 1]->spool_seq;
+    }
+    if (rc == 0)
+        return 0;
+    k--;
+    refuse_units(a, k, a->n_units, rc == -EPIPE ? -EPIPE : rc);
+    a->n_units = k;
+    a->n_msgs = a->unit_first[k];
+    return -1;
+}
+
 int gw_admit_push(gw_admission *a, int keep)
 {
     queue *q = a->gw->q;
@@ -551,6 +603,11 @@ int gw_admit_push(gw_admission *a, int keep)
 
     if (a->n_units == 0)
         return 0;
+    if (a->gw->spooler && spool_units(a) != 0) {
+        if (a->n_units == 0)
+            return -1;
+        failed = 1;
+    }
     gw_budget_add_queued(b, bytes = unit_bytes(a, 0, a->n_units));
     rc = queue_push_n(q, (void *const *)a->msgs, a->n_msgs);
     if (rc != 0)
@@ -584,4 +641,9 @@ int gw_admit_push(gw_admission *a, int keep)
 int gw_admit_default_committed(const gateway *gw)
 {
     return strcasecmp(gw->cfg->default_ack, "accepted") != 0;
+}
+
+int gw_admit_default_persisted(const gateway *gw)
+{
+    return strcasecmp(gw->cfg->default_ack, "persisted") == 0;
 }

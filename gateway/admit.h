@@ -93,6 +93,7 @@ struct gw_admission {
 
     /* Set by the caller before gw_admit_prepare(): */
     int committed;    /* make an ack_wait for the records (the parser may change it) */
+    int persisted;    /* with committed: ack=persisted, the wait ends once the spool has them (spooler.h) */
     ack_inbox *inbox; /* the ack_wait's loop (NULL: done runs on the reporting thread) */
     void (*done)(ack_wait *w);
     int all_errors; /* validate every event and list each bad one in errors */
@@ -222,7 +223,9 @@ int gw_admission_event_error(gw_admission *a, size_t index, const ing_event_erro
 void gw_admit_count_refused(gateway *gw, gw_protocol p, gw_reason reason);
 void gw_admit_count_answered(gateway *gw, gw_protocol p, uint64_t started_ns, size_t n);
 
-/* The ack level a request gets when it names none (--default-ack). */
+/* The ack level a request gets when it names none (--default-ack): committed (or persisted), and persisted.
+ */
 int gw_admit_default_committed(const gateway *gw);
+int gw_admit_default_persisted(const gateway *gw);
 
 #endif

@@ -3,7 +3,8 @@
 
 #include "gateway.h"
 
-static const char *const ack_levels[] = {"committed", "accepted", NULL};
+static const char *const ack_levels[] = {"committed", "accepted", "persisted", NULL};
+static const char *const spool_modes[] = {"off", "always", NULL};
 static const char *const client_auth_modes[] = {"none", "optional", "require", NULL};
 
 #define OFF(m) offsetof(gateway_config, m)
@@ -116,7 +117,9 @@ static const config_entry entries[] = {
     {"ack-timeout", CONFIG_DURATION, "10s", OFF(ack_timeout_ms),
      "How long a committed request waits for Kafka before answering 503", 1, 3600000, NULL},
     {"default-ack", CONFIG_STRING, "committed", OFF(default_ack),
-     "Acknowledgement when the request names none", 0, 0, ack_levels},
+     "Acknowledgement when the request names none: committed (Kafka has it), accepted (queued), persisted "
+     "(in the spool, or Kafka; without a spool as committed)",
+     0, 0, ack_levels},
     {"auth-token", CONFIG_STRING, "", OFF(auth_token),
      "Shorthand for an --auth-file with principal `default` (this bearer token; http and grpc) and "
      "`anonymous` (udp only): HTTP and gRPC requests must carry it (empty: no authentication; not with "
@@ -137,6 +140,20 @@ static const config_entry entries[] = {
      "for request bodies being read and acks owed (a connection at most 1/16); set it to about half the "
      "container's memory limit",
      16777216, (size_t)1 << 40, NULL},
+    {"spool-dir", CONFIG_STRING, "", OFF(spool_dir),
+     "Directory of the durable spool (created when its parent exists; one gateway at a time, locked); "
+     "empty: no spool",
+     0, 0, NULL},
+    {"spool", CONFIG_STRING, "off", OFF(spool_mode),
+     "off, or always: every event is written to --spool-dir (group commit) before it is queued for Kafka, "
+     "and what Kafka had not acknowledged is sent again at the next start",
+     0, 0, spool_modes},
+    {"spool-max-bytes", CONFIG_BYTES, "1GiB", OFF(spool_max_bytes),
+     "Most the spool holds on disk; when full, new requests are refused as overloaded (429)", 65536,
+     (size_t)1 << 50, NULL},
+    {"spool-max-age", CONFIG_DURATION, "0", OFF(spool_max_age_ms),
+     "Spooled events older than this are not sent again at a start (0: never too old)", 0,
+     (int64_t)365 * 86400000, NULL},
     {"shutdown-timeout", CONFIG_DURATION, "30s", OFF(shutdown_timeout_ms),
      "Longest a stop may take to drain the queue and flush Kafka", 0, 3600000, NULL},
 };

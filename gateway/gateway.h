@@ -57,6 +57,10 @@ typedef struct gateway_config {
     int64_t retry_after_s;
     int64_t shutdown_timeout_ms;
     size_t memory_budget;
+    char *spool_dir;
+    char *spool_mode;
+    size_t spool_max_bytes;
+    int64_t spool_max_age_ms;
     char *log_level;
     char *log_format;
     config_props kafka_props;
@@ -75,8 +79,9 @@ typedef struct gateway {
     atomic_int http_body_waiters; /* HTTP connections waiting for room for a body, on every thread */
     atomic_int grpc_stalled;      /* 1 while the gRPC listener does not answer new clients (grpc_probe.c) */
     gateway_metrics metrics;
-    gw_auth_slot auth;  /* the principals (auth.h): swapped whole by a reload, held by each request */
-    struct gw_tls *tls; /* --tls-cert's, both ports (tls.h), swapped by a reload; NULL: plaintext */
+    struct gw_spooler *spooler; /* --spool=always's (spooler.h); NULL: no spool */
+    gw_auth_slot auth;          /* the principals (auth.h): swapped whole by a reload, held by each request */
+    struct gw_tls *tls;         /* --tls-cert's, both ports (tls.h), swapped by a reload; NULL: plaintext */
     /* The stop's wait for the front ends to finish (gateway/front.h); the condition on CLOCK_MONOTONIC. */
     pthread_mutex_t idle_lock;
     pthread_cond_t idle;

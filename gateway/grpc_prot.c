@@ -24,11 +24,17 @@ int gw_grpc_prot_parse(gw_admission *a, void *arg)
                                    "the message is not an ingest.v1.PublishRequest");
     pub->seq = req.seq;
     a->multi = 1; /* a request names its events by index, however many it holds */
+    a->persisted = 0;
     switch (req.ack) {
     case INGEST__V1__ACK_LEVEL__ACK_LEVEL_UNSPECIFIED:
         a->committed = gw_admit_default_committed(a->gw);
+        a->persisted = gw_admit_default_persisted(a->gw);
         break;
     case INGEST__V1__ACK_LEVEL__ACK_LEVEL_COMMITTED: a->committed = 1; break;
+    case INGEST__V1__ACK_LEVEL__ACK_LEVEL_PERSISTED:
+        a->committed = 1;
+        a->persisted = 1;
+        break;
     case INGEST__V1__ACK_LEVEL__ACK_LEVEL_ACCEPTED: a->committed = 0; break;
     default: return gw_admission_refuse(a, GW_R_bad_request, -1, "ack: %d is not an AckLevel", (int)req.ack);
     }

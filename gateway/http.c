@@ -74,7 +74,7 @@ typedef struct ingest_wait {
     struct ingest_wait *prev, *next; /* on front->waiting */
 } ingest_wait;
 
-typedef enum ack_level { ACK_COMMITTED, ACK_ACCEPTED } ack_level;
+typedef enum ack_level { ACK_COMMITTED, ACK_ACCEPTED, ACK_PERSISTED } ack_level;
 
 /*
  * How often held requests look for room. The queue holds about 13,000
@@ -217,6 +217,8 @@ static int parse_ack(const gw_http_request *req, const char *dflt, ack_level *ac
         *ack = ACK_COMMITTED;
     } else if (strcasecmp(s, "accepted") == 0) {
         *ack = ACK_ACCEPTED;
+    } else if (strcasecmp(s, "persisted") == 0) {
+        *ack = ACK_PERSISTED;
     } else {
         snprintf(bad, size, "%.40s", s);
         return -1;
@@ -591,7 +593,8 @@ static void ingest(gw_http_loop *f, gw_http_request *req, int committed, const g
 
     gw_admission_init(&a, f->gw, GW_HTTP, req->peer, req->started_ns);
     gw_admission_set_principal(&a, who);
-    a.committed = committed;
+    a.committed = committed != 0;
+    a.persisted = committed == 2; /* answered 200 as committed is, once the spool (or Kafka) has them */
     a.inbox = f->inbox;
     a.done = wait_done;
     a.request_bytes = req->body ? evbuffer_get_length(req->body) : 0;
@@ -872,13 +875,15 @@ static void handle(gw_http_request *req, void *arg)
         return;
     if (parse_ack(req, f->gw->cfg->default_ack, &ack, bad, sizeof(bad)) != 0) {
         gw_principal_release(who);
-        refuse(f, req, GW_R_bad_request, 0, "ack: '%s' is not committed or accepted", bad);
+        refuse(f, req, GW_R_bad_request, 0, "ack: '%s' is not committed, accepted or persisted", bad);
         return;
     }
     /* No room: wait for it rather than refuse at once (struct held says why). */
-    if ((f->held_head || gw_overloaded(f->gw)) && hold(f, req, ack == ACK_COMMITTED, who) == 0)
+    /* 0: accepted, 1: committed, 2: persisted (what ingest() and hold() take). */
+    int level = ack == ACK_ACCEPTED ? 0 : ack == ACK_PERSISTED ? 2 : 1;
+    if ((f->held_head || gw_overloaded(f->gw)) && hold(f, req, level, who) == 0)
         return;
-    ingest(f, req, ack == ACK_COMMITTED, who);
+    ingest(f, req, level, who);
 }
 
 static void on_error(gw_http_request *req, int status, const char *code, const char *message, void *arg)

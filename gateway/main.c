@@ -33,6 +33,7 @@
 #include "reload.h"
 #include "queue.h"
 #include "status.h"
+#include "spooler.h"
 #include "mono.h"
 #include "cors.h"
 #include "tls.h"
@@ -263,6 +264,27 @@ int main(int argc, char **argv)
         LOG_ERROR("gateway", "cannot create the queue");
         goto out;
     }
+    /* The spool before anything listens: a directory that cannot be used is one line and exit status 2. */
+    if (gw_spooler_open(&gw, &gw.spooler, errbuf, sizeof(errbuf)) != 0) {
+        fprintf(stderr, "gateway: --spool-dir %s\n", errbuf);
+        status = 2;
+        goto out;
+    }
+    /* A segment past RLIMIT_FSIZE is a write error (EFBIG) the gateway reports and outlives, not a kill. */
+    if (gw.spooler)
+        signal(SIGXFSZ, SIG_IGN);
+    /*
+     * With a spool, librdkafka retries a record until Kafka takes it (its
+     * default gives up after 5 minutes): one that timed out would stay in
+     * the spool unsent until the next start. The queue and the budget bound
+     * what waits; a stop leaves the rest to the next start's replay.
+     */
+    if (gw.spooler && !config_props_has(&cfg.kafka_props, "message.timeout.ms") &&
+        !config_props_has(&cfg.kafka_props, "delivery.timeout.ms") &&
+        config_props_set(&cfg.kafka_props, "message.timeout.ms", "0") != 0) {
+        LOG_ERROR("gateway", "out of memory");
+        goto out;
+    }
 
     size_t record_max =
         producer_max_message_bytes(gw.lim.max_event_bytes, gw.lim.max_extensions, cfg.gateway_id);
@@ -273,6 +295,10 @@ int main(int argc, char **argv)
         goto out;
     }
     producer_on_too_large(prod, count_too_large, &gw);
+    if (gw.spooler && gw_spooler_start(gw.spooler, prod, gw.q, errbuf, sizeof(errbuf)) != 0) {
+        fprintf(stderr, "gateway: %s\n", errbuf);
+        goto out;
+    }
     if (producer_message_max_bytes(prod) < record_max)
         LOG_WARN(
             "kafka",
@@ -378,6 +404,7 @@ int main(int argc, char **argv)
     if (gw_fronts_wait_idle(&gw, fronts, n_fronts, deadline) > 0)
         answer_the_rest(&gw, fronts, n_fronts);
     queue_close(gw.q);
+    gw_spooler_stop_replay(gw.spooler);
     long long left_ms = deadline - mono_ms();
     int undelivered = producer_stop(prod, left_ms > 0 ? (int)left_ms : 0);
     if (undelivered)
@@ -390,6 +417,7 @@ out:
     admin_stop(admin);
     if (gw.q)
         queue_close(gw.q);
+    gw_spooler_stop_replay(gw.spooler);
     /* Threads stopped, what still waits aborted; then the last delivery reports come, and all is freed. */
     for (size_t i = 0; i < n_fronts; i++) {
         fronts[i].ops->stop_accepting(fronts[i].self);
@@ -399,6 +427,9 @@ out:
         producer_stop(prod, 0);
         producer_free(prod);
     }
+    /* After the producer's last reports (they ack), before the inboxes the persisted waits post to go. */
+    gw_spooler_free(gw.spooler);
+    gw.spooler = NULL;
     for (size_t i = 0; i < n_fronts; i++)
         fronts[i].ops->free(fronts[i].self);
     queue_free(gw.q);

@@ -51,8 +51,20 @@ struct producer {
     void (*on_too_large)(void *arg, int protocol);
     void *on_too_large_arg;
     atomic_llong too_large_logged_ms;
+    void (*on_spooled)(void *arg, uint64_t seq, rd_kafka_resp_err_t err);
+    void *on_spooled_arg;
     producer_stats stats;
 };
+
+/*
+ * With a spool, a record's opaque is one of these, so that its delivery
+ * report can ack its spool sequence number too. A record without a
+ * spool_seq (the spooler's dead letters) has a NULL opaque.
+ */
+typedef struct spooled {
+    void *inner; /* what msg_opaque() would have been */
+    uint64_t seq;
+} spooled;
 
 /*
  * The opaque of a record nobody waits for: which protocol's it is, so that
@@ -218,6 +230,8 @@ produce_msg *produce_msg_new(const ing_event *ev, int64_t received_unix_nanos, i
         return NULL;
     m->wait = wait;
     m->protocol = protocol;
+    m->spool_seq = 0;
+    m->topic = NULL;
     m->held = held;
     p = m->strings;
 #define PLACE(field, src, len)                                                                               \
@@ -284,9 +298,17 @@ static void too_large(producer *p, void *opaque, size_t bytes, size_t limit)
 static void dr_msg_cb(rd_kafka_t *rk, const rd_kafka_message_t *msg, void *opaque)
 {
     producer *p = opaque;
+    void *priv = msg->_private;
+    uint64_t seq = 0;
     int protocol;
     (void)rk;
 
+    if (p->on_spooled && priv) {
+        spooled *s = priv;
+        priv = s->inner;
+        seq = s->seq;
+        free(s);
+    }
     if (msg->err == RD_KAFKA_RESP_ERR_NO_ERROR) {
         atomic_fetch_add_explicit(&p->stats.delivered, 1, memory_order_relaxed);
     } else {
@@ -295,9 +317,11 @@ static void dr_msg_cb(rd_kafka_t *rk, const rd_kafka_message_t *msg, void *opaqu
     }
     /* The broker's refusal: over the topic's max.message.bytes (or the broker's). */
     if (msg->err == RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE)
-        too_large(p, msg->_private, record_bytes(msg), atomic_load(&p->topic_max));
-    else if (msg->_private && !opaque_unwaited(msg->_private, &protocol))
-        ack_wait_report(msg->_private, msg->err);
+        too_large(p, priv, record_bytes(msg), atomic_load(&p->topic_max));
+    else if (priv && !opaque_unwaited(priv, &protocol))
+        ack_wait_report(priv, msg->err);
+    if (seq)
+        p->on_spooled(p->on_spooled_arg, seq, msg->err);
 }
 
 static void error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque)
@@ -307,9 +331,35 @@ static void error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque)
     LOG_WARN("kafka", "%s: %s", rd_kafka_err2name((rd_kafka_resp_err_t)err), reason);
 }
 
+/* No memory for a spooled record's wrapper: it fails as a refusal would (its spool record stays). */
+static void produce_failed(producer *p, produce_msg *m, rd_kafka_resp_err_t err)
+{
+    atomic_fetch_add_explicit(&p->stats.failed, 1, memory_order_relaxed);
+    if (m->wait)
+        ack_wait_report(m->wait, err);
+    if (m->spool_seq)
+        p->on_spooled(p->on_spooled_arg, m->spool_seq, err);
+    if (p->budget)
+        gw_budget_sub_queued(p->budget, m->held);
+    produce_msg_free(m);
+}
+
 /* Hand one message to librdkafka; on a full local queue, wait for room rather than fail. */
 static void produce_one(producer *p, produce_msg *m)
 {
+    void *opaque = msg_opaque(m);
+    spooled *sw = NULL;
+
+    if (p->on_spooled) {
+        /* With a spool every opaque is a wrapper (see struct spooled). */
+        if ((sw = malloc(sizeof(*sw))) == NULL) {
+            produce_failed(p, m, RD_KAFKA_RESP_ERR__FAIL);
+            return;
+        }
+        sw->inner = opaque;
+        sw->seq = m->spool_seq;
+        opaque = sw;
+    }
     for (;;) {
         rd_kafka_headers_t *hdrs = rd_kafka_headers_new(4);
         rd_kafka_header_add(hdrs, "ce_id", 5, m->ce_id, (ssize_t)m->ce_id_len);
@@ -318,9 +368,15 @@ static void produce_one(producer *p, produce_msg *m)
         rd_kafka_header_add(hdrs, "content-type", 12, "application/x-protobuf", 22);
         /* Copied: librdkafka keeps value and key in its own message, one allocation. */
         rd_kafka_resp_err_t err =
-            rd_kafka_producev(p->rk, RD_KAFKA_V_RKT(p->topic), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
-                              RD_KAFKA_V_VALUE(m->value, m->value_len), RD_KAFKA_V_KEY(m->key, m->key_len),
-                              RD_KAFKA_V_HEADERS(hdrs), RD_KAFKA_V_OPAQUE(msg_opaque(m)), RD_KAFKA_V_END);
+            m->topic
+                ? rd_kafka_producev(
+                      p->rk, RD_KAFKA_V_TOPIC(m->topic), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+                      RD_KAFKA_V_VALUE(m->value, m->value_len), RD_KAFKA_V_KEY(m->key, m->key_len),
+                      RD_KAFKA_V_HEADERS(hdrs), RD_KAFKA_V_OPAQUE(opaque), RD_KAFKA_V_END)
+                : rd_kafka_producev(p->rk, RD_KAFKA_V_RKT(p->topic), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+                                    RD_KAFKA_V_VALUE(m->value, m->value_len),
+                                    RD_KAFKA_V_KEY(m->key, m->key_len), RD_KAFKA_V_HEADERS(hdrs),
+                                    RD_KAFKA_V_OPAQUE(opaque), RD_KAFKA_V_END);
         if (err == RD_KAFKA_RESP_ERR_NO_ERROR) {
             atomic_fetch_add_explicit(&p->stats.produced, 1, memory_order_relaxed);
             break;
@@ -343,11 +399,14 @@ static void produce_one(producer *p, produce_msg *m)
             /* librdkafka's own refusal: over message.max.bytes (an operator's, smaller than ours). */
             size_t bytes = m->value_len + m->key_len + m->ce_id_len + m->ce_source_len + m->ce_type_len + 55;
             too_large(p, msg_opaque(m), bytes, p->msg_max);
-            break;
+        } else {
+            LOG_WARN("kafka", "produce refused: %s", rd_kafka_err2str(err));
+            if (m->wait)
+                ack_wait_report(m->wait, err);
         }
-        LOG_WARN("kafka", "produce refused: %s", rd_kafka_err2str(err));
-        if (m->wait)
-            ack_wait_report(m->wait, err);
+        free(sw);
+        if (sw && m->spool_seq)
+            p->on_spooled(p->on_spooled_arg, m->spool_seq, err);
         break;
     }
     if (p->budget)
@@ -534,6 +593,12 @@ void producer_on_too_large(producer *p, void (*cb)(void *arg, int protocol), voi
 {
     p->on_too_large = cb;
     p->on_too_large_arg = arg;
+}
+
+void producer_on_spooled(producer *p, void (*cb)(void *arg, uint64_t seq, rd_kafka_resp_err_t err), void *arg)
+{
+    p->on_spooled_arg = arg;
+    p->on_spooled = cb;
 }
 
 size_t producer_topic_max_bytes(producer *p, int timeout_ms)

@@ -37,7 +37,10 @@ typedef struct ack_wait {
     atomic_int error;      /* the first failure's rd_kafka_resp_err_t, or 0; MSG_SIZE_TOO_LARGE wins */
     /* With MSG_SIZE_TOO_LARGE: the refused record's bytes, and the limit it broke (0: not known). */
     atomic_size_t too_large, too_large_limit;
-    ack_inbox *inbox;      /* the loop that gets it back; NULL: done() runs on the reporting thread */
+    ack_inbox *inbox; /* the loop that gets it back; NULL: done() runs on the reporting thread */
+    /* ack=persisted with a spool: reported once this spool sequence number is durable, not by Kafka. */
+    int persisted;
+    uint64_t persist_seq;
     struct ack_wait *next; /* inbox link */
     /* Loop-owned from here on: only the inbox's loop touches these (or done(), without an inbox). */
     void (*done)(struct ack_wait *w); /* called on the loop when remaining reaches 0 */
@@ -87,9 +90,11 @@ void ack_inbox_drain(ack_inbox *inbox);
  * malloc, and nothing of it is freed on librdkafka's threads.
  */
 typedef struct produce_msg {
-    ack_wait *wait; /* NULL when nobody waits (ack=accepted) */
-    int protocol;   /* envelope_protocol: whose drop it is when nobody waits */
-    uint8_t *value; /* the Envelope, inside this allocation */
+    ack_wait *wait;     /* NULL when nobody waits (ack=accepted) */
+    int protocol;       /* envelope_protocol: whose drop it is when nobody waits */
+    uint64_t spool_seq; /* its record in the spool (spooler.h), acked on delivery; 0: not spooled */
+    const char *topic;  /* a replayed record's topic when not the producer's; NULL: the producer's */
+    uint8_t *value;     /* the Envelope, inside this allocation */
     size_t value_len;
     const char *key;
     const char *ce_id, *ce_source, *ce_type;
@@ -145,6 +150,14 @@ size_t producer_message_max_bytes(const producer *p);
  * it before any message is queued.
  */
 void producer_on_too_large(producer *p, void (*cb)(void *arg, int protocol), void *arg);
+
+/*
+ * With a spool: cb(arg, seq, err) for every delivery report (or refusal) of a
+ * record with a spool_seq, on a producer or librdkafka thread. Set it before
+ * any message is queued.
+ */
+void producer_on_spooled(producer *p, void (*cb)(void *arg, uint64_t seq, rd_kafka_resp_err_t err),
+                         void *arg);
 
 /*
  * Ask the broker for the topic's max.message.bytes, waiting timeout_ms at

@@ -1,4 +1,5 @@
 #include "status.h"
+#include "spooler.h"
 
 #include <stdio.h>
 #include <unistd.h>
@@ -108,12 +109,16 @@ void gateway_status_unwatch(gateway_status *st)
 
 const char *gateway_not_ready(gateway *gw)
 {
+    const char *why;
+
     if (atomic_load(&gw->stopping))
         return "shutting down";
     if (queue_above_high_water(gw->q))
         return "the queue is above its high-water mark";
     if (gw_budget_queued_full(&gw->budget))
         return "the queue holds its share of the memory budget";
+    if (gw->spooler && (why = gw_spooler_not_ready(gw->spooler)) != NULL)
+        return why;
     if (atomic_load(&gw->kafka_reachable) != 1)
         return "Kafka not reachable";
     if (atomic_load(&gw->grpc_stalled))
@@ -172,4 +177,6 @@ void gateway_status_metrics(void *arg, struct evbuffer *out)
     prom_family(out, "ingest_kafka_failed_total", "counter",
                 "Records librdkafka refused or could not deliver");
     prom_sample_u64(out, "ingest_kafka_failed_total", NULL, atomic_load(&ps->failed));
+    if (st->gw->spooler)
+        gw_spooler_metrics(st->gw->spooler, out);
 }
