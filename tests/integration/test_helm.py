@@ -210,12 +210,16 @@ def test_security_context(docs):
         assert csc["allowPrivilegeEscalation"] is False
         assert csc["capabilities"]["drop"] == ["ALL"]
         assert pod["automountServiceAccountToken"] is False
-        # The one writable place is an emptyDir; any other mount (the gateway's Secrets) is read-only.
-        (mount,) = [m for m in container(d)["volumeMounts"] if not m.get("readOnly")]
-        (vol,) = [v for v in pod["volumes"] if v["name"] == mount["name"]]
-        assert mount["mountPath"] == "/tmp" and "emptyDir" in vol
+        # The writable places are emptyDirs, /tmp and the gateway's spool; any other mount (the
+        # gateway's Secrets) is read-only.
+        writable = {m["mountPath"]: m for m in container(d)["volumeMounts"] if not m.get("readOnly")}
+        spool = env_of(container(d)).get("INGEST_SPOOL_DIR")
+        assert sorted(writable) == sorted(["/tmp"] + ([spool["value"]] if spool else []))
+        for mount in writable.values():
+            (vol,) = [v for v in pod["volumes"] if v["name"] == mount["name"]]
+            assert "emptyDir" in vol, vol
         for m in container(d)["volumeMounts"]:
-            assert m is mount or "secret" in [v for v in pod["volumes"] if v["name"] == m["name"]][0], m
+            assert m in writable.values() or "secret" in [v for v in pod["volumes"] if v["name"] == m["name"]][0], m
 
 
 def test_gateway_drains_before_it_is_killed(docs, variant):
@@ -577,6 +581,138 @@ def test_tls_and_auth_file_misuse_is_refused(args, message):
 def test_schema_refuses_bad_tls_and_auth_file_values(args, message):
     r = template(*args)
     assert r.returncode != 0 and message in r.stderr, r.stderr
+
+
+# ---- the spool -----------------------------------------------------------------------
+
+SPOOL = ["--set", "gateway.spool.enabled=true"]
+CLAIM = [*SPOOL, "--set", "gateway.spool.persistentVolumeClaim.claimName=gw-spool",
+         "--set", "gateway.autoscaling.enabled=false", "--set", "gateway.replicas=1"]
+
+
+def spool_volume(pod, c):
+    """The volume mounted, writable, at INGEST_SPOOL_DIR."""
+    path = env_of(c)["INGEST_SPOOL_DIR"]["value"]
+    (m,) = [m for m in c["volumeMounts"] if m["mountPath"] == path]
+    assert not m.get("readOnly") and "subPath" not in m, m
+    (vol,) = [v for v in pod["volumes"] if v["name"] == m["name"]]
+    return vol
+
+
+def test_spool_off_by_default():
+    d, pod, c = gateway_pod(render())
+    assert not [n for n in env_of(c) if n.startswith("INGEST_SPOOL")]
+    assert [m["mountPath"] for m in c["volumeMounts"]] == ["/tmp"]
+    assert d["spec"]["strategy"]["type"] == "RollingUpdate"
+
+
+@pytest.mark.parametrize("args,max_bytes,size_limit", [
+    ([], "1GiB", "1281Mi"),
+    (["--set-string", "gateway.spool.maxBytes=100M"], "100M", "126Mi"),  # the gateway's M is MiB
+    (["--set", "gateway.spool.maxBytes=65536"], "65536", "2Mi"),
+    (["--set", "gateway.spool.maxBytes=4294967296"], "4294967296", "5121Mi"),  # a number, not 4.294967296e+09
+])
+def test_spool_in_an_emptydir_above_max_bytes(args, max_bytes, size_limit):
+    d, pod, c = gateway_pod(render(*SPOOL, *args))
+    env = env_of(c)
+    assert env["INGEST_SPOOL"]["value"] == "always"
+    assert env["INGEST_SPOOL_MAX_BYTES"]["value"] == max_bytes
+    assert "INGEST_SPOOL_MAX_AGE" not in env  # the gateway's own default
+    vol = spool_volume(pod, c)
+    # Above maxBytes (which counts segment files only): the kubelet evicts a pod past its
+    # emptyDir's limit, and the spool would go with it.
+    assert vol == {"name": vol["name"], "emptyDir": {"sizeLimit": size_limit}}
+    assert c["securityContext"]["readOnlyRootFilesystem"] is True
+    # Each pod its own spool: the usual rollout and the HPA stay.
+    assert d["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+    assert "fsGroup" not in pod["securityContext"]
+
+
+def test_spool_values_reach_the_gateway():
+    d, pod, c = gateway_pod(render("-f", str(FULL_VALUES)))
+    env = env_of(c)
+    assert (env["INGEST_SPOOL"]["value"], env["INGEST_SPOOL_MAX_BYTES"]["value"],
+            env["INGEST_SPOOL_MAX_AGE"]["value"]) == ("always", "2GiB", "24h")
+    assert spool_volume(pod, c)["emptyDir"] == {"sizeLimit": "2561Mi"}
+
+
+def test_spool_settings_are_the_gateways():
+    binary = BIN / "gateway"
+    assert binary.is_file(), f"{binary} missing: build Release first (tests/run does)"
+    known = set(re.findall(r"env (INGEST_[A-Z0-9_]+)",
+                           subprocess.run([str(binary), "--help"], capture_output=True, text=True).stdout))
+    _, _, c = gateway_pod(render(*CLAIM, "--set", "gateway.spool.maxAge=30m"))
+    names = {n for n in env_of(c) if n.startswith("INGEST_SPOOL")}
+    assert names == {"INGEST_SPOOL", "INGEST_SPOOL_DIR", "INGEST_SPOOL_MAX_BYTES", "INGEST_SPOOL_MAX_AGE"}
+    assert_settings_known(names - known)
+
+
+def test_spool_on_an_existing_claim():
+    d, pod, c = gateway_pod(render(*CLAIM))
+    assert spool_volume(pod, c) == {"name": "spool", "persistentVolumeClaim": {"claimName": "gw-spool"}}
+    assert d["spec"]["replicas"] == 1
+    # The old gateway holds the spool's lock until it stops: a surge pod would never be ready.
+    assert d["spec"]["strategy"] == {"type": "Recreate"}
+    # The claim's root becomes the gateway's group; the rest of the pod's context stays.
+    psc = pod["securityContext"]
+    assert psc["fsGroup"] == psc["runAsGroup"] == 10001 and psc["fsGroupChangePolicy"] == "OnRootMismatch"
+    assert psc["runAsNonRoot"] is True
+    assert c["securityContext"]["readOnlyRootFilesystem"] is True
+    # An fsGroup of the operator's own wins; the sink never gets one.
+    docs = render(*CLAIM, "--set", "podSecurityContext.fsGroup=2000")
+    assert gateway_pod(docs)[1]["securityContext"]["fsGroup"] == 2000
+    assert "fsGroup" not in one(render(*CLAIM), "Deployment", "-sink")["spec"]["template"]["spec"]["securityContext"]
+    # replicas 0 (scaled down) is one gateway at most too.
+    assert gateway_pod(render(*CLAIM, "--set", "gateway.replicas=0"))[0]["spec"]["replicas"] == 0
+
+
+@pytest.mark.parametrize("args,message", [
+    ([*SPOOL, "--set", "gateway.spool.persistentVolumeClaim.claimName=gw-spool"],
+     "claimName needs gateway.autoscaling.enabled=false: two gateways must never share one spool directory"),
+    ([*CLAIM, "--set", "gateway.replicas=2"],
+     "claimName needs gateway.replicas <= 1 (not 2): two gateways must never share one spool directory"),
+    ([*SPOOL, "--set-string", "gateway.spool.maxBytes=32KiB"], 'gateway.spool.maxBytes "32KiB": the gateway takes'),
+    ([*SPOOL, "--set-string", "gateway.spool.maxBytes=65535"], 'gateway.spool.maxBytes "65535": the gateway takes'),
+    ([*SPOOL, "--set-string", "gateway.spool.maxBytes=2000000G"], 'gateway.spool.maxBytes "2000000G"'),
+    ([*SPOOL, "--set", "gateway.settings.spool-dir=/tmp/spool"], "gateway.settings.spool-dir: set by the chart"),
+    # Reserved with the spool off too: the spool goes through gateway.spool, with its volume.
+    (["--set", "gateway.settings.spool=always"], "gateway.settings.spool: set by the chart"),
+])
+def test_spool_misuse_is_refused(args, message):
+    r = template(*args)
+    assert r.returncode != 0 and message in r.stderr, r.stderr
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--set", "gateway.spool.mode=overflow"], "'/gateway/spool/mode'"),  # not in the gateway yet
+    (["--set", "gateway.spool.mode=off"], "'/gateway/spool/mode'"),  # enabled says that
+    (["--set-string", "gateway.spool.maxBytes=1Gi"], "'/gateway/spool/maxBytes'"),  # Kubernetes', not the gateway's
+    (["--set-string", "gateway.spool.maxBytes=1.5GiB"], "'/gateway/spool/maxBytes'"),
+    (["--set-string", "gateway.spool.maxBytes="], "'/gateway/spool/maxBytes'"),
+    (["--set", "gateway.spool.maxBytes=1000"], "'/gateway/spool/maxBytes'"),
+    (["--set", "gateway.spool.maxAge=1d"], "'/gateway/spool/maxAge'"),
+    (["--set-string", "gateway.spool.enabled=yes"], "'/gateway/spool/enabled'"),
+    (["--set", "gateway.spool.persistentVolumeClaim.claimName=Not_A_Claim"],
+     "'/gateway/spool/persistentVolumeClaim/claimName'"),
+    (["--set", "gateway.spool.sizeLimit=2Gi"], "'sizeLimit' not allowed"),
+])
+def test_schema_refuses_bad_spool_values(args, message):
+    r = template(*args)
+    assert r.returncode != 0 and message in r.stderr, r.stderr
+
+
+@pytest.mark.parametrize("value", ["1GiB", "512MiB", "100M", "64KiB", "1073741824", "1G", "70000B"])
+def test_spool_max_bytes_the_chart_takes_the_gateway_takes(value):
+    """The chart's sizes are the gateway's: what the schema and the template let through,
+    --spool-max-bytes parses and finds in its range (64KiB is its least)."""
+    binary = BIN / "gateway"
+    assert binary.is_file(), f"{binary} missing: build Release first (tests/run does)"
+    _, pod, c = gateway_pod(render(*SPOOL, "--set-string", f"gateway.spool.maxBytes={value}"))
+    r = subprocess.run([str(binary), "--spool-max-bytes=" + env_of(c)["INGEST_SPOOL_MAX_BYTES"]["value"],
+                        "--spool-max-bytes=x"], capture_output=True, text=True, timeout=30)
+    # The first is taken; only the second is refused.
+    assert r.returncode != 0 and "'x' is not a valid BYTES" in r.stderr, r.stderr
+    assert f"'{value}'" not in r.stderr and "out of range" not in r.stderr, r.stderr
 
 
 # ---- the Dockerfile ------------------------------------------------------------------

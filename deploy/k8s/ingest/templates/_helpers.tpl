@@ -134,7 +134,7 @@ imagePullSecrets:
   {{- toYaml . | nindent 2 }}
 {{- end }}
 securityContext:
-  {{- toYaml .root.Values.podSecurityContext | nindent 2 }}
+  {{- toYaml (.podSecurityContext | default .root.Values.podSecurityContext) | nindent 2 }}
 {{- with .values.nodeSelector }}
 nodeSelector:
   {{- toYaml . | nindent 2 }}
@@ -181,6 +181,16 @@ stay world-readable inside the container (no other user runs there).
         path: ca.crt
       {{- end }}
 {{- end }}
+{{- if $g.spool.enabled }}
+- name: spool
+  {{- with $g.spool.persistentVolumeClaim.claimName }}
+  persistentVolumeClaim:
+    claimName: {{ . }}
+  {{- else }}
+  emptyDir:
+    sizeLimit: {{ include "ingest.spoolSizeLimit" $g.spool.maxBytes }}
+  {{- end }}
+{{- end }}
 {{- if $g.auth.fileSecret.name }}
 - name: auth-file
   secret:
@@ -215,4 +225,34 @@ checksum/secret: {{ include (print .root.Template.BasePath "/secret.yaml") .root
 {{- else -}}
 {{- fail (printf "memory quantity %q: a whole number with Ki, Mi, Gi, Ti, k, M, G or T, or bytes" $q) -}}
 {{- end -}}
+{{- end -}}
+
+{{/* Bytes of a size as the gateway's --spool-max-bytes reads it: bytes, or B, KiB, MiB, GiB, K, M, G (all binary). */}}
+{{- define "ingest.spoolBytes" -}}
+{{- $q := include "ingest.scalar" . -}}
+{{- $units := dict "B" 1 "KiB" 1024 "MiB" 1048576 "GiB" 1073741824 "K" 1024 "M" 1048576 "G" 1073741824 -}}
+{{- $n := regexFind "^[0-9]+" $q -}}
+{{- $suffix := trimPrefix $n $q -}}
+{{- if not $n -}}
+{{- fail (printf "gateway.spool.maxBytes %q: bytes, or a whole number with B, KiB, MiB, GiB, K, M or G" $q) -}}
+{{- else if eq $suffix "" -}}
+{{- $n -}}
+{{- else if hasKey $units $suffix -}}
+{{- mul (atoi $n) (get $units $suffix) -}}
+{{- else -}}
+{{- fail (printf "gateway.spool.maxBytes %q: bytes, or a whole number with B, KiB, MiB, GiB, K, M or G" $q) -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+The spool's emptyDir sizeLimit, in Mi: maxBytes and a quarter more, and 1Mi. The kubelet evicts a
+pod whose emptyDir grows past its limit (and the spool goes with it), so the limit must hold what
+the gateway writes beyond maxBytes, which counts segment files only: the .ack files, 8 bytes for
+each acknowledged record until its segment is deleted (2% of the spool at the 352-byte records
+measured in docs/operating.md, 20% at the smallest, 40-byte frames), the lock file, and each
+file's last, partly used block of the file system.
+*/}}
+{{- define "ingest.spoolSizeLimit" -}}
+{{- $b := include "ingest.spoolBytes" . | atoi -}}
+{{- printf "%dMi" (div (add (div (mul $b 5) 4) 1048576 1048575) 1048576) -}}
 {{- end -}}
