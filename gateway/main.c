@@ -6,6 +6,7 @@
  * SIGHUP (and --reload-interval) reloads the certificates and --auth-file (reload.h).
  */
 #include <errno.h>
+#include <inttypes.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -93,6 +94,38 @@ static void answer_the_rest(gateway *gw, gw_front *fronts, size_t n)
         fronts[i].ops->abort_waiting(fronts[i].self);
     }
     gw_fronts_wait_idle(gw, fronts, n, mono_ms() + 500);
+}
+
+/* How long the stop waits for the spool to make the last appends durable before it may leave them there. */
+#define SETTLE_MS 1000
+
+/*
+ * With --spool=always and Kafka not reachable, a request waiting for Kafka
+ * would wait out the whole --shutdown-timeout for nothing: its records are
+ * in the spool, and the next start sends them. So, a round at a time: once
+ * what was appended is durable (persisted requests are answered by that)
+ * and their answers had a round to go out, what still waits for Kafka is
+ * answered as at the deadline (503 / UNAVAILABLE). Requests still being
+ * read finish as before. Kafka reachable: the wait of every stop.
+ */
+static size_t wait_idle_spooled(gateway *gw, gw_front *fronts, size_t n, long long deadline)
+{
+    int settled = 0;
+
+    for (;;) {
+        long long now = mono_ms(), until = now + 200 < deadline ? now + 200 : deadline;
+        size_t pending = gw_fronts_wait_idle(gw, fronts, n, until);
+        if (pending == 0 || until >= deadline)
+            return pending;
+        if (atomic_load(&gw->kafka_reachable) == 1) {
+            settled = 0;
+            continue;
+        }
+        if (settled)
+            for (size_t i = 0; i < n; i++)
+                fronts[i].ops->abort_waiting(fronts[i].self);
+        settled = gw_spooler_settle(gw->spooler, 200);
+    }
 }
 
 /* A record nobody waited for, refused by Kafka for its size: its protocol's too_large drop. */
@@ -401,14 +434,33 @@ int main(int argc, char **argv)
     atomic_store(&gw.stopping, 1);
     for (size_t i = 0; i < n_fronts; i++)
         fronts[i].ops->stop_accepting(fronts[i].self);
-    if (gw_fronts_wait_idle(&gw, fronts, n_fronts, deadline) > 0)
+    if ((gw.spooler ? wait_idle_spooled(&gw, fronts, n_fronts, deadline)
+                    : gw_fronts_wait_idle(&gw, fronts, n_fronts, deadline)) > 0)
         answer_the_rest(&gw, fronts, n_fronts);
     queue_close(gw.q);
     gw_spooler_stop_replay(gw.spooler);
     long long left_ms = deadline - mono_ms();
-    int undelivered = producer_stop(prod, left_ms > 0 ? (int)left_ms : 0);
-    if (undelivered)
-        LOG_WARN("kafka", "%d messages not delivered by the shutdown timeout", undelivered);
+    /*
+     * Kafka not reachable, and every record queued or in librdkafka's buffer
+     * durable in the spool (appended before it was queued, or replayed from
+     * it): nothing is gained by waiting. What is in memory is dropped
+     * unacked (purged: its reports ack nothing) and the next start replays
+     * it. A record not durable yet is waited for, never dropped: when the
+     * spool does not settle in time, the drain below as without a spool.
+     */
+    if (gw.spooler && atomic_load(&gw.kafka_reachable) != 1 &&
+        gw_spooler_settle(gw.spooler, left_ms < SETTLE_MS ? (left_ms > 0 ? (int)left_ms : 0) : SETTLE_MS)) {
+        int undelivered = producer_stop(prod, 0);
+        LOG_WARN(
+            "spool",
+            "Kafka not reachable: stopping without waiting for it; %d records in memory left to the spool, "
+            "which holds %" PRIu64 " unacknowledged for the next start to send",
+            undelivered, gw_spooler_records(gw.spooler));
+    } else {
+        int undelivered = producer_stop(prod, left_ms > 0 ? (int)left_ms : 0);
+        if (undelivered)
+            LOG_WARN("kafka", "%d messages not delivered by the shutdown timeout", undelivered);
+    }
     status = 0;
 
 out:

@@ -53,7 +53,8 @@ struct gw_spooler {
      */
     uint64_t *early;
     size_t n_early, cap_early;
-    char why[160]; /* not ready: the writer's error */
+    char why[160];                 /* not ready: the writer's error */
+    atomic_uint_fast64_t appended; /* the highest sequence number appended: what a stop waits to be durable */
     atomic_uint_fast64_t replayed, replay_acked, dead_letters, dead_letter_failures;
 };
 
@@ -346,8 +347,28 @@ int gw_spooler_append(gw_spooler *s, produce_msg *m)
         m->spool_seq = 0;
         if (rc != -ENOSPC && rc != -EPIPE)
             fail_waits(s);
+        return rc;
     }
-    return rc;
+    /* Appends race: the highest wins. */
+    uint_fast64_t seen = atomic_load(&s->appended);
+    while (seen < m->spool_seq && !atomic_compare_exchange_weak(&s->appended, &seen, m->spool_seq))
+        ;
+    return 0;
+}
+
+int gw_spooler_settle(gw_spooler *s, int timeout_ms)
+{
+    uint64_t last = atomic_load(&s->appended);
+
+    return last == 0 || spool_wait_durable(s->sp, last, timeout_ms) == 0;
+}
+
+uint64_t gw_spooler_records(gw_spooler *s)
+{
+    spool_stats st;
+
+    spool_get_stats(s->sp, &st);
+    return st.records;
 }
 
 void gw_spooler_cancel(gw_spooler *s, uint64_t seq)

@@ -58,6 +58,17 @@ const char *gw_spooler_not_ready(gw_spooler *s);
 
 void gw_spooler_metrics(gw_spooler *s, struct evbuffer *out);
 
+/*
+ * The stop, Kafka away: wait timeout_ms at most for every record appended so
+ * far to be durable. 1 when it is (what is queued or in librdkafka's buffer
+ * may then be left to the next start's replay), 0 when not (time is up, or
+ * the writer failed).
+ */
+int gw_spooler_settle(gw_spooler *s, int timeout_ms);
+
+/* Records in the spool Kafka has not acknowledged. */
+uint64_t gw_spooler_records(gw_spooler *s);
+
 /* Stop the replay thread (before the queue is freed). Any number of times. */
 void gw_spooler_stop_replay(gw_spooler *s);
 

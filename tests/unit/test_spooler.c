@@ -199,6 +199,46 @@ static void test_early_acks_are_kept_until_durable(void **state)
     assert_int_equal(system(cmd), 0);
 }
 
+/*
+ * The stop's settle: every record appended so far is durable once it
+ * returns 1 (a persisted wait for the last is reported at once), and
+ * nothing is acked by it: all are there for the next start.
+ */
+static void test_settle_makes_the_appends_durable(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/test_spooler.XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    gateway_config cfg = {
+        .kafka_topic = "events", .spool_dir = dir, .spool_mode = "always", .spool_max_bytes = 64u << 20};
+    gateway gw = {.cfg = &cfg};
+    gw_spooler *s = NULL;
+    char err[256];
+    produce_msg *m = msg("k", "id", "src", "type", "value", 5);
+
+    assert_int_equal(gw_spooler_open(&gw, &s, err, sizeof(err)), 0);
+    assert_int_equal(gw_spooler_settle(s, 0), 1); /* nothing appended */
+    for (int i = 0; i < 500; i++)
+        assert_int_equal(gw_spooler_append(s, m), 0);
+    assert_int_equal(gw_spooler_settle(s, 10000), 1);
+    atomic_int done = 0;
+    ack_wait *w = ack_wait_new(1, NULL, persisted_done, &done);
+    w->persisted = 1;
+    w->persist_seq = m->spool_seq;
+    gw_spooler_wait(s, w);
+    assert_int_equal(atomic_load(&done), 1); /* at once: durable already */
+    assert_int_equal(gw_spooler_records(s), 500);
+    gw_spooler_free(s);
+
+    assert_int_equal(gw_spooler_open(&gw, &s, err, sizeof(err)), 0);
+    assert_int_equal(gw_spooler_records(s), 500);
+    gw_spooler_free(s);
+    free(m);
+    char cmd[64];
+    snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+    assert_int_equal(system(cmd), 0);
+}
+
 /* --spool=always without a directory, and one whose parent is missing: refused with a sentence. */
 static void test_open_refusals(void **state)
 {
@@ -224,6 +264,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_early_acks_are_kept_until_durable),
+        cmocka_unit_test(test_settle_makes_the_appends_durable),
         cmocka_unit_test(test_open_refusals),
         cmocka_unit_test(test_round_trip),
         cmocka_unit_test(test_empty_parts),
