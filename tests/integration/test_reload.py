@@ -356,10 +356,20 @@ def test_reload_under_load(start_gateway, make_topic, pki, certs, tmp_path, pb, 
         kept.close()
     assert errors == [], errors[:5]
     assert all(n > 0 for n in done.values()), done
-    assert wait_for(lambda: reloads(gw, "ok") >= 15), reloads(gw, "ok")
+    # A SIGHUP that comes while another is pending merges with it (signals are not queued), so a loaded
+    # machine may reload fewer times than it was signalled; each reload reads the files as they are then.
+    assert wait_for(lambda: reloads(gw, "ok") >= 1), reloads(gw, "ok")
+    assert reloads(gw, "ok") <= i
     assert reloads(gw, "failed") == 0
     assert len(seen) >= 2, seen
     assert gw.proc.poll() is None
+
+
+def settled(gw, quiet=1.0):
+    """The reload count unchanged over `quiet` seconds: no reload pending or running."""
+    before = reloads(gw, "ok") + reloads(gw, "failed")
+    time.sleep(quiet)
+    return reloads(gw, "ok") + reloads(gw, "failed") == before
 
 
 # ---- The auth file (--auth-file) as a reload item -----------------------------------------------------
@@ -675,8 +685,12 @@ def test_reload_of_certificates_and_auth_file_under_load(start_gateway, make_top
         kept.close()
     assert errors == [], errors[:5]
     assert all(n > 0 for n in done.values()), done
-    # Two items a signal: the certificates and the auth file.
-    assert wait_for(lambda: reloads(gw, "ok") == 2 * i), (reloads(gw, "ok"), i)
+    # Two items a reload: the certificates and the auth file. A SIGHUP sent while another is pending merges
+    # with it (signals are not queued), so a loaded machine reloads up to i times, the last after the last
+    # rotation: wait until the count stops moving.
+    assert wait_for(lambda: reloads(gw, "ok") >= 2), (reloads(gw, "ok"), i)
+    assert wait_for(lambda: settled(gw)), (reloads(gw, "ok"), i)
+    assert reloads(gw, "ok") % 2 == 0 and reloads(gw, "ok") <= 2 * i, (reloads(gw, "ok"), i)
     assert reloads(gw, "failed") == 0
     # The file of the last rotation is in force.
     b_in = send(gw, TOKENS["b"], "/b/x", url=https(gw), verify=pki.ca_pem)
