@@ -412,44 +412,7 @@ static int parse_san(parser *ps, gw_principal *p, const char *w, size_t len)
     return fail(ps, "cert san: expected DNS:, URI:, email: or IP: and a value");
 }
 
-/* "1000/s", "60/m", "3600/h" (events), or with bytes "10MiB/s": per second in *out. */
-static int parse_rate(const char *w, size_t len, int bytes, double *out)
-{
-    char buf[64];
-    const char *slash;
-    double per;
-
-    if (len == 0 || len >= sizeof(buf))
-        return -1;
-    memcpy(buf, w, len);
-    buf[len] = '\0';
-    if ((slash = strchr(buf, '/')) == NULL)
-        return -1;
-    if (strcmp(slash, "/s") == 0)
-        per = 1;
-    else if (strcmp(slash, "/m") == 0)
-        per = 60;
-    else if (strcmp(slash, "/h") == 0)
-        per = 3600;
-    else
-        return -1;
-    buf[slash - buf] = '\0';
-    if (bytes) {
-        size_t n;
-        if (config_parse_bytes(buf, &n) != 0)
-            return -1;
-        *out = (double)n / per;
-        return 0;
-    }
-    char *end;
-    errno = 0;
-    double v = strtod(buf, &end);
-    if (errno || end == buf || *end || !(v >= 0) || v > 1e12)
-        return -1;
-    *out = v / per;
-    return 0;
-}
-
+/* "1000" (events), or with bytes "10MiB": the amount in *out. 0, or -1. */
 static int parse_amount(const char *w, size_t len, int bytes, double *out)
 {
     char buf[64];
@@ -471,6 +434,30 @@ static int parse_amount(const char *w, size_t len, int bytes, double *out)
     if (errno || end == buf || *end || !(v >= 0) || v > 1e12)
         return -1;
     *out = v;
+    return 0;
+}
+
+/* "1000/s", "60/m", "3600/h" (events), or with bytes "10MiB/s": per second in *out. */
+static int parse_rate(const char *w, size_t len, int bytes, double *out)
+{
+    const char *slash = memchr(w, '/', len);
+    size_t unit;
+    double per;
+
+    if (slash == NULL)
+        return -1;
+    unit = len - (size_t)(slash - w);
+    if (unit == 2 && slash[1] == 's')
+        per = 1;
+    else if (unit == 2 && slash[1] == 'm')
+        per = 60;
+    else if (unit == 2 && slash[1] == 'h')
+        per = 3600;
+    else
+        return -1;
+    if (parse_amount(w, (size_t)(slash - w), bytes, out) != 0)
+        return -1;
+    *out /= per;
     return 0;
 }
 
